@@ -1,0 +1,139 @@
+"""Grad-CAM heat maps for any Keras emotion model behind an EmotionModel.
+
+Shows which part of a face drove a prediction (dashboard gallery, ``--explain``), which is
+the quickest way to spot a model looking at hair, glasses or the background. The target
+layer is the last layer with a spatial (N, h, w, c) output, found automatically.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fer_core.labels import EMOTIONS, EMOTION_INDEX
+from fer_core.preprocess import preprocess
+
+__all__ = ["find_last_conv_layer", "heatmaps", "overlay", "explain_faces"]
+
+
+def find_last_conv_layer(keras_model: Any) -> str:
+    """Name of the last layer whose output is a spatial map (rank 4, h and w > 1).
+
+    Convolution layers are preferred; a nested backbone (a Model used as a layer) counts
+    as one layer, its output map is used. Raises ValueError if there is none.
+    """
+    spatial = []
+    for layer in keras_model.layers:
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4 and (shape[1] is None or shape[1] > 1) and (shape[2] is None or shape[2] > 1):
+            spatial.append(layer)
+    if not spatial:
+        raise ValueError(f"model {keras_model.name!r} has no layer with a (N, h, w, c) output; Grad-CAM needs one")
+    convs = [l for l in spatial if "Conv" in type(l).__name__ or hasattr(l, "layers")]
+    return (convs or spatial)[-1].name
+
+
+def _class_columns(model: Any, predicted: np.ndarray, target: int | str | Sequence[int | str] | None, n: int) -> np.ndarray:
+    """Model-output column per row: predicted class, or the given EMOTIONS index/name (one or per row)."""
+    if target is None:
+        return predicted
+    targets = [target] * n if isinstance(target, (int, str, np.integer)) else list(target)
+    if len(targets) != n:
+        raise ValueError(f"class_index has {len(targets)} entries for {n} crops")
+    labels = list(model.spec.labels)
+    cols = []
+    for t in targets:
+        name = EMOTIONS[int(t)] if not isinstance(t, str) else t
+        if name not in EMOTION_INDEX:
+            raise ValueError(f"unknown emotion {t!r}; expected an index 0..6 or one of {list(EMOTIONS)}")
+        cols.append(labels.index(name))
+    return np.array(cols, dtype=np.int64)
+
+
+def heatmaps(
+    model: Any,
+    crops: np.ndarray,
+    class_index: int | str | Sequence[int | str] | None = None,
+    *,
+    layer_name: str | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Grad-CAM maps (N, s, s) float32 in [0, 1] at the model's input size.
+
+    model: an EmotionModel; crops: uint8 face crops as for ``model.predict``.
+    class_index: None = each crop's predicted class; else an EMOTIONS index or name, or
+    one per crop. The score differentiated is log p(class) for softmax outputs (avoids the
+    vanishing gradients of a saturated softmax) and the raw output for logit models.
+    """
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    km = model.keras_model
+    x_all = preprocess(crops, model.spec)
+    size = model.spec.input_size
+    if len(x_all) == 0:
+        return np.zeros((0, size, size), np.float32)
+    layer = km.get_layer(layer_name or find_last_conv_layer(km))
+    grad_model = keras.Model(inputs=km.inputs, outputs=[layer.output, km.outputs[0]])
+
+    maps = []
+    for start in range(0, len(x_all), batch_size):
+        x = tf.convert_to_tensor(x_all[start:start + batch_size])
+        with tf.GradientTape() as tape:
+            fmap, out = grad_model(x, training=False)
+            tape.watch(fmap)
+            out_np = out.numpy()
+            is_prob = out_np.min() >= 0 and np.allclose(out_np.sum(axis=1), 1.0, atol=1e-3)
+            cols = _class_columns(model, np.argmax(out_np, axis=1), _slice(class_index, start, len(x)), len(x))
+            picked = tf.gather(out, cols, axis=1, batch_dims=1)
+            score = tf.math.log(picked + 1e-7) if is_prob else picked
+        grads = tape.gradient(score, fmap).numpy()  # rows are independent: sum of scores is fine
+        fmap_np = fmap.numpy()
+        alpha = grads.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, c) channel importance
+        cam = np.maximum((alpha * fmap_np).sum(axis=-1), 0.0)  # (n, h, w)
+        for c in cam:
+            c = cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+            peak = float(c.max())
+            maps.append(c / peak if peak > 0 else np.zeros_like(c))
+    return np.clip(np.stack(maps), 0.0, 1.0).astype(np.float32)
+
+
+def _slice(target: Any, start: int, n: int) -> Any:
+    if target is None or isinstance(target, (int, str, np.integer)):
+        return target
+    return list(target)[start:start + n]
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
+    """Blend a [0, 1] heat map (any size; resized) onto an RGB or grey uint8 image -> uint8 RGB (jet)."""
+    import cv2
+
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    h, w = img.shape[:2]
+    heat = cv2.resize(np.asarray(heatmap, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    heat_u8 = np.uint8(np.clip(heat, 0.0, 1.0) * 255)
+    colour = cv2.cvtColor(cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blended = (1.0 - alpha) * img.astype(np.float32) + alpha * colour.astype(np.float32)
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def explain_faces(image_rgb: np.ndarray, faces: Sequence[Any], model: Any, *, size: int = 112, alpha: float = 0.4) -> list[np.ndarray]:
+    """Per-face Grad-CAM overlays (size x size uint8 RGB) for gallery thumbnails.
+
+    Faces are aligned with the model's crop margin, exactly like the crops it classified.
+    """
+    from fer_core.align import align_faces
+
+    if not len(faces):
+        return []
+    crops = align_faces(image_rgb, list(faces), size=size, margin=model.spec.crop_margin)
+    maps = heatmaps(model, crops)
+    return [overlay(c, m, alpha=alpha) for c, m in zip(crops, maps)]

