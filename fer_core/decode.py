@@ -1,0 +1,172 @@
+"""Image bytes -> RGB uint8 pixels, safely.
+
+Why Pillow for everything: it reads the header lazily (so the pixel limit is checked BEFORE any
+pixel is decoded: a 1.2 MB PNG can declare 20000x20000 = 1.2 GB of RGB), it raises on truncated
+files (OpenCV silently returns a half-grey JPEG), and it handles every mode we meet in campaign
+dumps (grey, palette, alpha, CMYK, 16-bit) and GIF. EXIF orientation is applied so that boxes are
+in the pixels a person sees. Every failure becomes a typed ``ImageError`` with a ``.status``.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError
+
+__all__ = ["decode_image", "image_size", "DEFAULT_MAX_PIXELS"]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# EXIF Orientation tag value -> the transpose that undoes it (same table as PIL.ImageOps.exif_transpose).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _as_bytes(data: bytes | bytearray | memoryview | None) -> bytes:
+    if data is None:
+        raise EmptyImageError("image is None (empty cell); check the export that produced the dump")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"image must be bytes, got {type(data).__name__}; pass the raw file bytes")
+    data = bytes(data)
+    if not data:
+        raise EmptyImageError("image has zero bytes (empty cell or zero-byte file); re-export or re-upload it")
+    return data
+
+
+def _open_unchecked(data: bytes) -> Image.Image:
+    """Open lazily with every registered format, WITHOUT Pillow's global bomb check.
+
+    Only used when Image.open refuses a huge image, so we still learn its real size and apply OUR limit.
+    """
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            return factory(io.BytesIO(data), None)
+        except Exception:  # that plugin does not understand the bytes; try the next one
+            continue
+    raise DecodeError("not a recognised image format")
+
+
+def _open(data: bytes) -> Image.Image:
+    """Lazy Image.open (header only) mapping every failure onto DecodeError."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        return _open_unchecked(data)
+    except UnidentifiedImageError:
+        head = data[:16]
+        hint = " (looks like text/HTML: an error page or a wrong column?)" if _looks_like_text(data) else ""
+        raise DecodeError(
+            f"bytes are not a recognised image format{hint}; first bytes {head!r}, {len(data)} bytes in all. "
+            f"Supported: JPEG, PNG, WebP, BMP, TIFF, GIF"
+        ) from None
+    except Exception as e:  # corrupt headers raise SyntaxError, ValueError, struct.error, OSError...
+        raise DecodeError(f"corrupt image header ({type(e).__name__}: {e}); re-export the file") from None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    sample = data[:512]
+    return bool(sample) and re.fullmatch(rb"[\x09\x0a\x0d\x20-\x7e]*", sample) is not None
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        return int(value) if int(value) in _ORIENTATION else 1
+    except Exception:  # a broken EXIF block must not make the whole image unreadable
+        return 1
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    w, h = im.size
+    return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as displayed (EXIF orientation applied), from the header only; None if unreadable.
+
+    Cheap enough to call on every row before deciding to decode: no pixel is decompressed.
+    """
+    try:
+        data = _as_bytes(data)
+        with _open(data) as im:
+            return _oriented_size(im)
+    except Exception:
+        return None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB. Transparent pixels are composited on white."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"))
+        alpha = rgba[..., 3:4].astype(np.uint16)
+        rgb = rgba[..., :3].astype(np.uint16)
+        return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float grey (PNG/TIFF)
+        grey = np.asarray(im)
+        if grey.dtype.kind == "f":
+            grey = grey * 255.0 if np.nanmax(grey, initial=0.0) <= 1.0 else grey
+            grey = np.clip(np.nan_to_num(grey), 0, 255).astype(np.uint8)
+        elif mode.startswith("I;16") or grey.max(initial=0) > 255:
+            grey = (grey.astype(np.uint32) // 257).clip(0, 255).astype(np.uint8)
+        else:
+            grey = grey.clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))  # L, 1, P, CMYK, YCbCr, LAB, HSV, I;16-less modes
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to (H, W, 3) uint8 RGB, EXIF orientation applied, first frame only.
+
+    Raises EmptyImageError (no bytes), ImageTooLargeError (header declares more than ``max_pixels``,
+    checked before decoding) or DecodeError (anything else unreadable). Never raises raw PIL errors.
+    """
+    data = _as_bytes(data)
+    with _open(data) as im:
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise DecodeError(f"image header declares an empty size {w}x{h}; re-export the file")
+        if w * h > max_pixels:
+            raise ImageTooLargeError(
+                f"image header declares {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,} "
+                f"(about {3 * w * h / 1e9:.1f} GB once decoded); downscale it before scoring or raise max_pixels"
+            )
+        fmt = im.format or "unknown"
+        orientation = _orientation(im)
+        try:
+            im.seek(0)  # first frame of GIF / animated WebP / multi-page TIFF
+            im.load()
+            if orientation != 1:
+                im = im.transpose(_ORIENTATION[orientation])
+            rgb = _to_rgb(im)
+        except ImageTooLargeError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as e:
+            what = "truncated" if "truncated" in str(e).lower() or isinstance(e, EOFError) else "corrupt"
+            raise DecodeError(
+                f"{fmt} image is {what} ({type(e).__name__}: {e}); {len(data)} bytes were given. "
+                f"Re-download or re-export the file"
+            ) from None
+        except Exception as e:  # any other plugin failure must still be a per-image error
+            raise DecodeError(f"{fmt} image could not be decoded ({type(e).__name__}: {e})") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise DecodeError(f"{fmt} image decoded to an unexpected array {rgb.shape} {rgb.dtype}")
+    return np.require(rgb, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # Pillow's buffer is read-only

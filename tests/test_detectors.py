@@ -1,0 +1,180 @@
+"""Detectors on a real face photo: RetinaFace accuracy + box mapping, and one contract for every family."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fer_core.detectors import (
+    Detections,
+    Detector,
+    DetectorConfig,
+    create_detector,
+    list_detectors,
+    register_detector,
+)
+from fer_core.detectors import _REGISTRY
+from fer_core.errors import ConfigError, WeightsError
+from fer_core.types import Face
+from fer_core.weights import RETINAFACE_MOBILENET_V2, read_weight_bytes
+from tests._images import ASTRONAUT_EYES, ASTRONAUT_FACE_XYXY, astronaut, map_box, paste, xywh_to_xyxy
+
+_DETECTORS: dict[str, Detector] = {}
+
+
+def get_detector(name: str) -> Detector:
+    """One instance per family for the whole module (RetinaFace takes seconds to load TF)."""
+    if name not in _DETECTORS:
+        _DETECTORS[name] = create_detector(name)
+    return _DETECTORS[name]
+
+
+@pytest.fixture(scope="module")
+def retina() -> Detector:
+    return get_detector("retinaface")
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# ---------------------------------------------------------------- RetinaFace accuracy
+
+
+def test_astronaut_single_face_box_and_eyes(retina: Detector) -> None:
+    faces = retina.detect([astronaut()])[0]
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.score > 0.99
+    np.testing.assert_allclose(xywh_to_xyxy(face.box), ASTRONAUT_FACE_XYXY, atol=12)
+    np.testing.assert_allclose(face.landmarks[:2], ASTRONAUT_EYES, atol=5)
+    # landmark order: image-left eye, image-right eye, nose, mouth corners (left, right)
+    lm = face.landmarks
+    assert lm[0, 0] < lm[2, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]
+    assert lm[0, 1] < lm[2, 1] < lm[3, 1]
+
+
+@pytest.mark.parametrize(
+    "canvas_hw,scale,offset,max_side",
+    [
+        ((700, 1000), 0.6, (410, 233), 1024),  # smaller face, odd canvas (padding to /32)
+        ((1200, 1600), 1.7, (150, 90), 1024),  # default max_side downscales 1600 -> 1024
+        ((1500, 2000), 1.0, (1300, 800), 480),  # forced strong downscale, face near the corner
+    ],
+    ids=["small-offset", "default-downscale", "forced-downscale"],
+)
+def test_pasted_face_maps_back_to_original_pixels(canvas_hw, scale, offset, max_side) -> None:
+    det = create_detector("retinaface", max_side=max_side) if max_side != 1024 else get_detector("retinaface")
+    canvas = paste(astronaut(), canvas_hw=canvas_hw, scale=scale, offset_xy=offset)
+    faces = det.detect([canvas])[0]
+    assert len(faces) == 1
+    expected = map_box(ASTRONAUT_FACE_XYXY, scale, offset)
+    down = max(canvas_hw) / max_side if max(canvas_hw) > max_side else 1.0
+    tol = 12 * scale + 3 * down
+    np.testing.assert_allclose(xywh_to_xyxy(faces[0].box), expected, atol=tol)
+    eyes = np.asarray(ASTRONAUT_EYES) * scale + np.asarray(offset)
+    np.testing.assert_allclose(faces[0].landmarks[:2], eyes, atol=5 * scale + 2 * down)
+
+
+def test_batch_keeps_order_and_handles_empty(retina: Detector) -> None:
+    blank = np.full((240, 320, 3), 200, np.uint8)
+    img = astronaut()
+    out = retina.detect([blank, img, img[:300, :400]])
+    assert [len(f) for f in out] == [0, 1, 1]
+    assert retina.detect([]) == []
+
+
+def test_thresholds_filter(retina: Detector) -> None:
+    img = astronaut()
+    assert create_detector("retinaface", min_face_size=150, weights_bytes=_graph_bytes()).detect([img]) == [[]]
+    assert create_detector("retinaface", score_threshold=1.0, weights_bytes=_graph_bytes()).detect([img]) == [[]]
+
+
+def _graph_bytes() -> bytes:
+    return read_weight_bytes(RETINAFACE_MOBILENET_V2)
+
+
+def test_weights_bytes_are_verified() -> None:
+    data = _graph_bytes()
+    det = create_detector("retinaface", weights_bytes=data)
+    assert len(det.detect([astronaut()])[0]) == 1
+    with pytest.raises(WeightsError, match=RETINAFACE_MOBILENET_V2.sha256):
+        create_detector("retinaface", weights_bytes=data[:-10])
+
+
+def test_rejects_non_rgb_uint8(retina: Detector) -> None:
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        retina.detect([np.zeros((64, 64), np.uint8)])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        retina.detect([np.zeros((64, 64, 3), np.float32)])
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_lists_and_rejects_unknown() -> None:
+    assert {"retinaface", "haar"} <= set(list_detectors())
+    with pytest.raises(ConfigError, match="haar.*retinaface"):
+        create_detector("mtcnn")
+    with pytest.raises(ConfigError, match="score_thresh"):
+        create_detector("haar", score_thresh=0.5)
+    with pytest.raises(ConfigError, match="nms_iou"):
+        create_detector("haar", nms_iou=0.0)
+    assert create_detector("haar", min_face_size=40).config.min_face_size == 40
+    assert create_detector("haar").config.score_threshold == 0.0  # family default
+    assert DetectorConfig().score_threshold == 0.9
+
+
+def test_register_detector_decorator() -> None:
+    try:
+
+        @register_detector("_whole_image_test")
+        class WholeImage(Detector):
+            version = "1"
+
+            def _detect_one(self, image: np.ndarray) -> Detections:
+                h, w = image.shape[:2]
+                return Detections(np.array([[0, 0, w, h]], np.float32), np.array([1.0], np.float32),
+                                  np.full((1, 5, 2), np.nan, np.float32))
+
+        assert "_whole_image_test" in list_detectors()
+        det = create_detector("_whole_image_test", max_side=100)
+        assert det.name == "_whole_image_test"
+        (face,) = det.detect([np.zeros((300, 400, 3), np.uint8)])[0]
+        np.testing.assert_allclose(face.box, (0, 0, 400, 300), atol=1e-3)  # mapped back from 100 px
+    finally:
+        _REGISTRY.pop("_whole_image_test", None)
+
+
+# ---------------------------------------------------------------- contract, every family
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_detector_contract(name: str) -> None:
+    det = get_detector(name)
+    assert det.name == name and isinstance(det.version, str) and det.version
+    img = astronaut()
+    blank = np.zeros((200, 300, 3), np.uint8)
+    tiny = np.full((7, 5, 3), 255, np.uint8)
+    results = det.detect([img, blank, tiny])
+    assert isinstance(results, list) and len(results) == 3 and all(isinstance(r, list) for r in results)
+    assert results[1] == [] and results[2] == []
+    assert len(results[0]) >= 1
+    scores = [f.score for f in results[0]]
+    assert scores == sorted(scores, reverse=True)
+    for face in results[0]:
+        assert isinstance(face, Face)
+        assert len(face.box) == 4 and all(isinstance(v, float) and math.isfinite(v) for v in face.box)
+        x, y, w, h = face.box
+        assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 512 and y + h <= 512
+        assert min(w, h) >= det.config.min_face_size
+        assert isinstance(face.score, float) and 0.0 <= face.score <= 1.0
+        assert face.landmarks.dtype == np.float32 and face.landmarks.shape == (5, 2)
+        lm_finite = np.isfinite(face.landmarks)
+        assert lm_finite.all() or not lm_finite.any()  # all known or all NaN
+    best = xywh_to_xyxy(results[0][0].box)
+    assert iou(best, np.asarray(ASTRONAUT_FACE_XYXY)) > 0.5
