@@ -1,0 +1,389 @@
+"""Campaign aggregates, computed for all campaigns at once with pyarrow group_by/joins.
+
+Rendering 1,000 campaigns must not mean 1,000 scans or a Python loop over a million
+rows: every function here takes whole tables and returns small grouped tables keyed by
+``campaign_id``; :func:`split_by_campaign` then hands each page its slice.
+
+Face-level numbers (sentiment shares, valence, emotions) describe the *faces* seen in a
+campaign's images, which is what "how the audience faces feel" means; image-level
+numbers (counts, statuses, faces per image) describe the images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dashboards.tables import EMOTIONS, PROB_COLUMNS, Lake
+
+SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
+GOOD_STATUSES: tuple[str, ...] = ("ok", "no_face")
+"""Statuses of images that were decoded and looked at; every other status is a data problem."""
+MAX_FACES_BUCKET = 10
+DET_BIN = 0.05
+MISSING = "(missing)"
+
+IMAGE_COLUMNS = ["image_id", "campaign_id", "posted_at", "platform", "status", "error", "n_faces",
+                 "valence", "model_version", "detector_version", "run_id", "scored_at"]
+FACE_COLUMNS = ["image_id", "campaign_id", "emotion", "sentiment", "valence", "det_score",
+                "model_version", *PROB_COLUMNS]
+GALLERY_IMAGE_COLUMNS = ["image_id", "campaign_id", "caption", "source", "width", "height", "valence",
+                         "sentiment", "dominant_emotion", "n_faces", "posted_at", "platform", "model_version"]
+GALLERY_FACE_COLUMNS = ["image_id", "campaign_id", "face_index", "x", "y", "w", "h", "det_score",
+                        "landmarks", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS]
+
+
+@dataclass
+class Aggregates:
+    """Everything the pages show except thumbnails, as small tables keyed by campaign_id."""
+
+    kpis: pa.Table
+    emotions: pa.Table
+    emotion_means: pa.Table
+    timeline: pa.Table
+    platforms: pa.Table
+    faces_per_image: pa.Table
+    det_scores: pa.Table
+    statuses: pa.Table
+    status_examples: pa.Table
+    lineage: pa.Table
+    gallery: pa.Table
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fill(table: pa.Table, column: str, value) -> pa.Table:
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, column, pc.fill_null(table.column(column), value))
+
+
+def _ratio(num: pa.ChunkedArray | pa.Array, den: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """num/den as float64, null where den is 0 (an empty campaign has no share, not 0 %)."""
+    num_f, den_f = pc.cast(num, pa.float64()), pc.cast(den, pa.float64())
+    return pc.if_else(pc.greater(den_f, 0), pc.divide(num_f, pc.if_else(pc.greater(den_f, 0), den_f, 1.0)),
+                      pa.scalar(None, pa.float64()))
+
+
+def _flag(condition) -> pa.ChunkedArray:
+    """Boolean -> int64 0/1 (nulls count as 0) so group_by can sum it."""
+    return pc.cast(pc.fill_null(condition, False), pa.int64())
+
+
+def _group_codes(table: pa.Table, keys: list[str]) -> np.ndarray:
+    """True where a new group starts in a table already sorted by ``keys``."""
+    n = table.num_rows
+    change = np.zeros(n, dtype=bool)
+    if n:
+        change[0] = True
+    for key in keys:
+        codes = pc.dictionary_encode(table.column(key).combine_chunks()).indices.to_numpy(zero_copy_only=False)
+        change[1:] |= codes[1:] != codes[:-1]
+    return change
+
+
+def top_k_per_group(table: pa.Table, keys: list[str], sort_by: str, k: int, *,
+                    descending: bool) -> pa.Table:
+    """The first ``k`` rows of each ``keys`` group ordered by ``sort_by`` (a vectorised window).
+
+    pyarrow has no window functions; sorting once and ranking rows with numpy keeps
+    this O(n log n) in C instead of a Python loop per campaign.
+    """
+    if table.num_rows == 0 or k <= 0:
+        return table.slice(0, 0)
+    order = "descending" if descending else "ascending"
+    idx = pc.sort_indices(table, sort_keys=[*[(c, "ascending") for c in keys], (sort_by, order),
+                                            ("image_id" if "image_id" in table.column_names else sort_by,
+                                             "ascending")],
+                          null_placement="at_end")
+    ordered = table.take(idx)
+    change = _group_codes(ordered, keys)
+    starts = np.flatnonzero(change)
+    group = np.cumsum(change) - 1
+    rank = np.arange(ordered.num_rows) - starts[group]
+    return ordered.append_column("rank", pa.array(rank, pa.int64())).filter(pa.array(rank < k))
+
+
+def split_by_campaign(table: pa.Table, key: str = "campaign_id") -> dict[str, pa.Table]:
+    """One zero-copy slice per campaign; cost is per campaign, not per row."""
+    if table.num_rows == 0:
+        return {}
+    ordered = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending")]))
+    starts = np.flatnonzero(_group_codes(ordered, [key]))
+    ends = np.append(starts[1:], ordered.num_rows)
+    names = ordered.column(key).take(pa.array(starts)).to_pylist()
+    return {name: ordered.slice(int(s), int(e - s)) for name, s, e in zip(names, starts, ends)}
+
+
+def _composite_key(table: pa.Table, keys: list[str]) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(*[pc.cast(table[k], pa.string()) for k in keys], "\x1f")
+
+
+def _semi_join(table: pa.Table, keys: pa.Table) -> pa.Table:
+    """Rows of ``table`` whose key columns match a row of ``keys`` (works with list columns,
+    which Acero joins refuse to carry)."""
+    names = keys.column_names
+    return table.filter(pc.is_in(_composite_key(table, names), value_set=_composite_key(keys, names).combine_chunks()))
+
+
+def _rename(table: pa.Table, mapping: dict[str, str]) -> pa.Table:
+    return table.rename_columns([mapping.get(c, c) for c in table.column_names])
+
+
+def _day(ts: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(pc.floor_temporal(ts, unit="day"), pa.timestamp("us", tz="UTC")).cast(pa.date32())
+
+
+def _week(ts: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.floor_temporal(ts, unit="week", week_starts_monday=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
+    """Images and faces of each campaign's current model version, with baseline flags.
+
+    When a campaign was re-scored by a newer model the table holds one row per
+    (image_id, model_version); counting both would double every number, so each
+    campaign shows only the model version it was scored with most recently.
+    """
+    images = lake.read("images", IMAGE_COLUMNS)
+    for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
+                          ("model_version", ""), ("run_id", ""), ("platform", MISSING)):
+        images = _fill(images, column, value)
+    images = _keep_latest_model(images)
+    images = _mark_baseline(images)
+
+    faces = lake.read("faces", FACE_COLUMNS, optional_table=True)
+    for column, value in (("campaign_id", ""), ("model_version", ""), ("sentiment", "neutral"),
+                          ("emotion", MISSING)):
+        faces = _fill(faces, column, value)
+    faces = faces.drop_columns(["campaign_id"]).join(
+        images.select(["image_id", "model_version", "campaign_id", "posted_at", "platform", "in_baseline"]),
+        keys=["image_id", "model_version"], join_type="inner")
+    return images, faces
+
+
+def _keep_latest_model(images: pa.Table) -> pa.Table:
+    if pc.count_distinct(images.column("model_version")).as_py() <= 1:
+        return images
+    versions = images.group_by(["campaign_id", "model_version"]).aggregate([("scored_at", "max")])
+    latest = top_k_per_group(versions, ["campaign_id"], "scored_at_max", 1, descending=True)
+    return images.join(latest.select(["campaign_id", "model_version"]),
+                       keys=["campaign_id", "model_version"], join_type="inner")
+
+
+def _mark_baseline(images: pa.Table) -> pa.Table:
+    """Add ``in_baseline``: rows that existed before the campaign's latest slice.
+
+    The slice is the latest run when the campaign has images from more than one run
+    (so the delta reads "what this run changed"); otherwise the latest posted_at week.
+    Campaigns with neither get no baseline and their tiles say so.
+    """
+    images = images.append_column("week", _week(images.column("posted_at")))
+    runs = images.group_by(["campaign_id", "run_id"]).aggregate([("scored_at", "max")])
+    latest_run = top_k_per_group(runs, ["campaign_id"], "scored_at_max", 1, descending=True)
+    n_runs = runs.group_by("campaign_id").aggregate([("run_id", "count")])
+    weeks = images.group_by("campaign_id").aggregate([("week", "max"), ("week", "count_distinct")])
+    meta = (latest_run.select(["campaign_id", "run_id"]).rename_columns(["campaign_id", "latest_run"])
+            .join(n_runs.rename_columns(["campaign_id", "n_runs"]), "campaign_id")
+            .join(weeks.rename_columns(["campaign_id", "latest_week", "n_weeks"]), "campaign_id"))
+    mode = pc.if_else(pc.greater(meta["n_runs"], 1), "run",
+                      pc.if_else(pc.greater(meta["n_weeks"], 1), "week", "none"))
+    meta = meta.append_column("baseline_mode", mode)
+    images = images.join(meta, "campaign_id", join_type="left outer")
+    by_run = pc.not_equal(images["run_id"], images["latest_run"])
+    by_week = pc.fill_null(pc.less(images["week"], images["latest_week"]), True)  # undated: not "latest"
+    in_base = pc.if_else(pc.equal(images["baseline_mode"], "run"), by_run,
+                         pc.if_else(pc.equal(images["baseline_mode"], "week"), by_week, False))
+    return images.append_column("in_baseline", pc.fill_null(in_base, False))
+
+
+# ----------------------------------------------------------------------------- aggregates
+
+
+def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
+    status = images["status"]
+    img = pa.table({
+        "campaign_id": images["campaign_id"],
+        "one": pa.chunked_array([pa.array(np.ones(images.num_rows, dtype=np.int64))]),
+        "ok": _flag(pc.equal(status, "ok")),
+        "with_faces": _flag(pc.greater(images["n_faces"], 0)),
+        "bad": _flag(pc.invert(pc.is_in(status, pa.array(GOOD_STATUSES)))),
+        "undated": _flag(pc.is_null(images["posted_at"])),
+        "posted_at": images["posted_at"],
+    })
+    gi = img.group_by("campaign_id").aggregate([
+        ("one", "sum"), ("ok", "sum"), ("with_faces", "sum"), ("bad", "sum"), ("undated", "sum"),
+        ("posted_at", "min"), ("posted_at", "max")])
+    gi = _rename(gi, {"one_sum": "n_images", "ok_sum": "n_ok", "with_faces_sum": "n_with_faces",
+                      "bad_sum": "n_bad", "undated_sum": "n_undated", "posted_at_min": "first_posted",
+                      "posted_at_max": "last_posted"})
+    fc = pa.table({
+        "campaign_id": faces["campaign_id"],
+        "one": pa.chunked_array([pa.array(np.ones(faces.num_rows, dtype=np.int64))]),
+        **{s: _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
+        "valence": faces["valence"],
+    })
+    gf = fc.group_by("campaign_id").aggregate([("one", "sum"), *[(s, "sum") for s in SENTIMENTS],
+                                               ("valence", "mean")])
+    gf = _rename(gf, {"one_sum": "n_faces", "valence_mean": "mean_valence",
+                      **{f"{s}_sum": f"n_{s}" for s in SENTIMENTS}})
+    table = gi.join(gf, "campaign_id", join_type="left outer")
+    for c in ("n_faces", *[f"n_{s}" for s in SENTIMENTS]):
+        table = _fill(table, c, 0)
+    table = table.append_column("share_with_faces", _ratio(table["n_with_faces"], table["n_images"]))
+    for s in SENTIMENTS:
+        table = table.append_column(f"share_{s}", _ratio(table[f"n_{s}"], table["n_faces"]))
+    return table.append_column("net_sentiment", pc.subtract(table["share_positive"], table["share_negative"]))
+
+
+KPI_FIELDS: tuple[str, ...] = ("n_images", "share_with_faces", "n_faces", "share_positive", "share_neutral",
+                               "share_negative", "net_sentiment", "mean_valence")
+
+
+def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """One row per campaign: the KPI tiles, plus the same numbers for the baseline (``*_base``)."""
+    now = _kpi_table(images, faces)
+    mask_i, mask_f = images["in_baseline"], faces["in_baseline"]
+    base = _kpi_table(images.filter(mask_i), faces.filter(mask_f)).select(["campaign_id", *KPI_FIELDS])
+    base = base.rename_columns(["campaign_id", *[f"{c}_base" for c in KPI_FIELDS]])
+    meta = images.group_by("campaign_id", use_threads=False).aggregate([
+        ("baseline_mode", "first"), ("latest_run", "first"), ("latest_week", "first"), ("n_runs", "first")])
+    meta = _rename(meta, {f"{c}_first": c for c in ("baseline_mode", "latest_run", "latest_week", "n_runs")})
+    table = now.join(base, "campaign_id", join_type="left outer").join(meta, "campaign_id", join_type="left outer")
+    return table.sort_by("campaign_id")
+
+
+def _sentiment_counts(faces: pa.Table, keys: list[str]) -> pa.Table:
+    fc = pa.table({**{k: faces[k] for k in keys},
+                   "one": pa.chunked_array([pa.array(np.ones(faces.num_rows, dtype=np.int64))]),
+                   **{s: _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
+                   "valence": faces["valence"]})
+    g = fc.group_by(keys).aggregate([("one", "sum"), *[(s, "sum") for s in SENTIMENTS], ("valence", "mean")])
+    return _rename(g, {"one_sum": "n_faces", "valence_mean": "mean_valence",
+                       **{f"{s}_sum": f"n_{s}" for s in SENTIMENTS}})
+
+
+def _count(table: pa.Table, keys: list[str], name: str) -> pa.Table:
+    g = table.select(keys).group_by(keys).aggregate([([], "count_all")])
+    return _rename(g, {"count_all": name})
+
+
+def _by_key_with_images(images: pa.Table, faces: pa.Table, key: str, images_key: pa.ChunkedArray,
+                        faces_key: pa.ChunkedArray) -> pa.Table:
+    """Image counts and face sentiment counts per (campaign, key); keys with images but no faces keep 0s."""
+    img = pa.table({"campaign_id": images["campaign_id"], key: images_key})
+    n_img = _count(img, ["campaign_id", key], "n_images")
+    fc = faces.select(["campaign_id", "sentiment", "valence"]).append_column(key, faces_key)
+    joined = n_img.join(_sentiment_counts(fc, ["campaign_id", key]), ["campaign_id", key],
+                        join_type="full outer")
+    for c in ("n_images", "n_faces", *[f"n_{s}" for s in SENTIMENTS]):
+        joined = _fill(joined, c, 0)
+    return joined.sort_by([("campaign_id", "ascending"), (key, "ascending")])
+
+
+def timeline(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """Per campaign and posted_at day (UTC): images, faces by sentiment, mean face valence."""
+    dated_i = images.filter(pc.is_valid(images["posted_at"]))
+    dated_f = faces.filter(pc.is_valid(faces["posted_at"]))
+    return _by_key_with_images(dated_i, dated_f, "day", _day(dated_i["posted_at"]), _day(dated_f["posted_at"]))
+
+
+def platforms(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """Per campaign and platform: images, faces by sentiment, mean face valence."""
+    return _by_key_with_images(images, faces, "platform", images["platform"], faces["platform"])
+
+
+def emotions(faces: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Faces per top emotion, and the mean probability of each emotion, per campaign."""
+    counts = _count(faces, ["campaign_id", "emotion"], "n")
+    means = faces.group_by("campaign_id").aggregate([(c, "mean") for c in PROB_COLUMNS])
+    return counts, means
+
+
+def faces_per_image(images: pa.Table) -> pa.Table:
+    """Histogram of faces per decoded image; the last bucket holds MAX_FACES_BUCKET or more."""
+    looked = images.filter(pc.is_in(images["status"], pa.array(GOOD_STATUSES)))
+    bucket = pc.min_element_wise(pc.cast(looked["n_faces"], pa.int64()), MAX_FACES_BUCKET)
+    return _count(pa.table({"campaign_id": looked["campaign_id"], "n_faces": bucket}),
+                  ["campaign_id", "n_faces"], "n_images").sort_by([("campaign_id", "ascending"),
+                                                                   ("n_faces", "ascending")])
+
+
+def det_scores(faces: pa.Table) -> pa.Table:
+    """Histogram of detector confidence in DET_BIN-wide bins (bin = lower edge)."""
+    scored = faces.filter(pc.is_valid(faces["det_score"]))
+    score = pc.min_element_wise(pc.max_element_wise(scored["det_score"], 0.0), 1.0 - 1e-9)
+    lower = pc.multiply(pc.floor(pc.divide(score, DET_BIN)), DET_BIN)
+    return _count(pa.table({"campaign_id": scored["campaign_id"], "bin": pc.round(lower, 2)}),
+                  ["campaign_id", "bin"], "n_faces").sort_by([("campaign_id", "ascending"), ("bin", "ascending")])
+
+
+def statuses(images: pa.Table, examples_per_status: int = 3) -> tuple[pa.Table, pa.Table]:
+    """Status counts per campaign, and a few example rows (image_id, error) per non-ok status."""
+    counts = _count(images, ["campaign_id", "status"], "n_images").sort_by(
+        [("campaign_id", "ascending"), ("n_images", "descending")])
+    bad = images.filter(pc.not_equal(images["status"], "ok")).select(["campaign_id", "status", "image_id", "error"])
+    examples = top_k_per_group(bad, ["campaign_id", "status"], "image_id", examples_per_status, descending=False)
+    return counts, examples.drop_columns(["rank"])
+
+
+def lineage(images: pa.Table, runs: pa.Table) -> pa.Table:
+    """Per campaign, each run that scored its images, with model, detector and run times."""
+    g = images.group_by(["campaign_id", "run_id", "model_version", "detector_version"]).aggregate(
+        [([], "count_all"), ("scored_at", "min"), ("scored_at", "max")])
+    g = _rename(g, {"count_all": "n_images", "scored_at_min": "first_scored", "scored_at_max": "last_scored"})
+    run_cols = runs.select(["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"])
+    run_cols = run_cols.rename_columns(["run_id", "started_at", "finished_at", "run_status", "config_hash",
+                                        "spark_master"])
+    if run_cols.num_rows:
+        run_cols = top_k_per_group(run_cols.append_column("image_id", run_cols["run_id"]), ["run_id"],
+                                   "started_at", 1, descending=True).drop_columns(["rank", "image_id"])
+    return g.join(run_cols, "run_id", join_type="left outer").sort_by(
+        [("campaign_id", "ascending"), ("last_scored", "descending")])
+
+
+def gallery(images: pa.Table, k: int) -> pa.Table:
+    """The ``k`` most positive and ``k`` most negative images with faces, per campaign.
+
+    Ranked by the image's valence. An image is listed once: the negative side skips
+    images already on the positive side (small campaigns would otherwise repeat them).
+    """
+    cand = images.filter(pc.and_(pc.greater(images["n_faces"], 0), pc.is_valid(images["valence"])))
+    cand = cand.select(["campaign_id", "image_id", "model_version", "valence"])
+    pos = top_k_per_group(cand, ["campaign_id"], "valence", k, descending=True)
+    rest = cand.join(pos.select(["image_id", "model_version"]), ["image_id", "model_version"], join_type="left anti")
+    neg = top_k_per_group(rest, ["campaign_id"], "valence", k, descending=False)
+    pos = pos.append_column("side", pa.array(["positive"] * pos.num_rows, pa.string()))
+    neg = neg.append_column("side", pa.array(["negative"] * neg.num_rows, pa.string()))
+    return pa.concat_tables([pos, neg])
+
+
+def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
+    """Read the tables once and compute every aggregate the pages need."""
+    images, faces = load_current(lake)
+    runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"],
+                     optional_table=True)
+    emo_counts, emo_means = emotions(faces)
+    status_counts, status_examples = statuses(images)
+    return Aggregates(
+        kpis=kpis(images, faces), emotions=emo_counts, emotion_means=emo_means,
+        timeline=timeline(images, faces), platforms=platforms(images, faces),
+        faces_per_image=faces_per_image(images), det_scores=det_scores(faces),
+        statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
+        gallery=gallery(images, max_gallery))
+
+
+def gallery_details(lake: Lake, picks: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Caption, source and face rows of the picked gallery images only (a filtered scan)."""
+    ids = pc.unique(picks["image_id"])
+    keys = picks.select(["image_id", "model_version"])
+    imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=pc.field("image_id").isin(ids))
+    imgs = _semi_join(_fill(imgs, "model_version", ""), keys)
+    fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=pc.field("image_id").isin(ids), optional_table=True)
+    fcs = _semi_join(_fill(fcs, "model_version", ""), keys)
+    return imgs, fcs.sort_by([("image_id", "ascending"), ("face_index", "ascending")])

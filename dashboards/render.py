@@ -1,0 +1,410 @@
+"""Render the HTML dashboards: one page per campaign plus an index, fully offline.
+
+Layout of ``out_dir``::
+
+    index.html                   every campaign, sortable, with a comparison chart
+    campaign-<slug>-<hash>.html  one page per campaign (names from dashboards.paths)
+    plotly.min.js                the ONE shared copy of plotly.js (no CDN)
+    dashboard.css, dashboard.js  our style and the few lines of JS that draw charts
+    thumbs/<slug>-<hash>/*.jpg   gallery thumbnails and Grad-CAM crops
+
+Figures travel as JSON inside ``<script type="application/json">`` (with <, >, & escaped)
+and are drawn by dashboard.js, so no page carries inline script and Jinja autoescape
+covers every untrusted string (captions, ids, platforms, error texts).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pyarrow as pa
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from dashboards import aggregate, figures
+from dashboards.aggregate import SENTIMENTS, Aggregates, split_by_campaign
+from dashboards.explain import ExplainError, Explainer
+from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, safe_name
+from dashboards.tables import EMOTIONS, DashboardError, Lake
+from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, ThumbnailError, blur_whole,
+                                   default_loader, load_rgb, make_thumbnail, save_jpeg)
+
+__all__ = ["render_dashboards", "DashboardError"]
+
+MAX_OVERLAY_FACES = 6
+THUMBS_MARKER = ".written-by-dashboards"
+STATUS_LABELS: dict[str, str] = {
+    "ok": "scored", "no_face": "no face found", "decode_error": "could not decode",
+    "fetch_error": "could not fetch", "too_large": "too large to decode", "empty": "empty file",
+}
+NO_CAMPAIGN = "(missing campaign id)"
+
+
+def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | None = None,
+                      blur_faces: bool = False, gradcam: bool = True, max_gallery: int = 8,
+                      image_bytes_loader: BytesLoader | None = None) -> Path:
+    """Render every campaign page and the index from the Delta tables under ``tables_uri``.
+
+    ``max_gallery``: images per gallery side (most positive / most negative).
+    ``image_bytes_loader(image_id, source) -> bytes``: where thumbnails get image bytes when
+    ``source`` is not a readable path/URI (e.g. the dump held the bytes inline).
+    Returns the path of index.html. Raises DashboardError when the tables are unusable.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lake = Lake(tables_uri, storage_options)
+    agg = aggregate.compute(lake, max_gallery=max(0, int(max_gallery)))
+    _write_static(out)
+    _reset_thumbs(out)
+    env = _environment()
+    rendered_at = dt.datetime.now(dt.timezone.utc)
+    runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "n_input", "n_ok", "n_faces",
+                              "images_per_s", "model_version", "detector_version", "config_hash"],
+                     optional_table=True).sort_by([("started_at", "descending")]).to_pylist()
+    latest_run = {k: (_fmt_time(v) if isinstance(v, dt.datetime) else v) for k, v in runs[0].items()} if runs else None
+    common = {"rendered_at": _fmt_time(rendered_at), "latest_run": latest_run,
+              "blur_faces": blur_faces, "gradcam": gradcam, "emotion_colors": figures.EMOTION_COLORS,
+              "tables_uri": tables_uri}
+
+    cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
+                           explainer=Explainer() if gradcam else None,
+                           loader=image_bytes_loader or default_loader(storage_options))
+    parts = {name: split_by_campaign(getattr(agg, name)) for name in (
+        "emotions", "emotion_means", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
+        "status_examples", "lineage", "gallery")}
+    kpi_rows = agg.kpis.to_pylist()
+    page = env.get_template("campaign.html.j2")
+    for row in kpi_rows:
+        cid = row["campaign_id"]
+        ctx = _campaign_context(row, {k: v.get(cid) for k, v in parts.items()}, cards)
+        _write(out, campaign_page_name(cid), page.render(**common, **ctx))
+    index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows, parts["statuses"]))
+    return _write(out, "index.html", index)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _write(out: Path, name: str, text: str) -> Path:
+    path = inside(out, name)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _write_static(out: Path) -> None:
+    """plotly.min.js once (rewritten only when the plotly version changes), plus our css/js."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    version_file = out / "plotly.min.js.version"
+    target = out / "plotly.min.js"
+    if not (target.is_file() and version_file.is_file() and version_file.read_text() == plotly.__version__):
+        target.write_text(get_plotlyjs(), encoding="utf-8")
+        version_file.write_text(plotly.__version__)
+    static = resources.files("dashboards") / "static"
+    for name in ("dashboard.css", "dashboard.js"):
+        (out / name).write_bytes((static / name).read_bytes())
+
+
+def _reset_thumbs(out: Path) -> None:
+    """Remove thumbnails of an earlier render (they may be unblurred), but only our own folder."""
+    thumbs = out / "thumbs"
+    if thumbs.is_dir() and (thumbs / THUMBS_MARKER).is_file():
+        shutil.rmtree(thumbs)
+    elif thumbs.exists() and any(thumbs.iterdir()):
+        raise DashboardError(f"{thumbs} exists and was not written by the dashboards; choose another --out "
+                             "folder or remove it")
+    thumbs.mkdir(parents=True, exist_ok=True)
+    (thumbs / THUMBS_MARKER).write_text("thumbnails written by dashboards.render; safe to delete\n")
+
+
+def _environment() -> Environment:
+    templates = resources.files("dashboards") / "templates"
+    env = Environment(loader=FileSystemLoader(str(templates)), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    # Our own serializer output (JSON with <, >, & as \u escapes), not data passed through |safe.
+    env.filters["figure_json"] = lambda fig: Markup(figures.to_json(fig))
+    return env
+
+
+# ----------------------------------------------------------------------------- gallery
+
+
+def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explainer: Explainer | None,
+                   loader: BytesLoader) -> dict[tuple[str, str], dict]:
+    """Thumbnails (and Grad-CAM crops) for every picked image; keyed by (campaign_id, image_id)."""
+    if picks.num_rows == 0:
+        return {}
+    images, faces = aggregate.gallery_details(lake, picks)
+    faces_by_image: dict[str, list[dict]] = {}
+    for face in faces.to_pylist():
+        faces_by_image.setdefault(face["image_id"], []).append(face)
+    cards: dict[tuple[str, str], dict] = {}
+    for info in images.to_pylist():
+        cid = info["campaign_id"] or ""
+        card = _make_card(info, faces_by_image.get(info["image_id"], []), out, campaign_asset_dir(cid),
+                          blur=blur, explainer=explainer, loader=loader)
+        cards[(cid, info["image_id"])] = card
+    return cards
+
+
+def _face_label(face: dict) -> dict:
+    emotion = face.get("emotion") or "?"
+    p = face.get(f"p_{emotion}") if emotion in EMOTIONS else None
+    return {"emotion": emotion, "p": _fmt_pct(p), "sentiment": face.get("sentiment") or "",
+            "valence": _fmt_signed(face.get("valence"), 2), "det": _fmt_num(face.get("det_score"), 2),
+            "colour": figures.EMOTION_COLORS.get(emotion, "#555555"), "overlay": None}
+
+
+def _make_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur: bool,
+               explainer: Explainer | None, loader: BytesLoader) -> dict:
+    image_id = info["image_id"]
+    base = f"{asset_dir}/{safe_name(image_id)}"
+    gi = GalleryImage(image_id=image_id, faces=[_face_label(f) for f in faces])
+    try:
+        rgb = load_rgb(loader, image_id, info.get("source"))
+        thumb = make_thumbnail(rgb, faces, [f["colour"] for f in gi.faces], blur=blur,
+                               table_size=(info.get("width"), info.get("height")))
+        save_jpeg(thumb, inside(out, f"{base}.jpg"))
+        gi.thumb = f"{base}.jpg"
+    except ThumbnailError as exc:
+        gi.problem = f"No thumbnail: {exc}"
+        rgb = None
+    if rgb is not None and explainer is not None and faces:
+        shown = faces[:MAX_OVERLAY_FACES]
+        try:
+            overlays, caveat = explainer.overlays(rgb, shown, info.get("model_version"))
+            for n, (label, overlay) in enumerate(zip(gi.faces, overlays), start=1):
+                crop = blur_whole(_pil(overlay)) if blur else overlay
+                name = f"{base}-f{n}.jpg"
+                save_jpeg(crop, inside(out, name), side=CROP_SIDE)
+                label["overlay"] = name
+            gi.explain_note = caveat
+            if len(faces) > len(shown):
+                extra = f"Grad-CAM shown for the first {len(shown)} of {len(faces)} faces."
+                gi.explain_note = f"{caveat} {extra}" if caveat else extra
+        except ExplainError as exc:
+            gi.explain_note = f"{exc}. The thumbnail is shown without overlays."
+    return {"gi": gi, "caption": info.get("caption"), "platform": info.get("platform"),
+            "posted_at": _fmt_time(info.get("posted_at")), "valence": _fmt_signed(info.get("valence"), 2),
+            "sentiment": info.get("sentiment") or "", "dominant": info.get("dominant_emotion") or "",
+            "n_faces": info.get("n_faces") or 0}
+
+
+def _pil(array):
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _fmt_pct(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _fmt_signed(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:+.{digits}f}"
+
+
+def _fmt_num(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _fmt_int(v: int | None) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
+def _fmt_time(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return str(v)
+
+
+def _delta(now: float | None, base: float | None, kind: str, good: int = 0) -> dict | None:
+    """A change vs. the baseline: text, direction (arrow) and tone (colour).
+
+    ``good`` says which way is good news: +1 up, -1 down, 0 neither (volumes, neutral share).
+    """
+    if now is None or base is None:
+        return None
+    d = now - base
+    if kind == "count":
+        text = f"{d:+,.0f}"
+    elif kind == "share":
+        text = f"{100 * d:+.1f} pts"
+    else:
+        text = f"{d:+.2f}"
+    eps = 0.0005 if kind != "count" else 0.5
+    direction = 1 if d > eps else -1 if d < -eps else 0
+    tone = "tone-neutral" if direction == 0 or good == 0 else "tone-good" if direction == good else "tone-bad"
+    return {"text": text, "dir": {1: "up", -1: "down", 0: "flat"}[direction], "tone": tone}
+
+
+TILES: tuple[tuple[str, str, str, int, str], ...] = (
+    # field, label, kind, which way is good news, help
+    ("n_images", "Images", "count", 0, "images in this campaign (all statuses)"),
+    ("share_with_faces", "With faces", "share", 0, "share of images where at least one face was found"),
+    ("n_faces", "Faces", "count", 0, "faces found across all images"),
+    ("share_positive", "Positive", "share", 1, "share of faces with positive sentiment"),
+    ("share_neutral", "Neutral", "share", 0, "share of faces with neutral sentiment"),
+    ("share_negative", "Negative", "share", -1, "share of faces with negative sentiment"),
+    ("net_sentiment", "Net sentiment", "share", 1, "% positive minus % negative faces"),
+    ("mean_valence", "Mean valence", "valence", 1, "mean face valence, from −1 (negative) to +1 (positive)"),
+)
+
+
+def _tile_value(v: Any, kind: str, field: str) -> tuple[str, str]:
+    """(number, unit) for a tile; the unit is set smaller so long values do not wrap."""
+    if v is None:
+        return "–", ""
+    if kind == "count":
+        return _fmt_int(v), ""
+    if field == "net_sentiment":
+        return f"{100 * v:+.1f}", "pts"
+    if kind == "share":
+        return f"{100 * v:.1f}", "%"
+    return _fmt_signed(v, 2), ""
+
+
+def _versus(row: dict) -> str:
+    """The short 'compared with what' label printed in every tile."""
+    mode = row.get("baseline_mode")
+    if mode == "run":
+        return "vs. before latest run"
+    if mode == "week":
+        return "vs. before latest week"
+    return "no earlier run or week"
+
+
+def _comparison(row: dict) -> str:
+    mode = row.get("baseline_mode")
+    if mode == "run":
+        return (f"Changes compare with this campaign before run {row['latest_run']} "
+                f"({_fmt_int(row.get('n_images_base'))} images from {row['n_runs'] - 1} earlier run(s)).")
+    if mode == "week":
+        week = row.get("latest_week")
+        return (f"Changes compare with this campaign without images posted in the week of "
+                f"{_fmt_time(week.date() if isinstance(week, dt.datetime) else week)} (UTC, Monday start).")
+    return "No change shown: all images come from one run and one posted week, so there is nothing earlier to compare with."
+
+
+# ----------------------------------------------------------------------------- page contexts
+
+
+def _rows(table: pa.Table | None) -> list[dict]:
+    return [] if table is None else table.to_pylist()
+
+
+def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict) -> dict:
+    cid = row["campaign_id"]
+    tiles = []
+    for field, label, kind, good, help_text in TILES:
+        value, unit = _tile_value(row.get(field), kind, field)
+        tiles.append({"label": label, "value": value, "unit": unit, "help": help_text,
+                      "delta": _delta(row.get(field), row.get(f"{field}_base"), kind, good)})
+    n_looked = row["n_images"] - row["n_bad"]
+    has_faces = row["n_faces"] > 0
+    if n_looked == 0:
+        empty = (f"None of this campaign's {row['n_images']:,} images could be scored; "
+                 "see Data quality below for what went wrong.")
+    elif not has_faces:
+        empty = (f"No faces were found in this campaign's {n_looked:,} scored images, so there are no "
+                 "emotion or sentiment numbers yet.")
+    else:
+        empty = None
+    no_faces = "No faces in this campaign yet, so there is nothing to chart."
+    emotion_rows = _rows(parts["emotions"])
+    means = (_rows(parts["emotion_means"]) or [{}])[0]
+    timeline_rows = _rows(parts["timeline"])
+    charts = [
+        _chart("emotions", "Emotion mix", "Share of faces by their most likely emotion; diamonds: mean probability.",
+               figures.emotion_figure(emotion_rows, means) if has_faces else None, no_faces),
+        _chart("platforms", "By platform", "Sentiment mix of faces per platform.",
+               figures.platform_figure(_rows(parts["platforms"])) if has_faces else None, no_faces),
+        _chart("timeline", "Sentiment and valence over time",
+               "Faces per posted_at day (UTC) by sentiment, and their mean valence (right axis).",
+               figures.timeline_figure(timeline_rows) if has_faces and any(r["n_faces"] for r in timeline_rows)
+               else None,
+               no_faces if not has_faces else "No image has a posted_at date, so there is no timeline."),
+        _chart("faces_per_image", "Faces per image", "Decoded images by number of faces found.",
+               figures.faces_per_image_figure(_rows(parts["faces_per_image"])) if n_looked else None,
+               "No image could be decoded."),
+        _chart("det_scores", "Detection confidence", "Detector score of each face (higher: surer it is a face).",
+               figures.det_score_figure(_rows(parts["det_scores"])) if _rows(parts["det_scores"]) else None,
+               no_faces),
+    ]
+    gallery = {"positive": [], "negative": []}
+    for pick in _rows(parts["gallery"]):
+        card = cards.get((cid, pick["image_id"]))
+        if card is not None:
+            gallery[pick["side"]].append(card)
+    return {
+        "campaign_id": cid or NO_CAMPAIGN, "title_id": cid or NO_CAMPAIGN, "row": row, "tiles": tiles,
+        "comparison": _comparison(row), "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
+        "quality": _quality(row, _rows(parts["statuses"]), _rows(parts["status_examples"])),
+        "lineage": [_lineage_row(r) for r in _rows(parts["lineage"])],
+        "first_posted": _fmt_time(row.get("first_posted")), "last_posted": _fmt_time(row.get("last_posted")),
+        "n_undated": row.get("n_undated") or 0,
+    }
+
+
+def _chart(chart_id: str, title: str, subtitle: str, figure: dict | None, empty_text: str) -> dict:
+    return {"id": f"chart-{chart_id}", "title": title, "subtitle": subtitle, "figure": figure,
+            "empty": empty_text}
+
+
+def _quality(row: dict, counts: list[dict], examples: list[dict]) -> list[dict]:
+    by_status: dict[str, list[dict]] = {}
+    for ex in examples:
+        by_status.setdefault(ex["status"], []).append(ex)
+    out = []
+    for c in counts:
+        status = c["status"]
+        out.append({"status": status, "label": STATUS_LABELS.get(status, status), "n": _fmt_int(c["n_images"]),
+                    "share": _fmt_pct(c["n_images"] / row["n_images"] if row["n_images"] else None),
+                    "problem": status not in aggregate.GOOD_STATUSES, "examples": by_status.get(status, [])})
+    return out
+
+
+def _lineage_row(r: dict) -> dict:
+    return {"run_id": r["run_id"] or "–", "model_version": r["model_version"] or "–",
+            "detector_version": r["detector_version"] or "–", "n_images": _fmt_int(r["n_images"]),
+            "scored": f"{_fmt_time(r['first_scored'])} – {_fmt_time(r['last_scored'])}",
+            "started_at": _fmt_time(r.get("started_at")), "finished_at": _fmt_time(r.get("finished_at")),
+            "run_status": r.get("run_status") or "–", "config_hash": r.get("config_hash") or "–"}
+
+
+def _index_context(rows: list[dict], statuses: dict[str, pa.Table]) -> dict:
+    table = []
+    for r in rows:
+        d = _delta(r.get("net_sentiment"), r.get("net_sentiment_base"), "share", good=1)
+        table.append({
+            "campaign_id": r["campaign_id"] or NO_CAMPAIGN, "href": campaign_page_name(r["campaign_id"]),
+            "n_images": r["n_images"], "share_with_faces": r["share_with_faces"], "n_faces": r["n_faces"],
+            **{f"share_{s}": r[f"share_{s}"] for s in SENTIMENTS},
+            "net_sentiment": r["net_sentiment"], "mean_valence": r["mean_valence"], "delta": d,
+            "delta_value": None if d is None else r["net_sentiment"] - r["net_sentiment_base"],
+            "n_bad": r["n_bad"], "last_posted": _fmt_time(r.get("last_posted")),
+            "last_posted_sort": r["last_posted"].isoformat() if r.get("last_posted") else "",
+            "fmt": {"n_images": _fmt_int(r["n_images"]), "share_with_faces": _fmt_pct(r["share_with_faces"]),
+                    "n_faces": _fmt_int(r["n_faces"]), **{s: _fmt_pct(r[f"share_{s}"]) for s in SENTIMENTS},
+                    "net": " ".join(_tile_value(r["net_sentiment"], "share", "net_sentiment")).strip(),
+                    "valence": _fmt_signed(r["mean_valence"]), "n_bad": _fmt_int(r["n_bad"])},
+        })
+    totals = {"campaigns": len(rows), "images": _fmt_int(sum(r["n_images"] for r in rows)),
+              "faces": _fmt_int(sum(r["n_faces"] for r in rows)), "bad": _fmt_int(sum(r["n_bad"] for r in rows))}
+    with_faces = [r for r in rows if r["n_faces"]]
+    comparison = figures.comparison_figure(rows) if with_faces else None
+    return {"campaigns": table, "totals": totals, "comparison": comparison,
+            "comparison_note": (f"The {min(40, len(with_faces))} campaigns with the most faces, of "
+                                f"{len(with_faces)} with any faces." if len(with_faces) > 40 else
+                                "Every campaign with at least one face.")}

@@ -1,0 +1,164 @@
+"""Readers for the Delta tables the job writes (images, faces, campaigns, runs).
+
+The dashboards read only these tables, and only the columns a chart needs, through
+``DeltaTable.to_pyarrow_dataset`` so column pruning and filters reach the Parquet
+scan. Everything returned is a ``pyarrow.Table``; nothing here loops over rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER2013 order; the ``p_<emotion>`` columns of images and faces follow it."""
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
+TABLE_NAMES: tuple[str, ...] = ("images", "faces", "campaigns", "runs")
+
+# Column types the dashboards expect. A column missing from an older table is filled
+# with nulls of this type (except the REQUIRED ones, whose absence is an error).
+COLUMN_TYPES: dict[str, dict[str, pa.DataType]] = {
+    "images": {
+        "image_id": pa.string(), "campaign_id": pa.string(), "posted_at": pa.timestamp("us", tz="UTC"),
+        "platform": pa.string(), "caption": pa.string(), "source": pa.string(), "status": pa.string(),
+        "error": pa.string(), "width": pa.int64(), "height": pa.int64(), "n_faces": pa.int64(),
+        "dominant_emotion": pa.string(), **{c: pa.float64() for c in PROB_COLUMNS},
+        "sentiment": pa.string(), "valence": pa.float64(), "model_version": pa.string(),
+        "detector_version": pa.string(), "run_id": pa.string(), "scored_at": pa.timestamp("us", tz="UTC"),
+    },
+    "faces": {
+        "image_id": pa.string(), "campaign_id": pa.string(), "face_index": pa.int64(),
+        "x": pa.float64(), "y": pa.float64(), "w": pa.float64(), "h": pa.float64(),
+        "det_score": pa.float64(), "landmarks": pa.list_(pa.float64()), "emotion": pa.string(),
+        **{c: pa.float64() for c in PROB_COLUMNS}, "sentiment": pa.string(), "valence": pa.float64(),
+        "model_version": pa.string(), "run_id": pa.string(),
+    },
+    "runs": {
+        "run_id": pa.string(), "started_at": pa.timestamp("us", tz="UTC"),
+        "finished_at": pa.timestamp("us", tz="UTC"), "status": pa.string(), "input": pa.string(),
+        "n_input": pa.int64(), "n_scored": pa.int64(), "n_ok": pa.int64(), "n_faces": pa.int64(),
+        "images_per_s": pa.float64(), "model_version": pa.string(), "detector_version": pa.string(),
+        "config_hash": pa.string(), "spark_master": pa.string(),
+    },
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "images": ("image_id", "campaign_id", "status"),
+    "faces": ("image_id", "campaign_id"),
+    "runs": ("run_id",),
+}
+
+
+class DashboardError(Exception):
+    """The tables cannot be rendered; the message says what was wrong and what to do."""
+
+
+@dataclass
+class Lake:
+    """The folder or URI holding the job's Delta tables, one sub-folder per table."""
+
+    uri: str
+    storage_options: Mapping[str, str] | None = None
+    _datasets: dict[str, ds.Dataset | None] = field(default_factory=dict, repr=False)
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri.rstrip('/')}/{name}"
+
+    def dataset(self, name: str) -> ds.Dataset | None:
+        """The table as a pyarrow dataset, or None when no Delta table exists there."""
+        if name not in self._datasets:
+            from deltalake import DeltaTable  # deferred: importing deltalake forbids fork() later
+
+            uri = self.table_uri(name)
+            opts = dict(self.storage_options or {})
+            if not DeltaTable.is_deltatable(uri, storage_options=opts or None):
+                self._datasets[name] = None
+            else:
+                try:
+                    self._datasets[name] = DeltaTable(uri, storage_options=opts or None).to_pyarrow_dataset()
+                except Exception as exc:  # deltalake raises several unrelated types
+                    raise DashboardError(
+                        f"could not open the Delta table {uri!r}: {exc}. Check the path and the "
+                        "storage options (credentials, endpoint) passed to the dashboards."
+                    ) from exc
+        return self._datasets[name]
+
+    def require(self, name: str) -> ds.Dataset:
+        dataset = self.dataset(name)
+        if dataset is None:
+            raise DashboardError(
+                f"no Delta table {name!r} at {self.table_uri(name)!r}. Point --tables at the folder "
+                f"that holds the job's tables ({', '.join(TABLE_NAMES)}), or run "
+                "jobs/score_campaign.py first."
+            )
+        return dataset
+
+    def read(self, name: str, columns: Iterable[str], filter: pc.Expression | None = None,
+             *, optional_table: bool = False) -> pa.Table:
+        """Read ``columns`` of table ``name`` (filter pushed into the scan).
+
+        Columns the table lacks are filled with typed nulls unless they are REQUIRED.
+        With ``optional_table``, a missing table reads as an empty table.
+        """
+        columns = list(dict.fromkeys(columns))
+        types = COLUMN_TYPES.get(name, {})
+        dataset = self.dataset(name) if optional_table else self.require(name)
+        if dataset is None:
+            return pa.table({c: pa.array([], types.get(c, pa.string())) for c in columns})
+        present = set(dataset.schema.names)
+        missing_required = [c for c in REQUIRED.get(name, ()) if c in columns and c not in present]
+        if missing_required:
+            raise DashboardError(
+                f"table {name!r} at {self.table_uri(name)!r} lacks column(s) {missing_required}; "
+                "it was not written by this job version. Re-run jobs/score_campaign.py."
+            )
+        usable = [c for c in columns if c in present]
+        try:
+            table = dataset.to_table(columns=usable, filter=filter)
+        except pa.ArrowInvalid as exc:
+            raise DashboardError(f"reading {name!r} columns {usable}: {exc}") from exc
+        out = []
+        for c in columns:
+            if c in present:
+                out.append(_normalise(table.column(c), types.get(c)))
+            else:
+                out.append(pa.nulls(table.num_rows, types.get(c, pa.string())))
+        return pa.table(out, names=columns)
+
+
+def _normalise(col: pa.ChunkedArray, want: pa.DataType | None) -> pa.ChunkedArray:
+    """Bring a column to the type the aggregations expect (timestamps in UTC, int64, float64)."""
+    if want is None or col.type == want:
+        return col
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_timestamp(want):
+        if pa.types.is_timestamp(col.type):
+            if col.type.tz is None:
+                col = pc.assume_timezone(col, "UTC")
+            return col.cast(want)
+        if pa.types.is_date(col.type):
+            return pc.assume_timezone(col.cast(pa.timestamp("us")), "UTC")
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return _parse_timestamps(col).cast(want)
+        return pa.nulls(len(col), want)
+    try:
+        return col.cast(want)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return col  # keep what is there; charts treat it as opaque
+
+
+def _parse_timestamps(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO-8601 strings to UTC timestamps; unparseable values become null, not an error."""
+    try:
+        return col.cast(pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return pc.assume_timezone(pc.strptime(col, format=fmt, unit="us", error_is_null=True), "UTC")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return pa.chunked_array([pa.nulls(len(col), pa.timestamp("us", tz="UTC"))])

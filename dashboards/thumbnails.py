@@ -1,0 +1,184 @@
+"""Gallery thumbnails made at render time from the source images.
+
+The tables hold no pixels, only ``source`` (a path/URI, or a marker for bytes that were
+inline in the dump). Bytes come from the job's ``image_bytes_loader(image_id, source)``
+when given, else from ``source`` through fsspec. Decoding reuses fer_core.decode so the
+pixels (EXIF orientation included) are the ones the face boxes were measured on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+BytesLoader = Callable[[str, "str | None"], "bytes | None"]
+
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+THUMB_SIDE = 360
+CROP_SIDE = 112
+JPEG_QUALITY = 82
+
+
+class ThumbnailError(Exception):
+    """A thumbnail could not be made; the message is shown in place of the image."""
+
+
+@dataclass
+class GalleryImage:
+    """What the template needs for one gallery card (paths relative to the page)."""
+
+    image_id: str
+    thumb: str | None = None
+    problem: str | None = None
+    faces: list[dict] = field(default_factory=list)  # per face: index, emotion, p, valence, colour, overlay
+    explain_note: str | None = None
+
+
+# ----------------------------------------------------------------------------- reading bytes
+
+
+_S3_KEYS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+_S3_CLIENT_KEYS = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_ENDPOINT": "endpoint_url", "AWS_REGION": "region_name",
+                   "AWS_DEFAULT_REGION": "region_name"}
+
+
+def fsspec_options(storage_options: Mapping[str, str] | None, protocol: str) -> dict:
+    """Translate delta-rs style storage options (AWS_*) into s3fs keyword arguments.
+
+    The same options reach both readers, so the job passes them once.
+    """
+    opts = dict(storage_options or {})
+    if protocol not in ("s3", "s3a"):
+        return {}
+    out: dict = {}
+    client: dict = {}
+    for key, value in opts.items():
+        upper = key.upper()
+        if upper in _S3_KEYS:
+            out[_S3_KEYS[upper]] = value
+        elif upper in _S3_CLIENT_KEYS:
+            client[_S3_CLIENT_KEYS[upper]] = value
+    if client:
+        out["client_kwargs"] = client
+    return out
+
+
+def default_loader(storage_options: Mapping[str, str] | None = None) -> BytesLoader:
+    """Read ``source`` as a local path or fsspec URI (s3://, gs://, file://, http://...)."""
+
+    def load(image_id: str, source: str | None) -> bytes:
+        if not source:
+            raise ThumbnailError("no source recorded for this image")
+        if "://" not in source and not Path(source).is_file():
+            raise ThumbnailError(
+                f"source {source[:80]!r} is not a readable file or URI (bytes inline in the dump?); "
+                "pass image_bytes_loader to render_dashboards to show these thumbnails")
+        import fsspec
+
+        protocol = source.split("://", 1)[0] if "://" in source else "file"
+        try:
+            with fsspec.open(source, "rb", **fsspec_options(storage_options, protocol)) as fh:
+                data = fh.read(MAX_SOURCE_BYTES + 1)
+        except Exception as exc:  # fsspec backends raise many types
+            raise ThumbnailError(f"could not read {source[:120]!r}: {type(exc).__name__}: {exc}") from exc
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ThumbnailError(f"source is larger than {MAX_SOURCE_BYTES // 2**20} MiB; not thumbnailed")
+        return data
+
+    return load
+
+
+def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarray:
+    """The image as (H, W, 3) uint8 RGB, or ThumbnailError saying why not."""
+    try:
+        data = loader(image_id, source)
+    except ThumbnailError:
+        raise
+    except Exception as exc:
+        raise ThumbnailError(f"image_bytes_loader failed: {type(exc).__name__}: {exc}") from exc
+    if not data:
+        raise ThumbnailError("image_bytes_loader returned no bytes for this image")
+    from fer_core.decode import decode_image
+    from fer_core.errors import ImageError
+
+    try:
+        return decode_image(bytes(data))
+    except ImageError as exc:
+        raise ThumbnailError(f"could not decode the image: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def pixelate(img: Image.Image, box: tuple[int, int, int, int]) -> None:
+    """Make the region unrecognisable in place: coarse blocks, then a blur over them."""
+    x0, y0, x1, y1 = box
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    region = img.crop(box)
+    small = region.resize((max(1, (x1 - x0) // 12), max(1, (y1 - y0) // 12)), Image.Resampling.BILINEAR)
+    coarse = small.resize(region.size, Image.Resampling.NEAREST)
+    img.paste(coarse.filter(ImageFilter.GaussianBlur(radius=max(2, (x1 - x0) // 10))), box)
+
+
+def blur_whole(img: Image.Image) -> Image.Image:
+    """A face crop (e.g. a Grad-CAM overlay) made unrecognisable while keeping its colours."""
+    out = img.copy()
+    pixelate(out, (0, 0, out.width, out.height))
+    return out
+
+
+def make_thumbnail(rgb: np.ndarray, faces: Sequence[dict], colours: Sequence[str], *,
+                   blur: bool, table_size: tuple[int | None, int | None] = (None, None)) -> Image.Image:
+    """Downscaled image with numbered face boxes in each face's emotion colour.
+
+    Boxes are in original pixels; if the decoded size differs from the table's
+    width/height (a source changed since scoring), they are rescaled to fit.
+    """
+    img = Image.fromarray(rgb)
+    w0, h0 = img.size
+    tw, th = table_size
+    sx = w0 / tw if tw else 1.0
+    sy = h0 / th if th else 1.0
+    scale = min(1.0, THUMB_SIDE / max(w0, h0))
+    thumb = img.resize((max(1, round(w0 * scale)), max(1, round(h0 * scale))), Image.Resampling.LANCZOS)
+    boxes = []
+    for face in faces:
+        x0 = int(round(float(face["x"] or 0) * sx * scale))
+        y0 = int(round(float(face["y"] or 0) * sy * scale))
+        x1 = int(round((float(face["x"] or 0) + float(face["w"] or 0)) * sx * scale))
+        y1 = int(round((float(face["y"] or 0) + float(face["h"] or 0)) * sy * scale))
+        boxes.append((max(0, x0), max(0, y0), min(thumb.width, x1), min(thumb.height, y1)))
+    if blur:
+        for box in boxes:
+            pixelate(thumb, box)
+    draw = ImageDraw.Draw(thumb)
+    font = _font(13)
+    line = max(2, round(thumb.width / 180))
+    for n, (box, colour) in enumerate(zip(boxes, colours), start=1):
+        draw.rectangle(box, outline=colour, width=line)
+        label = str(n)
+        tx, ty = box[0], max(0, box[1] - 16)
+        tb = draw.textbbox((tx + 3, ty + 1), label, font=font)
+        draw.rectangle((tx, ty, tb[2] + 3, ty + 16), fill=colour)
+        draw.text((tx + 3, ty + 1), label, fill="#ffffff", font=font)
+    return thumb
+
+
+def save_jpeg(img: Image.Image | np.ndarray, path: Path, side: int | None = None) -> None:
+    """Write a small JPEG (optionally resized to ``side`` x ``side``)."""
+    pil = Image.fromarray(img) if isinstance(img, np.ndarray) else img
+    if side and pil.size != (side, side):
+        pil = pil.resize((side, side), Image.Resampling.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil.convert("RGB").save(path, "JPEG", quality=JPEG_QUALITY, optimize=True)
