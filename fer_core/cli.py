@@ -1,0 +1,236 @@
+"""Command line: ``python -m fer_core predict IMAGE...`` and ``python -m fer_core models``.
+
+Exit codes: 0 every image was scored (status ok or no_face); 1 at least one image could
+not be read or decoded (the others are still reported; stderr names each file and its
+problem); 2 usage or configuration error (bad flag, config file, model or detector name).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_IMAGE_ERROR, EXIT_USAGE = 0, 1, 2
+SCORED_STATUSES = ("ok", "no_face")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_core",
+        description="Detect faces and classify their emotions (7 FER2013 classes) with sentiment.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("predict", help="score image files", description="Score image files: faces, emotions, sentiment.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, ...)")
+    p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per image)")
+    p.add_argument("--annotate", metavar="OUT_DIR", type=Path, help="write <stem>_annotated.png with boxes and labels")
+    p.add_argument("--explain", metavar="OUT_DIR", type=Path, help="write <stem>_face<k>_gradcam.png Grad-CAM overlays")
+    p.add_argument("--detector", metavar="NAME", help="face detector (see `models`); overrides the config")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
+    p.add_argument("--tta", action="store_true", default=None, help="average with horizontally flipped crops")
+    p.add_argument("--config", metavar="YAML", type=Path, help="inference config (see conf/inference.yaml)")
+    p.add_argument("--batch-images", type=int, default=32, metavar="N", help="images decoded/scored per batch (memory bound)")
+    sub.add_parser("models", help="list registered emotion models and face detectors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m fer_core`` and the ``fer-core`` script; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of the output
+    args = build_parser().parse_args(argv)
+    from fer_core.errors import ConfigError, WeightsError
+
+    try:
+        if args.command == "models":
+            return _cmd_models()
+        return _cmd_predict(args)
+    except (ConfigError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# ---------------------------------------------------------------- models
+
+
+def _cmd_models() -> int:
+    from fer_core.detectors import list_detectors
+    from fer_core.models.registry import DEFAULT_MODEL, get_spec, list_models
+
+    print("emotion models (--model):")
+    for name in list_models():
+        spec = get_spec(name)
+        default = "  [default]" if name == DEFAULT_MODEL else ""
+        print(f"  {name}@{spec.version}  input {spec.input_size}x{spec.input_size}x{spec.channels}, "
+              f"scaling {spec.scaling}{default}")
+        if spec.description:
+            print(f"      {spec.description}")
+    print("  (or a path / s3:// URI to a .keras or .h5 file, optional <file>.spec.json sidecar)")
+    print("face detectors (--detector):")
+    for name in list_detectors():
+        print(f"  {name}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- predict
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from fer_core.config import load_yaml
+    from fer_core.pipeline import InferenceConfig
+
+    cfg = load_yaml(args.config, InferenceConfig) if args.config else InferenceConfig()
+    if args.detector:
+        cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, name=args.detector))
+    if args.model or args.tta:
+        model = cfg.model
+        if args.model:
+            model = dataclasses.replace(model, name=args.model)
+        if args.tta:
+            model = dataclasses.replace(model, tta=True)
+        cfg = dataclasses.replace(cfg, model=model)
+    return cfg
+
+
+def _out_names(paths: Sequence[str]) -> list[str]:
+    """A unique file-name stem per input (duplicate stems get -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem or "image"
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}-{n}")
+    return out
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from fer_core.errors import ConfigError, FetchError
+    from fer_core.pipeline import FacePipeline
+    from fer_core.types import ImageResult
+
+    if args.batch_images < 1:
+        raise ConfigError(f"--batch-images must be >= 1, got {args.batch_images}")
+    cfg = _load_config(args)
+    pipeline = FacePipeline.from_config(cfg)
+    for d in (args.annotate, args.explain):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    names = _out_names(args.images)
+    records: list[dict[str, Any]] = []
+    failed = False
+    for start in range(0, len(args.images), args.batch_images):
+        paths = args.images[start:start + args.batch_images]
+        datas: list[bytes | None] = []
+        results: list[ImageResult | None] = []
+        for path in paths:
+            try:
+                datas.append(Path(path).read_bytes())
+                results.append(None)
+            except OSError as e:
+                err = FetchError(f"cannot read file: {e.strerror or e}")
+                datas.append(None)
+                results.append(ImageResult(status=err.status, error=str(err)))
+        scored = iter(pipeline.score_images([d for d, r in zip(datas, results) if r is None]))
+        results = [r if r is not None else next(scored) for r in results]
+        for k, (path, data, result) in enumerate(zip(paths, datas, results)):
+            if result.status not in SCORED_STATUSES:
+                failed = True
+                print(f"error: {path}: {result.status}: {result.error}", file=sys.stderr)
+            records.append(_record(path, result))
+            if not args.json:
+                _print_human(path, result)
+            if result.faces and (args.annotate or args.explain):
+                image = pipeline.decode([data])[0]
+                name = names[start + k]
+                if args.annotate:
+                    _write_png(args.annotate / f"{name}_annotated.png", annotate(image, result))
+                if args.explain:
+                    _write_explanations(args.explain, name, image, result, pipeline.model)
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return EXIT_IMAGE_ERROR if failed else EXIT_OK
+
+
+def _record(path: str, result: Any) -> dict[str, Any]:
+    """The ``--json`` object of one image: image, status, error, width, height, faces[box, score,
+    landmarks, probabilities{7}, emotion, sentiment, valence]."""
+    import numpy as np
+
+    from fer_core.labels import EMOTIONS
+
+    faces = []
+    for fr in result.faces:
+        lms = np.asarray(fr.face.landmarks, np.float64)
+        faces.append({
+            "box": [round(float(v), 2) for v in fr.face.box],
+            "score": round(float(fr.face.score), 4),
+            # null when the detector gives no landmarks (e.g. Haar): JSON has no NaN
+            "landmarks": np.round(lms, 2).tolist() if np.isfinite(lms).all() else None,
+            "probabilities": {e: round(float(p), 4) for e, p in zip(EMOTIONS, fr.probabilities)},
+            "emotion": fr.emotion,
+            "sentiment": fr.sentiment,
+            "valence": round(float(fr.valence), 4),
+        })
+    return {"image": path, "status": result.status, "error": result.error,
+            "width": result.width, "height": result.height, "faces": faces}
+
+
+def _print_human(path: str, result: Any) -> None:
+    from fer_core.labels import EMOTIONS
+
+    if result.status not in SCORED_STATUSES:
+        print(f"{path}: {result.status} ({result.error})")
+        return
+    n = len(result.faces)
+    print(f"{path}: {result.width}x{result.height}, {n} face{'s' if n != 1 else ''}")
+    for i, fr in enumerate(result.faces):
+        x, y, w, h = (int(round(v)) for v in fr.face.box)
+        probs = "  ".join(f"{e} {p:.2f}" for e, p in zip(EMOTIONS, fr.probabilities))
+        print(f"  face {i}: box x={x} y={y} w={w} h={h}  score {fr.face.score:.3f}")
+        print(f"    {probs}")
+        print(f"    emotion {fr.emotion}  sentiment {fr.sentiment}  valence {fr.valence:+.2f}")
+
+
+def annotate(image: Any, result: Any) -> Any:
+    """RGB image with each face's box, landmarks and "emotion p (valence)" drawn on it."""
+    import cv2
+    import numpy as np
+
+    colours = {"positive": (40, 200, 40), "negative": (220, 40, 40), "neutral": (230, 200, 40)}
+    out = np.ascontiguousarray(image.copy())
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    for fr in result.faces:
+        x, y, w, h = (int(round(v)) for v in fr.face.box)
+        colour = colours.get(fr.sentiment, (255, 255, 255))
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thick)
+        for lx, ly in fr.face.landmarks:
+            if np.isfinite(lx) and np.isfinite(ly):
+                cv2.circle(out, (int(lx), int(ly)), thick + 1, colour, -1)
+        label = f"{fr.emotion} {float(fr.probabilities.max()):.2f} ({fr.valence:+.2f})"
+        scale = 0.4 * thick
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
+        cv2.rectangle(out, (x, ty - th - base), (x + tw, ty + base), colour, -1)
+        cv2.putText(out, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return out
+
+
+def _write_explanations(out_dir: Path, name: str, image: Any, result: Any, model: Any) -> None:
+    from fer_core.gradcam import explain_faces
+
+    overlays = explain_faces(image, [fr.face for fr in result.faces], model)
+    for i, ov in enumerate(overlays):
+        _write_png(out_dir / f"{name}_face{i}_gradcam.png", ov)
+
+
+def _write_png(path: Path, rgb: Any) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}; check the directory is writable")
+    print(f"wrote {path}", file=sys.stderr)

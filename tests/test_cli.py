@@ -1,0 +1,96 @@
+"""``python -m fer_core`` end to end in subprocesses, on a real photo written to tmp."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.labels import EMOTIONS
+
+skimage_data = pytest.importorskip("skimage.data")
+Image = pytest.importorskip("PIL.Image")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "fer_core", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "astronaut.jpg"
+    Image.fromarray(skimage_data.astronaut()).save(path, quality=92)
+    return path
+
+
+def decode_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    missing = tmp_path / "missing.png"
+    ann, exp = tmp_path / "ann", tmp_path / "exp"
+    proc = run_cli("predict", str(photo), str(bad), str(missing), "--json",
+                   "--annotate", str(ann), "--explain", str(exp))
+    assert proc.returncode == 1, proc.stderr
+    assert "broken.jpg: decode_error" in proc.stderr and "missing.png: fetch_error" in proc.stderr
+
+    doc = json.loads(proc.stdout)  # ONE JSON document
+    assert [d["image"] for d in doc] == [str(photo), str(bad), str(missing)]
+    assert [d["status"] for d in doc] == ["ok", "decode_error", "fetch_error"]
+    good = doc[0]
+    assert good["error"] is None and len(good["faces"]) == 1
+    face = good["faces"][0]
+    assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence"}
+    assert len(face["box"]) == 4 and 0.9 <= face["score"] <= 1.0
+    assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
+    assert list(face["probabilities"]) == list(EMOTIONS)
+    assert abs(sum(face["probabilities"].values()) - 1.0) < 1e-3
+    assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert face["sentiment"] in ("positive", "neutral", "negative") and -1 <= face["valence"] <= 1
+    assert doc[1]["faces"] == [] and doc[1]["error"]
+
+    annotated = decode_png(ann / "astronaut_annotated.png")
+    assert annotated.shape == (512, 512, 3)
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    assert np.abs(annotated.astype(int) - original).max() > 100  # something was drawn
+    heat = decode_png(exp / "astronaut_face0_gradcam.png")
+    assert heat.ndim == 3 and heat.shape[2] == 3 and heat.shape[0] >= 32
+    assert sorted(p.name for p in ann.iterdir()) == ["astronaut_annotated.png"]
+
+
+def test_human_output_and_exit_0(photo):
+    proc = run_cli("predict", str(photo), "--tta")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "1 face" in out and "box x=" in out and "score" in out
+    assert all(e in out for e in EMOTIONS) and "emotion" in out and "sentiment" in out and "valence" in out
+
+
+def test_models_command_lists_models_and_detectors():
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    assert "fer-mini-xception" in proc.stdout and "[default]" in proc.stdout and "retinaface" in proc.stdout
+
+
+def test_usage_errors_exit_2(tmp_path, photo):
+    assert run_cli().returncode == 2
+    assert run_cli("predict").returncode == 2
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model:\n  nmae: default\n")
+    proc = run_cli("predict", str(photo), "--config", str(cfg))
+    assert proc.returncode == 2 and "model.nmae: unknown key" in proc.stderr
+    proc = run_cli("predict", str(photo), "--model", "no-such-model")
+    assert proc.returncode == 2 and "unknown emotion model 'no-such-model'" in proc.stderr

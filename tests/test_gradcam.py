@@ -1,0 +1,106 @@
+"""Grad-CAM: shapes/ranges on the registered model, and localisation on a tiny trained toy model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_core.gradcam import explain_faces, find_last_conv_layer, heatmaps, overlay
+from fer_core.labels import EMOTION_INDEX
+from fer_core.models import EmotionModel, ModelSpec, create_emotion_model
+from fer_core.types import Face
+
+keras = pytest.importorskip("keras")
+
+SIZE, PATCH = 32, 6
+HAPPY, NEUTRAL = EMOTION_INDEX["happy"], EMOTION_INDEX["neutral"]
+
+
+def with_patch(rng: np.random.Generator, n: int, where: list[tuple[int, int]] | None = None):
+    """Noise images; the ones with a bright square are "happy", the rest "neutral"."""
+    x = rng.integers(0, 90, (n, SIZE, SIZE), dtype=np.uint8)
+    y = np.full(n, NEUTRAL)
+    for i in range(n):
+        if where is not None or i % 2 == 0:
+            r, c = where[i] if where is not None else rng.integers(0, SIZE - PATCH, 2)
+            x[i, r:r + PATCH, c:c + PATCH] = 255
+            y[i] = HAPPY
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def toy_model() -> EmotionModel:
+    """A 2-conv net trained in a few seconds to fire on a bright square anywhere in the image."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    spec = ModelSpec(name="toy", version="0", weights=None, input_size=SIZE, channels=1, scaling="unit")
+    inp = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    out = keras.layers.Dense(7, activation="softmax")(x)
+    km = keras.Model(inp, out)
+    km.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    from fer_core.preprocess import preprocess
+
+    xs, ys = with_patch(rng, 384)
+    hist = km.fit(preprocess(xs, spec), ys, epochs=8, batch_size=32, verbose=0)
+    assert hist.history["accuracy"][-1] > 0.95, "toy model failed to learn; the test would be meaningless"
+    return EmotionModel(km, spec)
+
+
+def test_finds_last_conv_layer(toy_model):
+    assert find_last_conv_layer(toy_model.keras_model) == "last_conv"
+
+
+def test_heatmap_peaks_on_the_discriminative_patch(toy_model):
+    where = [(2, 3), (20, 22), (12, 4), (24, 10)]
+    crops, _ = with_patch(np.random.default_rng(1), len(where), where)
+    assert (toy_model.predict(crops).argmax(axis=1) == HAPPY).all()
+    maps = heatmaps(toy_model, crops)  # predicted class = happy
+    assert maps.shape == (len(where), SIZE, SIZE) and maps.dtype == np.float32
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    for m, (r, c) in zip(maps, where):
+        pr, pc = np.unravel_index(np.argmax(m), m.shape)
+        assert r - 2 <= pr <= r + PATCH + 1 and c - 2 <= pc <= c + PATCH + 1, (pr, pc, r, c)
+        inside = m[r:r + PATCH, c:c + PATCH].mean()
+        mask = np.ones_like(m, bool)
+        mask[max(r - 3, 0):r + PATCH + 3, max(c - 3, 0):c + PATCH + 3] = False
+        assert inside > 3 * m[mask].mean()
+
+
+def test_explicit_class_and_batching(toy_model):
+    crops, _ = with_patch(np.random.default_rng(2), 5, [(4, 4)] * 5)
+    a = heatmaps(toy_model, crops, class_index="happy", batch_size=2)
+    b = heatmaps(toy_model, crops, class_index=HAPPY)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    per_row = heatmaps(toy_model, crops, class_index=["happy"] * 5)
+    np.testing.assert_allclose(per_row, b, atol=1e-5)
+    assert heatmaps(toy_model, crops[:0]).shape == (0, SIZE, SIZE)
+    with pytest.raises(ValueError, match="unknown emotion"):
+        heatmaps(toy_model, crops, class_index="joy")
+
+
+def test_default_model_heatmaps_and_overlay():
+    model = create_emotion_model("default")
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 255, (3, 80, 80, 3), dtype=np.uint8)
+    maps = heatmaps(model, crops)
+    s = model.spec.input_size
+    assert maps.shape == (3, s, s) and np.isfinite(maps).all()
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    ov = overlay(crops[0], maps[0])
+    assert ov.shape == (80, 80, 3) and ov.dtype == np.uint8
+    grey = overlay(crops[0, ..., 0], np.ones((5, 5), np.float32), alpha=1.0)
+    assert grey.shape == (80, 80, 3)
+    # alpha=1 with a full-heat map is the jet colour of 1.0: dark red
+    assert grey[..., 0].mean() > 100 and grey[..., 2].mean() < 30
+
+
+def test_explain_faces_on_a_photo():
+    skimage_data = pytest.importorskip("skimage.data")
+    image = skimage_data.astronaut()
+    lms = np.array([[197, 98], [243, 97], [222, 121], [201, 150], [239, 149]], np.float32)
+    face = Face(box=(170.0, 50.0, 100.0, 130.0), score=0.99, landmarks=lms)
+    out = explain_faces(image, [face, face], create_emotion_model("default"), size=96)
+    assert len(out) == 2 and out[0].shape == (96, 96, 3) and out[0].dtype == np.uint8
+    assert explain_faces(image, [], create_emotion_model("default")) == []
