@@ -10,7 +10,7 @@ from PIL import Image
 
 from fer_core.decode import decode_image, image_size
 from fer_core.errors import DecodeError, EmptyImageError, ImageError, ImageTooLargeError
-from tests._images import encode, quadrant_colours, quadrants
+from _images import encode, quadrant_colours, quadrants
 
 EXPECTED = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]  # TL, TR, BL, BR
 

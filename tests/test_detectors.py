@@ -18,7 +18,7 @@ from fer_core.detectors import _REGISTRY
 from fer_core.errors import ConfigError, WeightsError
 from fer_core.types import Face
 from fer_core.weights import RETINAFACE_MOBILENET_V2, read_weight_bytes
-from tests._images import ASTRONAUT_EYES, ASTRONAUT_FACE_XYXY, astronaut, map_box, paste, xywh_to_xyxy
+from _images import ASTRONAUT_EYES, ASTRONAUT_FACE_XYXY, astronaut, map_box, paste, xywh_to_xyxy
 
 _DETECTORS: dict[str, Detector] = {}
 
