@@ -157,9 +157,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             if orientation != 1:
                 im = im.transpose(_ORIENTATION[orientation])
             rgb = _to_rgb(im)
-        except ImageTooLargeError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as e:
             what = "truncated" if "truncated" in str(e).lower() or isinstance(e, EOFError) else "corrupt"
             raise DecodeError(
                 f"{fmt} image is {what} ({type(e).__name__}: {e}); {len(data)} bytes were given. "

@@ -109,14 +109,16 @@ _lock = threading.Lock()  # one fetch at a time per process (threads of one Spar
 
 
 def _mismatch(spec: WeightSpec, where: str, actual: str, cached: Path | None) -> WeightsError:
+    check = f"check the source {spec.source!r} and the pinned sha256 in the WeightSpec"
     todo = (
-        f"delete {cached} so it is fetched again (or set FER_CORE_HOME to a fresh cache directory); "
+        f"Delete {cached} so it is fetched again (or set FER_CORE_HOME to a fresh cache directory); "
+        f"if that fails too, {check}"
         if cached is not None
-        else ""
+        else f"The file differs from the pinned one: {check}"
     )
     return WeightsError(
         f"weight file {where} for {spec.name!r} failed its sha256 check: expected {spec.sha256}, "
-        f"got {actual}. {todo}if it fails again, check the source {spec.source!r} and the pinned sha256"
+        f"got {actual}. {todo}"
     )
 
 

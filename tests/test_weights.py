@@ -75,7 +75,7 @@ def test_corrupted_cached_file_is_refused(home: Path) -> None:
             call(spec)
         msg = str(ei.value)
         assert PAYLOAD_SHA in msg and bad_sha in msg and str(cached) in msg
-        assert "delete" in msg and "FER_CORE_HOME" in msg
+        assert "Delete" in msg and "FER_CORE_HOME" in msg
 
 
 def test_wrong_remote_bytes_are_not_cached(home: Path) -> None:
