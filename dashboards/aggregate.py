@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dashboards.tables import EMOTIONS, PROB_COLUMNS, Lake
+from dashboards.tables import PROB_COLUMNS, Lake
 
 SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
 GOOD_STATUSES: tuple[str, ...] = ("ok", "no_face")
@@ -92,12 +92,12 @@ def top_k_per_group(table: pa.Table, keys: list[str], sort_by: str, k: int, *,
     this O(n log n) in C instead of a Python loop per campaign.
     """
     if table.num_rows == 0 or k <= 0:
-        return table.slice(0, 0)
+        return table.slice(0, 0).append_column("rank", pa.array([], pa.int64()))
     order = "descending" if descending else "ascending"
+    tie_break = "image_id" if "image_id" in table.column_names else sort_by
+    # nulls sort last (the default), so a null score never outranks a real one
     idx = pc.sort_indices(table, sort_keys=[*[(c, "ascending") for c in keys], (sort_by, order),
-                                            ("image_id" if "image_id" in table.column_names else sort_by,
-                                             "ascending")],
-                          null_placement="at_end")
+                                            (tie_break, "ascending")])
     ordered = table.take(idx)
     change = _group_codes(ordered, keys)
     starts = np.flatnonzero(change)

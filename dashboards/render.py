@@ -18,19 +18,19 @@ import datetime as dt
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from dashboards import aggregate, figures
-from dashboards.aggregate import SENTIMENTS, Aggregates, split_by_campaign
+from dashboards.aggregate import SENTIMENTS, split_by_campaign
 from dashboards.explain import ExplainError, Explainer
 from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, safe_name
 from dashboards.tables import EMOTIONS, DashboardError, Lake
 from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, ThumbnailError, blur_whole,
-                                   default_loader, load_rgb, make_thumbnail, save_jpeg)
+                                   chain_loaders, default_loader, load_rgb, make_thumbnail, save_jpeg)
 
 __all__ = ["render_dashboards", "DashboardError"]
 
@@ -49,14 +49,15 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     """Render every campaign page and the index from the Delta tables under ``tables_uri``.
 
     ``max_gallery``: images per gallery side (most positive / most negative).
-    ``image_bytes_loader(image_id, source) -> bytes``: where thumbnails get image bytes when
-    ``source`` is not a readable path/URI (e.g. the dump held the bytes inline).
+    ``image_bytes_loader(image_id, source) -> bytes | None``: where thumbnails get image bytes
+    when ``source`` is not a readable path/URI (e.g. the dump held the bytes inline); when it
+    returns None, ``source`` is read with fsspec (with ``storage_options``).
     Returns the path of index.html. Raises DashboardError when the tables are unusable.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     lake = Lake(tables_uri, storage_options)
     agg = aggregate.compute(lake, max_gallery=max(0, int(max_gallery)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     _write_static(out)
     _reset_thumbs(out)
     env = _environment()
@@ -71,7 +72,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
                            explainer=Explainer() if gradcam else None,
-                           loader=image_bytes_loader or default_loader(storage_options))
+                           loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
         "status_examples", "lineage", "gallery")}
@@ -83,6 +84,11 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
         _write(out, campaign_page_name(cid), page.render(**common, **ctx))
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows, parts["statuses"]))
     return _write(out, "index.html", index)
+
+
+def _loader(job_loader: BytesLoader | None, storage_options: Mapping[str, str] | None) -> BytesLoader:
+    fallback = default_loader(storage_options)
+    return fallback if job_loader is None else chain_loaders(job_loader, fallback)
 
 
 # ----------------------------------------------------------------------------- files

@@ -91,6 +91,24 @@ def default_loader(storage_options: Mapping[str, str] | None = None) -> BytesLoa
     return load
 
 
+def chain_loaders(first: BytesLoader, fallback: BytesLoader) -> BytesLoader:
+    """Ask ``first`` (the job's loader); when it returns None, read the source with ``fallback``.
+
+    The job knows inline-bytes dumps; plain paths and URIs are easier read directly.
+    """
+
+    def load(image_id: str, source: str | None) -> bytes | None:
+        try:
+            data = first(image_id, source)
+        except ThumbnailError:
+            raise
+        except Exception as exc:
+            raise ThumbnailError(f"image_bytes_loader failed: {type(exc).__name__}: {exc}") from exc
+        return data if data is not None else fallback(image_id, source)
+
+    return load
+
+
 def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarray:
     """The image as (H, W, 3) uint8 RGB, or ThumbnailError saying why not."""
     try:
@@ -98,9 +116,9 @@ def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarr
     except ThumbnailError:
         raise
     except Exception as exc:
-        raise ThumbnailError(f"image_bytes_loader failed: {type(exc).__name__}: {exc}") from exc
+        raise ThumbnailError(f"reading the image failed: {type(exc).__name__}: {exc}") from exc
     if not data:
-        raise ThumbnailError("image_bytes_loader returned no bytes for this image")
+        raise ThumbnailError("the image source holds no bytes")
     from fer_core.decode import decode_image
     from fer_core.errors import ImageError
 

@@ -174,7 +174,7 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
             row = {
                 "image_id": image_id, "campaign_id": spec.campaign_id, "posted_at": posted,
                 "platform": spec.platforms[k % len(spec.platforms)],
-                "caption": spec.caption or f"Post {k} of {spec.campaign_id} 🌷 #campaign",
+                "caption": spec.caption or f"Post {k} of {spec.campaign_id}: café crème, été #campaign",
                 "source": source, "status": status, "error": error, "width": width, "height": height,
                 "n_faces": n if status in ("ok", "no_face") else None,
                 "dominant_emotion": EMOTIONS[int(np.argmax(mean_p))] if n else None,

@@ -1,0 +1,49 @@
+"""``python -m dashboards render --tables DIR_OR_URI --out DIR [--blur-faces] [--no-gradcam]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _storage_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dashboards",
+                                     description="Render offline HTML dashboards from the job's Delta tables.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="render index.html and one page per campaign")
+    render.add_argument("--tables", required=True,
+                        help="folder or URI holding the Delta tables images/, faces/, campaigns/, runs/")
+    render.add_argument("--out", required=True, help="output folder (created if missing)")
+    render.add_argument("--blur-faces", action="store_true", help="blur every face in thumbnails and Grad-CAM crops")
+    render.add_argument("--no-gradcam", dest="gradcam", action="store_false",
+                        help="skip Grad-CAM overlays (no TensorFlow/model load)")
+    render.add_argument("--max-gallery", type=int, default=8, help="images per gallery side (default 8)")
+    render.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
+                        help="storage option for s3:// tables (e.g. AWS_ENDPOINT_URL=http://127.0.0.1:9000); "
+                             "repeatable")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dashboards.render import render_dashboards
+    from dashboards.tables import DashboardError
+
+    try:
+        index = render_dashboards(args.tables, args.out, storage_options=dict(args.storage_option) or None,
+                                  blur_faces=args.blur_faces, gradcam=args.gradcam, max_gallery=args.max_gallery)
+    except DashboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

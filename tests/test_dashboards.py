@@ -1,0 +1,317 @@
+"""Dashboards rendered from real Delta tables (tests/_dash_fixtures.py): numbers, files, safety, empty states.
+
+Browser checks (console errors, drawn charts, XSS in a real DOM) live in test_dashboards_browser.py.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+import _dash_fixtures as fx
+from dashboards import aggregate, figures
+from dashboards.__main__ import main as cli_main
+from dashboards.paths import campaign_page_name, inside, safe_name
+from dashboards.render import render_dashboards
+from dashboards.tables import DashboardError, Lake
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> fx.SampleLake:
+    return fx.make_sample_lake(tmp_path_factory.mktemp("dash"))
+
+
+@pytest.fixture(scope="module")
+def site(sample, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    index = render_dashboards(str(sample.root), str(out), gradcam=False, image_bytes_loader=sample.loader)
+    assert index == out / "index.html"
+    return out
+
+
+def page(site: Path, campaign_id: str) -> str:
+    return (site / campaign_page_name(campaign_id)).read_text(encoding="utf-8")
+
+
+def raw_rows(sample: fx.SampleLake) -> tuple[list[dict], list[dict]]:
+    from deltalake import DeltaTable
+
+    images = DeltaTable(str(sample.root / "images")).to_pyarrow_table().to_pylist()
+    faces = DeltaTable(str(sample.root / "faces")).to_pyarrow_table().to_pylist()
+    return images, faces
+
+
+# ----------------------------------------------------------------------------- files and offline
+
+
+def test_one_page_per_campaign_and_one_plotly(site, sample):
+    pages = sorted(p.name for p in site.glob("campaign-*.html"))
+    assert pages == sorted(campaign_page_name(c) for c in sample.campaigns)
+    assert sorted(p.name for p in site.rglob("plotly*.js")) == ["plotly.min.js"]
+    assert (site / "plotly.min.js").stat().st_size > 1_000_000
+    index = (site / "index.html").read_text(encoding="utf-8")
+    for cid in sample.campaigns:
+        assert f'href="{campaign_page_name(cid)}"' in index
+
+
+@pytest.mark.parametrize("name", ["index.html", campaign_page_name("spring-sale-2026")])
+def test_pages_are_offline_and_have_no_inline_script(site, name):
+    html = (site / name).read_text(encoding="utf-8")
+    assert '<script src="plotly.min.js" defer></script>' in html
+    assert not re.search(r"https?://", html), "pages must not reference the network"
+    for attrs, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S):
+        assert 'src="' in attrs or 'type="application/json"' in attrs, f"inline script: {attrs} {body[:80]}"
+    for block in re.findall(r'<script type="application/json" data-chart="[^"]+">(.*?)</script>', html, flags=re.S):
+        spec = json.loads(block)
+        assert spec["data"] and "layout" in spec
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def test_kpis_match_a_hand_count(sample):
+    images, faces = raw_rows(sample)
+    cid = "spring-sale-2026"
+    imgs = [r for r in images if r["campaign_id"] == cid]
+    fcs = [r for r in faces if r["campaign_id"] == cid]
+    lake = Lake(str(sample.root))
+    table = aggregate.compute(lake, max_gallery=4).kpis
+    row = next(r for r in table.to_pylist() if r["campaign_id"] == cid)
+    assert row["n_images"] == len(imgs)
+    assert row["n_faces"] == len(fcs)
+    assert row["n_with_faces"] == sum(1 for r in imgs if (r["n_faces"] or 0) > 0)
+    assert row["n_bad"] == sum(1 for r in imgs if r["status"] not in ("ok", "no_face"))
+    pos = sum(r["sentiment"] == "positive" for r in fcs) / len(fcs)
+    neg = sum(r["sentiment"] == "negative" for r in fcs) / len(fcs)
+    assert row["share_positive"] == pytest.approx(pos)
+    assert row["net_sentiment"] == pytest.approx(pos - neg)
+    assert row["mean_valence"] == pytest.approx(np.mean([r["valence"] for r in fcs]), abs=1e-6)
+    # baseline = the campaign before its latest run
+    latest = max(imgs, key=lambda r: r["scored_at"])["run_id"]
+    assert row["baseline_mode"] == "run" and row["latest_run"] == latest
+    before = [r for r in fcs if r["run_id"] != latest]
+    assert row["n_images_base"] == sum(1 for r in imgs if r["run_id"] != latest)
+    assert row["n_faces_base"] == len(before)
+    assert row["mean_valence_base"] == pytest.approx(np.mean([r["valence"] for r in before]), abs=1e-6)
+
+
+def test_baseline_falls_back_to_posted_week_then_to_none(sample):
+    rows = {r["campaign_id"]: r for r in aggregate.compute(Lake(str(sample.root)), max_gallery=1).kpis.to_pylist()}
+    assert rows["winter-clearance"]["baseline_mode"] == "week"  # one run, three posted weeks
+    assert rows["broken-uploads"]["baseline_mode"] == "none"  # one run, one week
+    assert rows["broken-uploads"]["n_images_base"] is None
+
+
+def test_timeline_and_platform_counts_add_up(sample):
+    agg = aggregate.compute(Lake(str(sample.root)), max_gallery=1)
+    kpi = {r["campaign_id"]: r for r in agg.kpis.to_pylist()}
+    for cid, part in aggregate.split_by_campaign(agg.timeline).items():
+        rows = part.to_pylist()
+        assert sum(r["n_faces"] for r in rows) == kpi[cid]["n_faces"]
+        assert sum(r["n_images"] for r in rows) == kpi[cid]["n_images"] - kpi[cid]["n_undated"]
+        assert all(r["n_faces"] == r["n_positive"] + r["n_neutral"] + r["n_negative"] for r in rows)
+    for cid, part in aggregate.split_by_campaign(agg.platforms).items():
+        assert sum(r["n_images"] for r in part.to_pylist()) == kpi[cid]["n_images"]
+
+
+def test_gallery_ranks_by_valence_without_repeats(sample):
+    agg = aggregate.compute(Lake(str(sample.root)), max_gallery=3)
+    picks = aggregate.split_by_campaign(agg.gallery)["spring-sale-2026"].to_pylist()
+    pos = [r["valence"] for r in picks if r["side"] == "positive"]
+    neg = [r["valence"] for r in picks if r["side"] == "negative"]
+    assert len(pos) == 3 and len(neg) == 3 and pos == sorted(pos, reverse=True) and neg == sorted(neg)
+    assert min(pos) >= max(neg)
+    assert len({r["image_id"] for r in picks}) == 6
+
+
+def test_rescored_campaign_shows_only_the_newest_model(tmp_path):
+    """Rows of an older model version must not double the counts."""
+    specs = fx.DEFAULT_CAMPAIGNS[:1]
+    images, faces, _, runs = fx.build_tables(specs, tmp_path / "images", n_runs=1)
+    fx.write_lake(tmp_path / "lake", images, faces, runs)
+    from deltalake import write_deltalake
+
+    newer = pa.Table.from_pydict(images, schema=fx.IMAGES_SCHEMA)
+    newer = newer.set_column(newer.schema.get_field_index("model_version"), "model_version",
+                             pa.array(["fer-next@2.0"] * newer.num_rows))
+    later = pa.array([v.replace(day=28) for v in images["scored_at"]], fx.TS)
+    newer = newer.set_column(newer.schema.get_field_index("scored_at"), "scored_at", later)
+    write_deltalake(str(tmp_path / "lake" / "images"), newer, mode="append")
+    new_faces = pa.Table.from_pydict(faces, schema=fx.FACES_SCHEMA)
+    new_faces = new_faces.set_column(new_faces.schema.get_field_index("model_version"), "model_version",
+                                     pa.array(["fer-next@2.0"] * new_faces.num_rows))
+    new_faces = new_faces.set_column(new_faces.schema.get_field_index("sentiment"), "sentiment",
+                                     pa.array(["negative"] * new_faces.num_rows))
+    write_deltalake(str(tmp_path / "lake" / "faces"), new_faces, mode="append")
+    row = aggregate.compute(Lake(str(tmp_path / "lake")), max_gallery=1).kpis.to_pylist()[0]
+    assert row["n_images"] == len(images["image_id"])
+    assert row["n_faces"] == len(faces["image_id"])
+    assert row["share_negative"] == pytest.approx(1.0)  # the newer model's rows, not the old ones
+
+
+def test_only_needed_columns_are_read(sample, tmp_path, monkeypatch):
+    """Captions and sources (the bulky columns) are read only for gallery images, through a filter."""
+    calls: list[tuple[str, list[str], object]] = []
+    original = Lake.read
+
+    def spy(self, name, columns, filter=None, **kw):
+        calls.append((name, list(columns), filter))
+        return original(self, name, columns, filter, **kw)
+
+    monkeypatch.setattr(Lake, "read", spy)
+    render_dashboards(str(sample.root), str(tmp_path / "out"), gradcam=False, max_gallery=2)
+    for name, columns, filt in calls:
+        assert "landmarks" not in columns or filt is not None
+        if "caption" in columns or "source" in columns:
+            assert filt is not None, f"{name} read {columns} without a filter"
+    assert {c[0] for c in calls} <= {"images", "faces", "runs"}
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def test_campaign_page_contents(site, sample):
+    html = page(site, "spring-sale-2026")
+    for text in ("Emotion mix", "Sentiment and valence over time", "By platform", "Faces per image",
+                 "Detection confidence", "Most positive images", "Most negative images", "Data quality",
+                 "Run and model lineage", "not a person", "vs. before latest run", sample.run_ids[-1],
+                 fx.MODEL, fx.DETECTOR, "could not decode", "JPEG image is truncated"):
+        assert text in html, text
+    assert html.count('class="tile"') == 8
+    thumbs = re.findall(r'<img class="thumb" src="([^"]+)"', html)
+    assert len(thumbs) == 16
+    for src in thumbs:
+        assert (site / src).is_file() and (site / src).stat().st_size < 60_000
+        assert Image.open(site / src).size[0] <= 360
+
+
+def test_no_face_campaign_says_so(site):
+    html = page(site, "no-faces-campaign")
+    assert "No faces were found in this campaign&#39;s 6 scored images" in html
+    assert re.findall(r'<div class="chart" id="([^"]+)"', html) == ["chart-faces_per_image"]
+    assert "No image with faces to show." in html
+
+
+def test_only_bad_images_campaign_says_so(site):
+    html = page(site, "broken-uploads")
+    assert "None of this campaign&#39;s 5 images could be scored" in html
+    assert '<div class="chart"' not in html
+    for label in ("could not decode", "could not fetch", "empty file"):
+        assert label in html
+    assert "NoSuchKey" in html
+
+
+def test_inline_bytes_use_the_job_loader(sample, site, tmp_path):
+    html = page(site, "winter-clearance")
+    assert len(re.findall(r'<img class="thumb"', html)) > 0  # site was rendered with sample.loader
+    render_dashboards(str(sample.root), str(tmp_path / "plain"), gradcam=False, max_gallery=1)
+    plain = (tmp_path / "plain" / campaign_page_name("winter-clearance")).read_text(encoding="utf-8")
+    assert '<img class="thumb"' not in plain
+    assert "pass image_bytes_loader" in plain
+
+
+def test_blur_faces_hides_face_pixels(sample, site, tmp_path):
+    render_dashboards(str(sample.root), str(tmp_path / "blur"), gradcam=False, blur_faces=True)
+    name = re.findall(r'<img class="thumb" src="([^"]+)"', page(site, "spring-sale-2026"))[0]
+    sharp = np.asarray(Image.open(site / name).convert("L"), np.float32)
+    blurred = np.asarray(Image.open(tmp_path / "blur" / name).convert("L"), np.float32)
+    # detail (gradient energy) inside the drawn faces drops a lot; the files differ
+    def detail(a: np.ndarray) -> float:
+        return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
+    assert detail(blurred) < 0.8 * detail(sharp)
+    assert "faces are blurred on this page" in (tmp_path / "blur" / "index.html").read_text(encoding="utf-8")
+
+
+def test_gradcam_goes_through_one_adapter(sample, tmp_path, monkeypatch):
+    """Overlays come from dashboards.explain; when it fails the page says so and keeps the thumbnail."""
+    from dashboards import explain
+
+    calls = []
+
+    def fake(self, image_rgb, faces, model_version):
+        calls.append(model_version)
+        return [np.full((112, 112, 3), 128, np.uint8) for _ in faces], None
+
+    monkeypatch.setattr(explain.Explainer, "overlays", fake)
+    render_dashboards(str(sample.root), str(tmp_path / "ok"), max_gallery=1)
+    html = (tmp_path / "ok" / campaign_page_name("spring-sale-2026")).read_text(encoding="utf-8")
+    cams = re.findall(r'<img class="cam" src="([^"]+)"', html)
+    assert cams and all((tmp_path / "ok" / c).is_file() for c in cams)
+    assert set(calls) == {fx.MODEL}
+
+    def broken(self, model_version):
+        raise explain.ExplainError("Grad-CAM unavailable: model 'fer-mini-xception' could not be loaded (boom)")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(explain.Explainer, "_model", broken)
+    render_dashboards(str(sample.root), str(tmp_path / "bad"), max_gallery=1)
+    html = (tmp_path / "bad" / campaign_page_name("spring-sale-2026")).read_text(encoding="utf-8")
+    assert '<img class="thumb"' in html and '<img class="cam"' not in html
+    assert "could not be loaded (boom). The thumbnail is shown without overlays." in html
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+def test_figure_json_cannot_close_its_script():
+    fig = {"data": [{"type": "bar", "x": ["</script><script>alert(1)</script>", "a&b", "\u2028"], "y": [1, 2, 3]}],
+           "layout": {}}
+    text = figures.to_json(fig)
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text)["data"] == fig["data"]
+
+
+def test_untrusted_text_is_escaped_in_html(site):
+    html = page(site, fx.XSS_ID)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    for doc in (html, index):
+        assert "<script>window.__xss" not in doc
+        assert "<img src=x" not in doc and "<svg onload" not in doc
+        assert "&lt;script&gt;window.__xss=1" in doc
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html  # the caption's markup shows as text
+
+
+def test_hostile_ids_get_safe_unique_names():
+    names = [campaign_page_name(c) for c in fx.HOSTILE_IDS]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert re.fullmatch(r"campaign-[a-z0-9-]+\.html", name) and len(name) < 80
+    assert safe_name("a/b") != safe_name("a-b")
+    with pytest.raises(ValueError):
+        inside(Path("/tmp/x"), "../y")
+
+
+def test_hostile_campaign_ids_render_inside_out_dir(tmp_path):
+    lake = fx.make_sample_lake(tmp_path, specs=fx.hostile_specs(), n_runs=1)
+    out = tmp_path / "site"
+    render_dashboards(str(lake.root), str(out), gradcam=False)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "site" in p.parts]
+    assert all(out.resolve() in p.resolve().parents for p in written)
+    pages = {p.name for p in out.glob("campaign-*.html")}
+    assert pages == {campaign_page_name(c) for c in fx.HOSTILE_IDS}
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for href in re.findall(r'href="([^"]+\.html)"', index):
+        assert (out / href).is_file()
+    assert not (tmp_path / "etc").exists()
+
+
+# ----------------------------------------------------------------------------- errors and CLI
+
+
+def test_missing_tables_say_what_to_do(tmp_path):
+    with pytest.raises(DashboardError, match=r"no Delta table 'images' at .*run jobs/score_campaign.py"):
+        render_dashboards(str(tmp_path / "nope"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_renders(sample, tmp_path, capsys):
+    assert cli_main(["render", "--tables", str(sample.root), "--out", str(tmp_path / "o"), "--no-gradcam",
+                     "--blur-faces", "--max-gallery", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
+    assert cli_main(["render", "--tables", str(tmp_path / "missing"), "--out", str(tmp_path / "p")]) == 2
+    assert "no Delta table" in capsys.readouterr().err
