@@ -1,10 +1,12 @@
 """Image bytes -> RGB uint8 pixels, safely.
 
-Why Pillow for everything: it reads the header lazily (so the pixel limit is checked BEFORE any
-pixel is decoded: a 1.2 MB PNG can declare 20000x20000 = 1.2 GB of RGB), it raises on truncated
-files (OpenCV silently returns a half-grey JPEG), and it handles every mode we meet in campaign
-dumps (grey, palette, alpha, CMYK, 16-bit) and GIF. EXIF orientation is applied so that boxes are
-in the pixels a person sees. Every failure becomes a typed ``ImageError`` with a ``.status``.
+Pillow reads the header lazily, so the pixel limit is checked BEFORE any pixel is decoded (a 1.2 MB
+PNG can declare 20000x20000 = 1.2 GB of RGB). Complete RGB/grey JPEGs (the bulk of campaign photos)
+are then decoded by OpenCV, about 2x faster than Pillow on large photos; everything else goes through
+Pillow, which raises on truncated files (OpenCV silently returns a half-grey JPEG) and handles every
+mode we meet (grey, palette, alpha, CMYK, 16-bit) and GIF. EXIF orientation is applied on both paths
+(read once from the header) so boxes are in the pixels a person sees. Every failure becomes a typed
+``ImageError`` with a ``.status``.
 """
 from __future__ import annotations
 
@@ -133,6 +135,45 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))  # L, 1, P, CMYK, YCbCr, LAB, HSV, I;16-less modes
 
 
+def _ends_with_eoi(data: bytes) -> bool:
+    """A complete JPEG ends with the EOI marker (FF D9), possibly followed by zero padding.
+
+    OpenCV decodes a truncated JPEG silently (grey bottom), so it only gets files that end properly;
+    the rest (truncated, or with trailing data) go through Pillow, which raises on truncation.
+    """
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def _decode_jpeg_cv2(data: bytes, w: int, h: int) -> np.ndarray | None:
+    """Fast path (about 2x Pillow on large photos): OpenCV/libjpeg-turbo, EXIF handled by us."""
+    import cv2
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
+    if bgr is None or bgr.shape[:2] != (h, w):
+        return None  # let Pillow decide and explain
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to an array, like Image.transpose(_ORIENTATION[orientation])."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: a.transpose(1, 0, 2)[:, ::-1],  # 90 degrees clockwise
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: a.transpose(1, 0, 2)[::-1],  # 90 degrees counter-clockwise
+    }
+    if orientation in ops:
+        rgb = ops[orientation](rgb)
+    return np.ascontiguousarray(rgb)
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to (H, W, 3) uint8 RGB, EXIF orientation applied, first frame only.
 
@@ -151,6 +192,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             )
         fmt = im.format or "unknown"
         orientation = _orientation(im)
+        if fmt == "JPEG" and im.mode in ("RGB", "L") and _ends_with_eoi(data):
+            rgb = _decode_jpeg_cv2(data, w, h)
+            if rgb is not None:
+                return _apply_orientation(rgb, orientation)
         try:
             im.seek(0)  # first frame of GIF / animated WebP / multi-page TIFF
             im.load()

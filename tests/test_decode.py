@@ -98,8 +98,9 @@ def test_cmyk(fmt: str) -> None:
     assert quadrant_colours(out) == EXPECTED
 
 
+@pytest.mark.parametrize("trailer", [b"", b"APPENDED-DATA" * 10], ids=["opencv-path", "pillow-path"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied(orientation: int) -> None:
+def test_exif_orientation_is_applied(orientation: int, trailer: bytes) -> None:
     """The file stores pixels so that applying the EXIF tag yields the upright quadrant card."""
     upright = Image.fromarray(quadrants())
     # store the inverse of what the viewer will apply
@@ -111,11 +112,22 @@ def test_exif_orientation_is_applied(orientation: int) -> None:
     stored = upright if inverse is None else upright.transpose(inverse)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    # bytes after the JPEG end marker send the file through Pillow instead of OpenCV
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes()) + trailer
     out = decode_image(data)
     _check_rgb(out, 60, 80)
     assert quadrant_colours(out) == EXPECTED
     assert image_size(data) == (80, 60)
+
+
+def test_opencv_and_pillow_paths_agree_on_a_photo() -> None:
+    from _images import astronaut
+
+    data = encode(astronaut(), "JPEG", quality=90)
+    fast = decode_image(data)
+    slow = decode_image(data + b"\x01trailing")  # not ending in FF D9 -> Pillow
+    assert fast.shape == slow.shape == (512, 512, 3)
+    assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 1.5
 
 
 def _png_header_only(width: int, height: int) -> bytes:
