@@ -40,7 +40,11 @@ _GRAPHS_LOCK = threading.Lock()
 def _shared_graph(graph_bytes: bytes, sha256: str) -> tuple[Any, threading.Lock]:
     with _GRAPHS_LOCK:
         if sha256 not in _GRAPHS:
-            _GRAPHS[sha256] = (load_graph_function(graph_bytes), threading.Lock())
+            fn = load_graph_function(graph_bytes)
+            import tensorflow as tf
+
+            fn(tf.zeros((1, 64, 64, 3), tf.float32))  # the first call optimises the graph (~2 s): pay it at load
+            _GRAPHS[sha256] = (fn, threading.Lock())
         return _GRAPHS[sha256]
 
 
