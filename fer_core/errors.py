@@ -1,0 +1,52 @@
+"""Typed errors. Each says what was wrong and what to do.
+
+Per-image problems (ImageError subclasses) carry a ``status`` that becomes the
+``images.status`` column, so a batch never dies because of one image.
+"""
+from __future__ import annotations
+
+
+class FerCoreError(Exception):
+    """Base class of every error raised on purpose by fer_core."""
+
+
+class ConfigError(FerCoreError, ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class WeightsError(FerCoreError):
+    """A weight file is missing, unreadable or fails its sha256 check."""
+
+
+class ImageError(FerCoreError):
+    """One image could not be turned into pixels. ``status`` names the images-table status."""
+
+    status: str = "decode_error"
+
+
+class EmptyImageError(ImageError):
+    """The image cell or file holds no bytes at all."""
+
+    status = "empty"
+
+
+class ImageTooLargeError(ImageError):
+    """The header declares more pixels than the configured limit (decompression-bomb guard)."""
+
+    status = "too_large"
+
+
+class DecodeError(ImageError):
+    """The bytes are not a decodable image (truncated, corrupt, unknown format)."""
+
+    status = "decode_error"
+
+
+class FetchError(ImageError):
+    """The image URI could not be read (missing object, permission, network)."""
+
+    status = "fetch_error"
+
+
+IMAGE_STATUSES: tuple[str, ...] = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
+"""Every value the images table's ``status`` column can take."""

@@ -1,0 +1,550 @@
+"""Train (and cross-validate) an emotion model: `python -m fer_core.train --config conf/train_default.yaml`.
+
+Data go through the same `preprocess(crops, spec)` as inference; augmentation runs in a
+tf.data pipeline on top of it. Checkpoints are written every epoch and a run resumes from
+them when started again with the same output directory.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fer_core.config import dataclass_to_dict, load_yaml
+from fer_core.data import FaceDataset, load_dataset, stratified_kfold, stratified_split
+from fer_core.labels import EMOTIONS
+from fer_core.models.spec import ModelSpec
+from fer_core.preprocess import preprocess
+
+log = logging.getLogger("fer_core.train")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str
+    train_split: str = "Training"  # FER2013 Usage, or "train" for class folders
+    val_split: str = ""  # empty: hold out val_fraction of the training split (stratified)
+    test_split: str = "PublicTest"  # reported only, never used for model selection
+    val_fraction: float = 0.1
+    limit: int = 0  # >0: use only this many training rows (smoke runs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "vgg"
+    name: str = "fer-vgg"
+    version: str = "1"
+    input_size: int = 48
+    channels: int = 1
+    scaling: Literal["minus1_1", "unit"] = "minus1_1"
+    crop_margin: float = 0.1  # alignment margin used when crops come from a detector
+    dropout: float = 0.4
+    options: dict = field(default_factory=dict)  # extra architecture kwargs (widths, ...)
+    backbone_path: str = ""  # for architecture "transfer"
+    init_from: str = ""  # fine-tune: start from this .keras model instead of random weights
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    shift: float = 0.1  # fraction of the side
+    rotation_deg: float = 10.0
+    zoom: float = 0.1
+    brightness: float = 0.2  # +- in the [-1, 1] input range / 2
+    contrast: float = 0.2
+    erasing_prob: float = 0.25  # random erasing (Zhong et al. 2017)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    loss: Literal["crossentropy", "focal"] = "crossentropy"
+    focal_gamma: float = 2.0
+    class_weighting: Literal["none", "sqrt", "balanced"] = "none"
+    early_stopping_patience: int = 0  # 0: off
+    freeze_backbone_epochs: int = 0  # fine-tuning: train only the head this many epochs first
+    fine_tune_lr_factor: float = 0.1
+    mixed_precision: Literal["auto", "off"] = "auto"  # auto: mixed_float16 when a GPU is present
+    threads: int = 0  # 0: TensorFlow's default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    output_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cv_folds: int = 0  # >=2: k-fold cross-validation on the training split instead of one run
+    seed: int = 0
+
+
+def model_spec(cfg: ModelConfig, weights: object = None) -> ModelSpec:
+    """The ModelSpec a trained model is registered with; also drives preprocessing in training."""
+    return ModelSpec(
+        name=cfg.name, version=cfg.version, weights=weights, input_size=cfg.input_size,
+        channels=cfg.channels, scaling=cfg.scaling, labels=EMOTIONS, crop_margin=cfg.crop_margin,
+        description=f"{cfg.architecture} trained with fer_core.train",
+    )
+
+
+# ----------------------------------------------------------------------------- data pipeline
+
+
+def augment_fn(cfg: AugmentConfig, input_size: int, seed: int):
+    """A batch-level augmentation function for tf.data (float inputs in the preprocess range)."""
+    import keras
+    import tensorflow as tf
+
+    geometric = []
+    if cfg.flip:
+        geometric.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation_deg:
+        geometric.append(keras.layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="reflect", seed=seed + 1))
+    if cfg.shift:
+        geometric.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="reflect", seed=seed + 2))
+    if cfg.zoom:
+        geometric.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 3))
+
+    def apply(x, y):
+        for layer in geometric:
+            x = layer(x, training=True)
+        n = tf.shape(x)[0]
+        if cfg.contrast:
+            c = tf.random.uniform([n, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast)
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = (x - mean) * c + mean
+        if cfg.brightness:
+            x = x + tf.random.uniform([n, 1, 1, 1], -cfg.brightness, cfg.brightness)
+        if cfg.erasing_prob:
+            x = _random_erasing(x, cfg.erasing_prob, input_size)
+        return tf.clip_by_value(x, -1.0 if True else 0.0, 1.0), y
+
+    return apply
+
+
+def _random_erasing(x, prob: float, size: int):
+    """Blank one random rectangle (2-20% of the area, aspect 0.3-3.3) per face with probability `prob`."""
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    area = tf.random.uniform([n], 0.02, 0.2) * size * size
+    aspect = tf.exp(tf.random.uniform([n], np.log(0.3), np.log(3.3)))
+    h = tf.clip_by_value(tf.sqrt(area * aspect), 1.0, size - 1.0)
+    w = tf.clip_by_value(tf.sqrt(area / aspect), 1.0, size - 1.0)
+    y0 = tf.random.uniform([n]) * (size - h)
+    x0 = tf.random.uniform([n]) * (size - w)
+    grid = tf.range(size, dtype=tf.float32)
+    in_y = (grid[None, :] >= y0[:, None]) & (grid[None, :] < (y0 + h)[:, None])
+    in_x = (grid[None, :] >= x0[:, None]) & (grid[None, :] < (x0 + w)[:, None])
+    box = tf.logical_and(in_y[:, :, None], in_x[:, None, :])
+    apply = tf.random.uniform([n]) < prob
+    mask = tf.logical_and(box, apply[:, None, None])[..., None]
+    noise = tf.random.uniform(tf.shape(x), -1.0, 1.0)
+    return tf.where(mask, noise, x)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_size: int, *,
+                 training: bool, augment: AugmentConfig | None = None, seed: int = 0):
+    """tf.data over preprocess(images) with one-hot labels; augmented and shuffled when training."""
+    import tensorflow as tf
+
+    x = preprocess(images, spec)
+    y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    if training and augment is not None:
+        ds = ds.map(augment_fn(augment, spec.input_size, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- model + optimiser
+
+
+def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
+    """Per-class loss weights, mean 1 over samples; 'sqrt' softens 'balanced' for the rare disgust class."""
+    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    if mode == "none":
+        w = np.ones(len(EMOTIONS))
+    elif mode == "balanced":
+        w = counts.sum() / (len(EMOTIONS) * counts)
+    elif mode == "sqrt":
+        w = np.sqrt(counts.sum() / (len(EMOTIONS) * counts))
+    else:
+        raise ValueError(f"optim.class_weighting: unknown mode {mode!r}")
+    w = w / (w[labels].mean())
+    return w.astype(np.float32)
+
+
+def make_loss(cfg: OptimConfig, weights: np.ndarray):
+    """Cross-entropy or focal loss with label smoothing and per-class weights."""
+    import tensorflow as tf
+
+    w = tf.constant(weights)
+    eps = cfg.label_smoothing
+    k = len(EMOTIONS)
+
+    def loss(y_true, y_pred):
+        y_pred = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0)
+        target = y_true * (1.0 - eps) + eps / k
+        ce = -target * tf.math.log(y_pred)
+        if cfg.loss == "focal":
+            ce = ce * tf.pow(1.0 - y_pred, cfg.focal_gamma)
+        per_sample = tf.reduce_sum(ce, axis=-1)
+        return per_sample * tf.reduce_sum(y_true * w, axis=-1)
+
+    return loss
+
+
+def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, lr_scale: float = 1.0):
+    import keras
+
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    peak = cfg.learning_rate * lr_scale
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=peak * 0.1 if warmup else peak, decay_steps=total - warmup, alpha=0.01,
+            warmup_target=peak if warmup else None, warmup_steps=warmup,
+        )
+    else:
+        lr = peak
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+
+
+def build_from_config(cfg: TrainConfig):
+    """Random-init (or init_from) keras model for the configured architecture."""
+    import keras
+
+    from fer_core.models.architectures import build_model
+
+    if cfg.model.init_from:
+        return keras.models.load_model(cfg.model.init_from, compile=False, safe_mode=True)
+    kwargs = dict(cfg.model.options)
+    kwargs.setdefault("dropout", cfg.model.dropout)
+    if cfg.model.architecture == "transfer":
+        kwargs["backbone_path"] = cfg.model.backbone_path
+    shape = (cfg.model.input_size, cfg.model.input_size, cfg.model.channels)
+    return build_model(cfg.model.architecture, shape, len(EMOTIONS), **kwargs)
+
+
+def set_backbone_trainable(model, trainable: bool) -> bool:
+    """Freeze/unfreeze a nested backbone (transfer models); returns False when there is none."""
+    for layer in model.layers:
+        if layer.name == "backbone":
+            layer.trainable = trainable
+            return True
+    return False
+
+
+def configure_runtime(cfg: OptimConfig, seed: int) -> bool:
+    """Seeds, threads and mixed precision; returns True when a GPU is used."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if cfg.threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.threads // 2))
+        except RuntimeError:
+            pass  # already initialised in this process
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu and cfg.mixed_precision == "auto":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    return gpu
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class FitResult:
+    model: object
+    history: list[dict]
+    best_val_accuracy: float
+    best_epoch: int
+    seconds: float
+
+
+class _EpochLog:
+    """Keras callback: one progress line per epoch with ETA, appended to history.csv, plus resume state."""
+
+    def __new__(cls, *args, **kwargs):
+        import keras
+
+        class Impl(keras.callbacks.Callback):
+            def __init__(self, out: Path, total_epochs: int, start_epoch: int):
+                super().__init__()
+                self.out, self.total, self.t0, self.start = out, total_epochs, time.time(), start_epoch
+                self.best = -1.0
+                state = out / "state.json"
+                if state.exists():
+                    self.best = json.loads(state.read_text()).get("best_val_accuracy", -1.0)
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                done = epoch + 1
+                rate = (time.time() - self.t0) / max(1, done - self.start)
+                eta = rate * (self.total - done)
+                row = {"epoch": done, **logs, "seconds": round(rate, 1)}
+                hist = self.out / "history.csv"
+                new = not hist.exists()
+                with open(hist, "a", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=list(row))
+                    if new:
+                        w.writeheader()
+                    w.writerow(row)
+                val = logs.get("val_accuracy", -1.0)
+                if val > self.best:
+                    self.best = val
+                    self.model.save(self.out / "best.keras")
+                self.model.save(self.out / "last.keras")
+                (self.out / "state.json").write_text(json.dumps({"epoch": done, "best_val_accuracy": self.best}))
+                print(
+                    f"epoch {done}/{self.total}  loss {logs.get('loss', float('nan')):.4f}  "
+                    f"acc {logs.get('accuracy', float('nan')):.4f}  val_acc {val:.4f}  best {self.best:.4f}  "
+                    f"{rate:.0f}s/epoch  ETA {eta / 60:.1f} min",
+                    flush=True,
+                )
+
+        return Impl(*args, **kwargs)
+
+
+def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path) -> FitResult:
+    """Train one model with checkpoints in ckpt_dir; resumes from ckpt_dir/last.keras if present."""
+    import keras
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    configure_runtime(cfg.optim, cfg.seed)
+    spec = model_spec(cfg.model)
+    o = cfg.optim
+    train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
+    val_ds = make_dataset(val.images, val.labels, spec, 256, training=False)
+    steps = len(train) // o.batch_size
+    loss = make_loss(o, class_weights(train.labels, o.class_weighting))
+
+    state_file = ckpt_dir / "state.json"
+    start_epoch = 0
+    t0 = time.time()
+    if (ckpt_dir / "last.keras").exists() and state_file.exists():
+        start_epoch = json.loads(state_file.read_text())["epoch"]
+        print(f"resuming from {ckpt_dir / 'last.keras'} after epoch {start_epoch}", flush=True)
+        model = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
+    else:
+        model = build_from_config(cfg)
+    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch)]
+    if o.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=o.early_stopping_patience, mode="max"))
+
+    phases: list[tuple[int, int, bool, float]] = []  # (from_epoch, to_epoch, backbone_trainable, lr_scale)
+    if o.freeze_backbone_epochs and set_backbone_trainable(model, False):
+        phases.append((0, o.freeze_backbone_epochs, False, 1.0))
+        phases.append((o.freeze_backbone_epochs, o.epochs, True, o.fine_tune_lr_factor))
+    else:
+        phases.append((0, o.epochs, True, 1.0))
+    for first, last, trainable, lr_scale in phases:
+        if last <= start_epoch:
+            continue
+        set_backbone_trainable(model, trainable)
+        optimizer = make_optimizer(o, steps, lr_scale)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        if start_epoch > first:  # resumed mid-phase: move the LR schedule to where it was
+            optimizer.iterations.assign((start_epoch - first) * steps)
+        model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=max(first, start_epoch),
+                  callbacks=callbacks, verbose=0)
+        start_epoch = last
+    state = json.loads(state_file.read_text())
+    history = list(csv.DictReader(open(ckpt_dir / "history.csv")))
+    best_epoch = max(history, key=lambda r: float(r.get("val_accuracy", -1)))["epoch"] if history else 0
+    best = keras.models.load_model(ckpt_dir / "best.keras", compile=False, safe_mode=True)
+    return FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0)
+
+
+def accuracy(model, dataset: FaceDataset, spec: ModelSpec, tta: bool = False) -> float:
+    """Top-1 accuracy through the same preprocessing (optionally with flip TTA)."""
+    probs = predict_probs(model, dataset.images, spec, tta=tta)
+    return float((probs.argmax(1) == dataset.labels).mean())
+
+
+def predict_probs(model, images: np.ndarray, spec: ModelSpec, tta: bool = False, batch: int = 512) -> np.ndarray:
+    out = []
+    for i in range(0, len(images), batch):
+        x = preprocess(images[i:i + batch], spec)
+        p = np.asarray(model.predict_on_batch(x))
+        if tta:
+            p = (p + np.asarray(model.predict_on_batch(x[:, :, ::-1, :]))) / 2
+        out.append(p)
+    return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def split_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None, str]:
+    """(train, val, test|None, report) from the configured source; val is held out of train when not given."""
+    splits, report = load_dataset(cfg.data.path, cfg.model.input_size if cfg.model.input_size != 48 else 48)
+    if cfg.data.train_split not in splits:
+        raise ValueError(f"data.train_split: {cfg.data.train_split!r} not in {cfg.data.path} (found {sorted(splits)})")
+    train = splits[cfg.data.train_split]
+    if cfg.data.limit:
+        keep, _ = stratified_split(train.labels, 1 - cfg.data.limit / len(train), cfg.seed)
+        train = train.subset(keep[: cfg.data.limit])
+    if cfg.data.val_split:
+        val = splits[cfg.data.val_split]
+    else:
+        keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.seed)
+        train, val = train.subset(keep, f"{train.name}[train]"), train.subset(held, f"{train.name}[val]")
+    test = splits.get(cfg.data.test_split) if cfg.data.test_split else None
+    return train, val, test, report.summary()
+
+
+def write_outputs(cfg: TrainConfig, result: FitResult, metrics: dict, command: str) -> Path:
+    """model.keras + model.spec.json (with sha256) + metrics.json + model_card.md in output_dir."""
+    from fer_core.models.registry import spec_to_json
+    from fer_core.weights import WeightSpec, sha256_file
+
+    out = Path(cfg.output_dir)
+    model_path = out / "model.keras"
+    result.model.save(model_path)
+    digest = sha256_file(model_path)
+    spec = model_spec(cfg.model, WeightSpec(name=cfg.model.name, filename=model_path.name, sha256=digest, source=str(model_path.name)))
+    (out / "model.spec.json").write_text(spec_to_json(spec))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "model_card.md").write_text(model_card(cfg, result, metrics, command, digest))
+    return model_path
+
+
+def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str, digest: str) -> str:
+    import tensorflow as tf
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list)))
+    return f"""# Model card: {cfg.model.name} v{cfg.model.version}
+
+Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}), trained with `fer_core.train`.
+
+## Command
+```
+{command}
+```
+
+## Data and splits
+- Source: `{cfg.data.path}` (FER2013, Kaggle schema). Training rows: `{cfg.data.train_split}`; a stratified
+  {cfg.data.val_fraction:.0%} of them is held out for model selection (best epoch by validation accuracy).
+- `{cfg.data.test_split}` is reported only; nothing was tuned on it. PrivateTest was never seen.
+
+## Training
+- Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}, scaling `{cfg.model.scaling}`.
+- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
+  weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
+- Augmentation: {dataclass_to_dict(cfg.augment)}.
+- Epochs: {len(result.history)} run, best epoch {result.best_epoch}; wall time {result.seconds / 60:.1f} min (this invocation).
+- Hardware: {platform.processor() or platform.machine()}, {__import__("os").cpu_count()} CPU cores, GPU: {bool(tf.config.list_physical_devices("GPU"))}; TensorFlow {tf.__version__}.
+- sha256 of model.keras: `{digest}`
+
+## Metrics
+| metric | value |
+|---|---|
+{rows}
+
+## Weaknesses
+- FER2013 faces are 48x48 grey, mostly frontal web images; accuracy drops on profiles, occlusion, low light
+  and on crops framed differently from FER2013 (see the end-to-end gap in the README).
+- `disgust` has 436 training images; its recall is the lowest of the classes.
+- FER2013 labels are noisy (human agreement is about 65%); demographic balance is unknown.
+
+## Responsible use
+The model estimates a facial *expression* from pixels, not a person's internal emotional state. Use it for
+aggregate trends over many faces, never to make decisions about individuals. Faces are personal data:
+keep crops and tables access-controlled and delete them when the analysis is done.
+"""
+
+
+def cross_validate(cfg: TrainConfig) -> dict:
+    """k-fold CV on the training split: validation accuracy per fold and mean +- std."""
+    train, val, _, report = split_data(cfg)
+    pool = FaceDataset(np.concatenate([train.images, val.images]), np.concatenate([train.labels, val.labels]), "cv")
+    scores = []
+    for f, (tr, va) in enumerate(stratified_kfold(pool.labels, cfg.cv_folds, cfg.seed)):
+        print(f"fold {f + 1}/{cfg.cv_folds}: {len(tr)} train, {len(va)} val", flush=True)
+        res = fit(cfg, pool.subset(tr), pool.subset(va), Path(cfg.output_dir) / f"fold{f + 1}")
+        scores.append(res.best_val_accuracy)
+    out = {"folds": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)), "k": cfg.cv_folds}
+    Path(cfg.output_dir, "cv.json").write_text(json.dumps(out, indent=2))
+    print(f"{cfg.cv_folds}-fold CV accuracy: {out['mean']:.4f} +- {out['std']:.4f}", flush=True)
+    return out
+
+
+def train(cfg: TrainConfig, command: str = "") -> dict:
+    """One training run: fit on train, select on val, report val and test; writes the outputs."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(dataclass_to_dict(cfg), indent=2))
+    train_set, val_set, test_set, report = split_data(cfg)
+    print(report, flush=True)
+    print(f"train {len(train_set)}  val {len(val_set)}  test {len(test_set) if test_set is not None else 0}", flush=True)
+    result = fit(cfg, train_set, val_set, out / "checkpoints")
+    spec = model_spec(cfg.model)
+    metrics: dict = {
+        "val_accuracy": round(accuracy(result.model, val_set, spec), 4),
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+    }
+    if test_set is not None:
+        metrics[f"{cfg.data.test_split}_accuracy"] = round(accuracy(result.model, test_set, spec), 4)
+        metrics[f"{cfg.data.test_split}_accuracy_tta"] = round(accuracy(result.model, test_set, spec, tta=True), 4)
+        metrics["n_test"] = len(test_set)
+    write_outputs(cfg, result, metrics, command)
+    print(json.dumps(metrics, indent=2), flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__)
+    p.add_argument("--config", required=True, help="YAML file matching fer_core.train.TrainConfig")
+    p.add_argument("--data", help="override data.path (FER2013 CSV or class-folder root)")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--epochs", type=int, help="override optim.epochs")
+    p.add_argument("--cv-folds", type=int, help="override cv_folds (>=2 runs k-fold CV)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_yaml(args.config, TrainConfig)
+    if args.data:
+        cfg = replace(cfg, data=replace(cfg.data, path=args.data))
+    if args.output_dir:
+        cfg = replace(cfg, output_dir=args.output_dir)
+    if args.epochs:
+        cfg = replace(cfg, optim=replace(cfg.optim, epochs=args.epochs))
+    if args.cv_folds:
+        cfg = replace(cfg, cv_folds=args.cv_folds)
+    command = "python -m fer_core.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if cfg.cv_folds >= 2:
+        cross_validate(cfg)
+    else:
+        train(cfg, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
