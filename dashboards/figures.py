@@ -28,7 +28,7 @@ Figure = dict[str, Any]
 
 def plot_text(value: Any) -> str:
     """An untrusted value as text Plotly shows literally (it decodes entities, not our tags)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape("" if value is None else str(value), quote=False)
 
 
 def _layout(**extra: Any) -> dict[str, Any]:
@@ -145,6 +145,7 @@ def comparison_figure(rows: list[dict], limit: int = 40) -> Figure:
     data = [{"type": "bar", "orientation": "h", "y": labels, "x": values,
              "marker": {"color": [SENTIMENT_COLORS["positive"] if (v or 0) >= 0 else SENTIMENT_COLORS["negative"]
                                   for v in values]},
+             "texttemplate": "%{x:+.1f}", "textposition": "auto", "cliponaxis": False,
              "customdata": [[r["n_faces"], _pct([r["mean_valence"]])[0]] for r in shown],
              "hovertemplate": "%{y}: net %{x:+.1f} pts (%{customdata[0]} faces)<extra></extra>"}]
     height = max(240, 60 + 22 * len(shown))

@@ -235,6 +235,11 @@ def _fmt_time(v: Any) -> str:
     return str(v)
 
 
+def _fmt_range(first: Any, last: Any) -> str:
+    a, b = _fmt_time(first), _fmt_time(last)
+    return a if a == b else f"{a} – {b}"
+
+
 def _delta(now: float | None, base: float | None, kind: str, good: int = 0) -> dict | None:
     """A change vs. the baseline: text, direction (arrow) and tone (colour).
 
@@ -384,7 +389,7 @@ def _quality(row: dict, counts: list[dict], examples: list[dict]) -> list[dict]:
 def _lineage_row(r: dict) -> dict:
     return {"run_id": r["run_id"] or "–", "model_version": r["model_version"] or "–",
             "detector_version": r["detector_version"] or "–", "n_images": _fmt_int(r["n_images"]),
-            "scored": f"{_fmt_time(r['first_scored'])} – {_fmt_time(r['last_scored'])}",
+            "scored": _fmt_range(r["first_scored"], r["last_scored"]),
             "started_at": _fmt_time(r.get("started_at")), "finished_at": _fmt_time(r.get("finished_at")),
             "run_status": r.get("run_status") or "–", "config_hash": r.get("config_hash") or "–"}
 
@@ -399,7 +404,8 @@ def _index_context(rows: list[dict], statuses: dict[str, pa.Table]) -> dict:
             **{f"share_{s}": r[f"share_{s}"] for s in SENTIMENTS},
             "net_sentiment": r["net_sentiment"], "mean_valence": r["mean_valence"], "delta": d,
             "delta_value": None if d is None else r["net_sentiment"] - r["net_sentiment_base"],
-            "n_bad": r["n_bad"], "last_posted": _fmt_time(r.get("last_posted")),
+            "n_bad": r["n_bad"],
+            "last_posted": r["last_posted"].date().isoformat() if r.get("last_posted") else "–",
             "last_posted_sort": r["last_posted"].isoformat() if r.get("last_posted") else "",
             "fmt": {"n_images": _fmt_int(r["n_images"]), "share_with_faces": _fmt_pct(r["share_with_faces"]),
                     "n_faces": _fmt_int(r["n_faces"]), **{s: _fmt_pct(r[f"share_{s}"]) for s in SENTIMENTS},

@@ -21,7 +21,7 @@ MODEL = "fer-mini-xception@25.10.3"
 DETECTOR = "retinaface@0.0.17"
 XSS_ID = '<script>window.__xss=1;document.title="pwned"</script>"><img src=x onerror="window.__xss=2">'
 XSS_CAPTION = '"><img src=x onerror="window.__xss=3;document.title=\'pwned\'"><script>window.__xss=4</script> & <b>bold</b>'
-XSS_PLATFORM = '<svg onload="window.__xss=5">'
+XSS_PLATFORM = '<svg onload="window.__xss=5"> &amp; co'
 HOSTILE_IDS = ("../../etc/passwd", "a/b\\c", "ünïcødé-キャンペーン", "x" * 600, "", ".", "..", "CON", "café/../..")
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

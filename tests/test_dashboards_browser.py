@@ -1,0 +1,148 @@
+"""Open every dashboard page in headless Chromium, as a marketing user would (file://, offline).
+
+Checks: no console errors, every chart div has drawn SVG, every gallery image loaded, no XSS
+payload executed, the index table sorts. Saves screenshots to artifacts/screenshots/.
+Needs Debian's chromium and the websocket-client package; skipped without them (failed on CI).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import _dash_fixtures as fx
+from _browser import CHARTS_DRAWN, PAGE_REPORT, Chromium, find_chromium
+from dashboards.paths import campaign_page_name
+from dashboards.render import render_dashboards
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+
+
+def _need_browser() -> None:
+    missing = []
+    if find_chromium() is None:
+        missing.append("chromium (apt-get install -y chromium)")
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        missing.append("websocket-client (pip install websocket-client)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> tuple[fx.SampleLake, Path]:
+    _need_browser()
+    tmp = tmp_path_factory.mktemp("browser")
+    lake = fx.make_sample_lake(tmp)
+    out = tmp / "site"
+    render_dashboards(str(lake.root), str(out), gradcam=False, image_bytes_loader=lake.loader)
+    return lake, out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    with Chromium() as chromium:
+        page = chromium.new_page()
+        yield page
+        page.close()
+
+
+def open_page(browser, path: Path) -> dict:
+    browser.goto(path.resolve().as_uri())
+    browser.wait_for(CHARTS_DRAWN, timeout=30)
+    report = browser.evaluate(PAGE_REPORT)
+    report["errors"] = browser.console_errors()
+    return report
+
+
+def test_every_page_draws_without_errors(site, browser):
+    lake, out = site
+    pages = ["index.html"] + [campaign_page_name(c) for c in lake.campaigns]
+    for name in pages:
+        report = open_page(browser, out / name)
+        assert report["errors"] == [], f"{name}: {report['errors']}"
+        assert all(c["svg"] for c in report["charts"]), f"{name}: undrawn charts {report['charts']}"
+        assert all(i["ok"] for i in report["images"]), f"{name}: broken images {report['images']}"
+        assert report["xss"] is None
+    spring = open_page(browser, out / campaign_page_name("spring-sale-2026"))
+    assert len(spring["charts"]) == 5 and all(c["marks"] > 0 for c in spring["charts"])
+    assert sum(1 for i in spring["images"] if "/thumbs/" in "/" + i["src"]) >= 16
+
+
+def test_empty_campaign_pages_explain_themselves(site, browser):
+    _, out = site
+    report = open_page(browser, out / campaign_page_name("no-faces-campaign"))
+    assert "No faces were found" in report["text"]
+    assert [c["id"] for c in report["charts"]] == ["chart-faces_per_image"]
+    report = open_page(browser, out / campaign_page_name("broken-uploads"))
+    assert "None of this campaign's 5 images could be scored" in report["text"]
+    assert report["charts"] == [] and report["errors"] == []
+
+
+def test_xss_payloads_stay_text(site, browser):
+    _, out = site
+    for name in (campaign_page_name(fx.XSS_ID), "index.html"):
+        report = open_page(browser, out / name)
+        assert report["xss"] is None, f"payload ran on {name}"
+        assert report["title"] != "pwned"  # the payloads set document.title = "pwned"
+        assert report["errors"] == []
+        assert fx.XSS_ID in report["text"]  # shown literally
+    report = open_page(browser, out / campaign_page_name(fx.XSS_ID))
+    assert fx.XSS_CAPTION in report["text"]
+    # the platform label inside the Plotly chart is text, not an element
+    svg_text = browser.evaluate("Array.from(document.querySelectorAll('#chart-platforms text'))"
+                                ".map(t => t.textContent).join('|')")
+    assert fx.XSS_PLATFORM in svg_text
+    assert browser.evaluate("document.querySelectorAll('#chart-platforms svg svg[onload], img[onerror]').length") == 0
+
+
+def test_index_table_sorts_and_filters(site, browser):
+    _, out = site
+    open_page(browser, out / "index.html")
+    faces_col = "Array.from(document.querySelectorAll('#campaign-table tbody tr')).map(r => +r.cells[3].dataset.sort)"
+    browser.evaluate("document.querySelectorAll('#campaign-table th')[3].click()")
+    ascending = browser.evaluate(faces_col)
+    assert ascending == sorted(ascending)
+    browser.evaluate("document.querySelectorAll('#campaign-table th')[3].click()")
+    assert browser.evaluate(faces_col) == sorted(ascending, reverse=True)
+    browser.evaluate("const f = document.getElementById('campaign-filter'); f.value = 'winter';"
+                     "f.dispatchEvent(new Event('input'))")
+    visible = browser.evaluate("Array.from(document.querySelectorAll('#campaign-table tbody tr'))"
+                               ".filter(r => !r.hidden).map(r => r.cells[0].textContent.trim())")
+    assert visible == ["winter-clearance"]
+
+
+def test_screenshots(site, browser):
+    """One screenshot per page type, for people to look at (artifacts/ is not committed)."""
+    _, out = site
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for shot, name in (("index.png", "index.html"), ("campaign.png", campaign_page_name("spring-sale-2026")),
+                       ("campaign-no-faces.png", campaign_page_name("no-faces-campaign")),
+                       ("campaign-bad-images.png", campaign_page_name("broken-uploads"))):
+        open_page(browser, out / name)
+        path = browser.screenshot(SHOTS / shot)
+        assert path.stat().st_size > 10_000
+
+
+def test_real_gradcam_overlays_load(site, browser, tmp_path):
+    """The real fer_core Grad-CAM on the registered model (skipped where TF or weights are missing)."""
+    pytest.importorskip("tensorflow")
+    lake, _ = site
+    out = tmp_path / "cam"
+    render_dashboards(str(lake.root), str(out), gradcam=True, max_gallery=1, image_bytes_loader=lake.loader)
+    html = (out / campaign_page_name("spring-sale-2026")).read_text(encoding="utf-8")
+    if "could not be loaded" in html:
+        pytest.skip("emotion model weights not available offline here")
+    report = open_page(browser, out / campaign_page_name("spring-sale-2026"))
+    cams = [i for i in report["images"] if "-f1.jpg" in i["src"]]
+    assert cams and all(i["ok"] for i in cams)
+    assert report["errors"] == []
+    browser.screenshot(SHOTS / "campaign-gradcam.png")
