@@ -1,0 +1,192 @@
+"""Typed schema of the job's YAML config (conf/*.yaml), loaded strictly by fer_core.config.
+
+An unknown key, a missing required key or a value of the wrong type fails when the file is read,
+with a ConfigError naming the dotted key (e.g. ``conf/x.yaml: input.columns.imgae: unknown key``).
+Command-line flags (--input, --output) override ``input.path`` / ``output.path``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fer_core.config import dataclass_to_dict, load_dataclass, load_yaml
+from fer_core.errors import ConfigError
+from fer_core.pipeline import DetectorOptions, InferenceConfig as CoreInferenceConfig, ModelOptions
+from fer_core.runtime import RuntimeConfig
+from fer_core.sentiment import SentimentConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "default.yaml"
+
+__all__ = ["JobConfig", "load_job_config", "DEFAULT_CONFIG", "config_hash"]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Input column names (Parquet dumps). Each maps our name -> the dump's column name."""
+
+    image_id: str = "image_id"
+    campaign_id: str = "campaign_id"
+    posted_at: str = "posted_at"
+    platform: str = "platform"
+    caption: str = "caption"
+    image: str = "image"
+    uri: str = "uri"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """``input:`` where the images come from.
+
+    format: parquet (dumps with an ``image`` binary column or a ``uri`` string column) or
+        folders (image files read with Spark's binaryFile source).
+    path: a path, glob (``dumps/date=*/``) or URI (s3://..., file://...). Overridden by --input.
+    payload: which column carries the image: auto (image if present, else uri), image, uri.
+    extra_columns: further dump columns carried to the images table unchanged.
+    campaign_from: folders only: ``partition`` = the ``campaign_id=X`` folder anywhere in the path,
+        ``first_level`` = the first folder below ``path``.
+    default_campaign / default_platform: used where the dump or path gives none.
+    glob_filter: folders only: file-name pattern (Spark pathGlobFilter).
+    storage_options: fsspec options for reading URIs and remote dumps (e.g. endpoint_url, key, secret).
+    max_fetch_bytes: a fetched URI or file larger than this is status too_large, not read.
+    """
+
+    format: Literal["parquet", "folders"] = "parquet"
+    path: str = "sample_data/dump"
+    payload: Literal["auto", "image", "uri"] = "auto"
+    columns: Columns = field(default_factory=Columns)
+    extra_columns: list[str] = field(default_factory=list)
+    campaign_from: Literal["partition", "first_level"] = "partition"
+    default_campaign: str = "unknown"
+    default_platform: str | None = None
+    glob_filter: str = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,gif,bmp}"
+    storage_options: dict[str, str] = field(default_factory=dict)
+    max_fetch_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``output:`` the Delta lake and the dashboards.
+
+    path: lake root (local dir or s3://bucket/prefix); tables land in <path>/images, faces, campaigns, runs.
+    dashboards: render HTML dashboards at the end of a run.
+    dashboards_path: where (default <path>/dashboards; may be a local dir when the lake is remote).
+    target_file_rows: an executor starts a new Parquet file after this many rows of one table.
+    """
+
+    path: str = "lake"
+    storage_options: dict[str, str] = field(default_factory=dict)
+    dashboards: bool = True
+    dashboards_path: str | None = None
+    target_file_rows: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.target_file_rows < 1:
+            raise ConfigError(f"target_file_rows: must be >= 1, got {self.target_file_rows}")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """``inference:`` how models run on executors.
+
+    device: auto | cpu | gpu (fer_core.runtime.configure_tensorflow on each Python worker).
+    batch_size: faces per predict_on_batch call.
+    arrow_batch_size: rows per Arrow batch handed to the pandas UDFs
+        (spark.sql.execution.arrow.maxRecordsPerBatch); images are decoded one Arrow batch at a time.
+    intra_threads / inter_threads: TF thread pools per Python worker (null = TF default).
+    max_pixels: header-declared pixel limit; bigger images get status too_large.
+    images_per_task: target images per Spark task (sets the partition count: parallelism and progress granularity).
+    """
+
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    batch_size: int = 64
+    arrow_batch_size: int = 64
+    intra_threads: int | None = 1
+    inter_threads: int | None = 1
+    max_pixels: int = 50_000_000
+    images_per_task: int = 2000
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "arrow_batch_size", "max_pixels", "images_per_task"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """``spark:`` session settings. ``master`` applies only when not launched by spark-submit with --master.
+
+    conf: any Spark conf, e.g. spark.executor.resource.gpu.amount (see conf/gpu.yaml).
+    """
+
+    master: str = "local[*]"
+    app_name: str = "score_campaign"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProgressSettings:
+    """``progress:`` driver progress lines every ``interval_s`` seconds (0 = off)."""
+
+    interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The whole job config (conf/default.yaml documents every key)."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    model: str = "default"
+    tta: bool = False
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    progress: ProgressSettings = field(default_factory=ProgressSettings)
+
+    def core(self) -> CoreInferenceConfig:
+        """The fer_core InferenceConfig executors build their FacePipeline from."""
+        inf = self.inference
+        return CoreInferenceConfig(
+            detector=self.detector,
+            model=ModelOptions(name=self.model, tta=self.tta, batch_size=inf.batch_size),
+            sentiment=self.sentiment,
+            runtime=RuntimeConfig(device=inf.device, intra_threads=inf.intra_threads, inter_threads=inf.inter_threads),
+            max_pixels=inf.max_pixels,
+        )
+
+    def with_overrides(self, *, input: str | None = None, output: str | None = None) -> "JobConfig":
+        """Apply --input / --output."""
+        cfg = self
+        if input:
+            cfg = dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, path=input))
+        if output:
+            cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, path=output))
+        return cfg
+
+    def dashboards_dir(self) -> str:
+        return self.output.dashboards_path or self.output.path.rstrip("/") + "/dashboards"
+
+
+def load_job_config(path: str | Path | None = None, **overrides: str | None) -> JobConfig:
+    """Read and validate a YAML config (conf/default.yaml when None), then apply --input/--output."""
+    cfg = load_yaml(path or DEFAULT_CONFIG, JobConfig)
+    return cfg.with_overrides(**overrides)
+
+
+def job_config_from_dict(data: dict) -> JobConfig:
+    """Same validation as load_job_config, from a mapping (tests, bench)."""
+    return load_dataclass(JobConfig, data)
+
+
+def config_hash(cfg: JobConfig) -> str:
+    """sha256 (first 16 hex) of everything that changes the scores; paths are left out on purpose."""
+    data = dataclass_to_dict(cfg)
+    for key in ("input", "output", "spark", "progress"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

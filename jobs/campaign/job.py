@@ -1,0 +1,238 @@
+"""One scoring run, start to end: recover, read, skip what is scored, score, commit once, summarise.
+
+``run_job(spark, cfg)`` is what jobs/score_campaign.py calls; tests and the bench call it too.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobs.campaign.config import JobConfig, config_hash
+
+__all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id", "FAIL_ENV"]
+
+FAIL_ENV = "SCORE_CAMPAIGN_FAIL_AT"
+"""Test hook: the driver exits (os._exit(3)) at this point of the commit protocol: after_write,
+after_manifest, after_faces_commit, after_images_commit, after_campaigns_commit."""
+
+
+def _fail_point(name: str) -> None:
+    if os.environ.get(FAIL_ENV) == name:
+        print(f"{FAIL_ENV}={name}: simulated crash", file=sys.stderr, flush=True)
+        os._exit(3)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def resolve_model(name: str) -> tuple[str, bytes]:
+    """(model_version as EmotionModel.version reports it, the model file bytes to broadcast). No TF here."""
+    from fer_core.models.registry import get_spec, load_weight_bytes, list_models
+    from fer_core.weights import sha256_bytes
+
+    data = load_weight_bytes(name)
+    if name == "default" or name in list_models():
+        spec = get_spec(name)
+        return f"{spec.name}@{spec.version}", data
+    # a model file: fer_core names it <stem>@sha256-<12 hex> unless its sidecar says otherwise
+    return f"{Path(name.rstrip('/')).stem}@sha256-{sha256_bytes(data)[:12]}", data
+
+
+def resolve_detector(cfg: JobConfig) -> tuple[str, bytes | None]:
+    """(detector_version, weight bytes to broadcast or None)."""
+    if cfg.detector.name == "retinaface":
+        from fer_core.weights import RETINAFACE_MOBILENET_V2 as spec
+        from fer_core.weights import read_weight_bytes
+
+        return f"{spec.name}-{spec.sha256[:12]}", read_weight_bytes(spec)
+    from fer_core.detectors import create_detector
+
+    return create_detector(cfg.detector.name, **cfg.detector.kwargs()).version, None
+
+
+def _arrow_extras(df, names: list[str]) -> list[Any]:
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return [pa.field(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields if f.name in names]
+
+
+def commit_run(spark, lake, manifest: dict[str, Any], out: TextIO) -> None:
+    """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe."""
+    import pyarrow as pa
+
+    from jobs.campaign.lake import faces_schema, images_schema, recompute_campaigns
+
+    run_id = manifest["run_id"]
+    files = manifest["files"]
+    img_schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["images_schema"])))
+    lake.commit_files("faces", files["faces"], faces_schema(), run_id)
+    _fail_point("after_faces_commit")
+    lake.commit_files("images", files["images"], img_schema, run_id)
+    _fail_point("after_images_commit")
+    rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id)
+    lake.merge_campaigns(rows, run_id)
+    _fail_point("after_campaigns_commit")
+    row = dict(manifest["run"])
+    for k in ("started_at", "finished_at"):
+        row[k] = dt.datetime.fromisoformat(row[k])
+    lake.append_run(row, run_id)
+    lake.drop_manifest(run_id)
+
+
+def recover_pending(spark, lake, out: TextIO) -> int:
+    """Finish the commits of runs that died after writing their manifest. Returns how many."""
+    manifests = lake.pending_manifests()
+    for m in manifests:
+        print(f"recovering run {m['run_id']}: completing its commits from {lake.root}/_job/pending", file=out,
+              flush=True)
+        m["run"]["status"] = "recovered"
+        commit_run(spark, lake, m, out)
+    return len(manifests)
+
+
+def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | None = None) -> dict[str, Any]:
+    """Score ``cfg.input`` into the lake at ``cfg.output.path``; returns the runs-table row."""
+    from pyspark.sql import functions as F
+
+    from jobs.campaign.inputs import dedupe, read_input
+    from jobs.campaign.lake import STATUSES, Lake, faces_schema, images_schema
+    from jobs.campaign.progress import Progress, format_summary
+    from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
+
+    out = out or sys.stdout
+    run_id = run_id or new_run_id()
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    sc = spark.sparkContext
+    lake = Lake(cfg.output.path, cfg.output.storage_options)
+
+    recover_pending(spark, lake, out)
+    model_version, model_bytes = resolve_model(cfg.model)
+    detector_version, detector_bytes = resolve_detector(cfg)
+
+    df = read_input(spark, cfg.input)
+    extras = _arrow_extras(df, list(cfg.input.extra_columns))
+    img_schema = images_schema(extras)
+    n_input = df.count()
+    ids = df.select("image_id").distinct()
+    n_unique = ids.count()
+    existing = lake.spark_read(spark, "images", ["image_id", "model_version"])
+    todo = dedupe(df)
+    if existing is not None:
+        existing = existing.where(F.col("model_version") == model_version).select("image_id")
+        todo = todo.join(existing, "image_id", "left_anti")
+        n_todo = ids.join(existing, "image_id", "left_anti").count()
+    else:
+        n_todo = n_unique
+    n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.inference.images_per_task))))
+    spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
+    print(f"run {run_id}: {n_input} input rows, {n_input - n_unique} duplicates, "
+          f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks",
+          file=out, flush=True)
+
+    counts: dict[str, int] = {}
+    files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
+    t_score = time.monotonic()
+    if n_todo:
+        core = cfg.core()
+        det_bc = sc.broadcast(detector_bytes) if detector_bytes is not None else None
+        model_bc = sc.broadcast(model_bytes)
+        key = f"{model_version}|{detector_version}|{core!r}"
+        ctx = ScoringContext(
+            pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
+            storage_options=dict(cfg.input.storage_options), max_fetch_bytes=cfg.input.max_fetch_bytes,
+            detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
+            sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
+            lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
+            images_schema=img_schema, faces_schema=faces_schema(),
+        )
+        with Progress(sc, n_todo, cfg.progress.interval_s, out) as progress:
+            ctx_df = score(todo, ctx, progress.accumulator)
+            rows = [r.asDict() for r in ctx_df.collect()]  # file metadata only, never the data
+        for r in rows:
+            if r["table"] == "counts":
+                for k, v in json.loads(r["counts"]).items():
+                    counts[k] = counts.get(k, 0) + int(v)
+            else:
+                files[r["table"]].append(r)
+        _fail_point("after_write")
+    seconds = time.monotonic() - t_score
+    n_scored = sum(counts.get(s, 0) for s in STATUSES)
+    finished = dt.datetime.now(dt.timezone.utc)
+    run_row = {
+        "run_id": run_id, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
+        "status": "succeeded", "input": cfg.input.path, "output": lake.root, "n_input": n_input,
+        "n_duplicates": n_input - n_unique, "n_scored": n_scored, "n_skipped": n_input - n_scored,
+        **{f"n_{s}": counts.get(s, 0) for s in STATUSES}, "n_faces": counts.get("n_faces", 0),
+        "duration_s": round(time.monotonic() - t0, 3),
+        "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
+        "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
+        "spark_master": sc.master,
+    }
+    manifest = {
+        "run_id": run_id, "model_version": model_version, "files": files,
+        "campaigns": sorted({f["campaign_id"] for f in files["images"]}),
+        "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
+    }
+    lake.ensure("images", img_schema, ["campaign_id"])
+    lake.ensure("faces", faces_schema(), ["campaign_id"])
+    lake.write_manifest(run_id, manifest)
+    _fail_point("after_manifest")
+    commit_run(spark, lake, manifest, out)
+    printable = {**run_row, "started_at": started, "finished_at": finished}
+    print(format_summary(printable), file=out, flush=True)
+    return printable
+
+
+def render(cfg: JobConfig) -> str:
+    """Render the dashboards from the tables; returns where index.html is. A remote lake's dashboards
+    are rendered locally and uploaded next to the tables (unless output.dashboards_path is local)."""
+    import tempfile
+
+    from dashboards.render import render_dashboards
+
+    from jobs.campaign.inputs import filesystem, fsspec_options, is_remote
+    from jobs.campaign.lake import Lake
+
+    lake = Lake(cfg.output.path, cfg.output.storage_options)
+    target = cfg.dashboards_dir()
+    loader = _dump_bytes_loader(cfg)
+    if not is_remote(target):
+        return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader))
+    with tempfile.TemporaryDirectory(prefix="dashboards-") as tmp:
+        render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader)
+        fs, path = filesystem(target, fsspec_options(cfg.output.storage_options))
+        fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+    return target.rstrip("/") + "/index.html"
+
+
+def _dump_bytes_loader(cfg: JobConfig):
+    """Thumbnails of images whose bytes sat inline in a Parquet dump: read that one cell back."""
+    col_id, col_img = cfg.input.columns.image_id, cfg.input.columns.image
+
+    def load(image_id: str, source: str | None) -> bytes | None:
+        if not source or not source.endswith((".parquet", ".parq", ".pq")):
+            return None
+        import pyarrow.parquet as pq
+
+        from jobs.campaign.inputs import filesystem, fsspec_options, local_path
+
+        try:
+            fs, path = filesystem(source, fsspec_options(cfg.input.storage_options))
+            path = local_path(path.replace("file:", "", 1) if path.startswith("file:") else path)
+            with fs.open(path, "rb") as f:
+                t = pq.read_table(f, columns=[col_img], filters=[(col_id, "=", image_id)])
+            return t.column(0)[0].as_py() if t.num_rows else None
+        except Exception:  # a thumbnail is best effort
+            return None
+
+    return load

@@ -1,0 +1,387 @@
+"""The Delta lake: table schemas, executor-side Parquet files, driver-side commits, campaign recompute.
+
+Exactly-once protocol (one run = one run_id):
+1. Executors write Parquet files into the table folders (``write_part_files``, pyarrow + fsspec).
+   Files of failed or killed attempts are never referenced, so they are invisible (VACUUM removes them).
+2. The driver writes a manifest ``<lake>/_job/pending/<run_id>.json`` (the add actions of every table,
+   the affected campaigns and the runs row) in one atomic put.
+3. It commits faces, images (``create_write_transaction`` + AddAction), then the campaign MERGE, then
+   the runs row; every commit carries the app transaction ``score_campaign:<run_id>``, and a table that
+   already has it is skipped. Then the manifest is deleted.
+4. Every run first replays pending manifests (``recover_pending``), so a run killed anywhere between
+   2 and 3 is completed by the next one: no lost row, no duplicate (incremental skipping happens
+   after recovery).
+
+deltalake is imported lazily, only in driver functions: never in a process that Spark forks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from fer_core.labels import EMOTIONS
+
+from jobs.campaign.inputs import filesystem, is_remote, read_parquet_files
+
+__all__ = ["Lake", "images_schema", "FACES_SCHEMA", "CAMPAIGNS_SCHEMA", "RUNS_SCHEMA", "write_part_files",
+           "STATUSES", "APP_PREFIX"]
+
+STATUSES = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
+APP_PREFIX = "score_campaign:"
+PARTITION = "campaign_id"
+
+
+def _pa():
+    import pyarrow as pa
+
+    return pa
+
+
+def _ts():
+    return _pa().timestamp("us", tz="UTC")
+
+
+def _probs() -> list:
+    pa = _pa()
+    return [pa.field(f"p_{e}", pa.float64()) for e in EMOTIONS]
+
+
+def images_schema(extras: Iterable[Any] = ()):
+    """images table: the contract columns, then the configured extra columns (pyarrow fields)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("posted_at", _ts()),
+        pa.field("platform", pa.string()), pa.field("caption", pa.string()), pa.field("source", pa.string()),
+        pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()), pa.field("n_faces", pa.int32()), pa.field("dominant_emotion", pa.string()),
+        *_probs(), pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
+        pa.field("run_id", pa.string()), pa.field("scored_at", _ts()), *extras,
+    ])
+
+
+def faces_schema():
+    pa = _pa()
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("face_index", pa.int32()),
+        pa.field("x", pa.float64()), pa.field("y", pa.float64()), pa.field("w", pa.float64()),
+        pa.field("h", pa.float64()), pa.field("det_score", pa.float64()),
+        pa.field("landmarks", pa.list_(pa.float64())), pa.field("emotion", pa.string()), *_probs(),
+        pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
+    ])
+
+
+def campaigns_schema():
+    pa = _pa()
+    return pa.schema([
+        pa.field("campaign_id", pa.string()), pa.field("n_images", pa.int64()), pa.field("n_images_ok", pa.int64()),
+        pa.field("n_images_with_faces", pa.int64()), pa.field("n_faces", pa.int64()),
+        *[pa.field(f"share_{e}", pa.float64()) for e in EMOTIONS],
+        pa.field("share_positive", pa.float64()), pa.field("share_negative", pa.float64()),
+        pa.field("share_neutral_sentiment", pa.float64()), pa.field("net_sentiment", pa.float64()),
+        pa.field("mean_valence", pa.float64()), pa.field("first_posted_at", _ts()),
+        pa.field("last_posted_at", _ts()), pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
+        pa.field("updated_at", _ts()),
+    ])
+
+
+def runs_schema():
+    pa = _pa()
+    return pa.schema([
+        pa.field("run_id", pa.string()), pa.field("started_at", _ts()), pa.field("finished_at", _ts()),
+        pa.field("status", pa.string()), pa.field("input", pa.string()), pa.field("output", pa.string()),
+        pa.field("n_input", pa.int64()), pa.field("n_duplicates", pa.int64()), pa.field("n_scored", pa.int64()),
+        pa.field("n_skipped", pa.int64()), *[pa.field(f"n_{s}", pa.int64()) for s in STATUSES],
+        pa.field("n_faces", pa.int64()), pa.field("duration_s", pa.float64()), pa.field("images_per_s", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
+        pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
+    ])
+
+
+FACES_SCHEMA = faces_schema
+CAMPAIGNS_SCHEMA = campaigns_schema
+RUNS_SCHEMA = runs_schema
+
+
+def delta_options(options: dict[str, str] | None) -> dict[str, str] | None:
+    """Config storage options -> deltalake storage_options (AWS_* keys; http endpoints allowed)."""
+    if not options:
+        return None
+    out = {k.upper() if k.upper().startswith("AWS_") else k: v for k, v in options.items()}
+    endpoint = out.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://"):
+        out.setdefault("AWS_ALLOW_HTTP", "true")
+    return out
+
+
+# ---------------------------------------------------------------- executor side: Parquet files
+
+
+def partition_dir(value: str | None) -> str:
+    """Folder of one campaign: ``campaign_id=<value>``; characters outside [A-Za-z0-9_.-] are replaced
+    and a short hash added, so the relative path needs no URI escaping (the log holds the real value)."""
+    if value is None:
+        return f"{PARTITION}=__HIVE_DEFAULT_PARTITION__"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:80]
+    if safe != value:
+        safe += "-" + hashlib.sha1(value.encode()).hexdigest()[:8]
+    return f"{PARTITION}={safe}"
+
+
+def write_part_files(table_uri: str, rows: list[dict[str, Any]], schema, run_id: str,
+                     options: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Write ``rows`` as one Parquet file per campaign under ``table_uri``; return their add-action metadata.
+
+    Runs on executors (pyarrow + fsspec, no deltalake). The partition column is kept out of the files
+    (Delta stores it in the log).
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.campaign.inputs import fsspec_options
+
+    df = pd.DataFrame(rows)
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    fs, root = filesystem(table_uri, fsspec_options(options))
+    out: list[dict[str, Any]] = []
+    data_schema = schema.remove(schema.get_field_index(PARTITION))
+    for campaign in sorted(df[PARTITION].dropna().unique().tolist()) + ([None] if df[PARTITION].isna().any() else []):
+        mask = (df[PARTITION] == campaign).to_numpy() if campaign is not None else df[PARTITION].isna().to_numpy()
+        sub = table.filter(pa.array(mask)).drop_columns([PARTITION]).cast(data_schema)
+        rel = f"{partition_dir(campaign)}/part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
+        full = f"{root.rstrip('/')}/{rel}"
+        if not is_remote(table_uri):
+            fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(full, "wb") as f:
+            pq.write_table(sub, f, compression="snappy")
+        size = fs.size(full)
+        out.append({"path": rel, "campaign_id": campaign, "size": int(size),
+                    "modification_time": int(time.time() * 1000), "num_records": sub.num_rows,
+                    "stats": json.dumps({"numRecords": sub.num_rows})})
+    return out
+
+
+# ---------------------------------------------------------------- driver side
+
+
+@dataclass
+class Lake:
+    """The four tables under one root (local dir or s3://bucket/prefix)."""
+
+    root: str
+    storage_options: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        import os
+
+        self.root = self.root.rstrip("/")
+        if not is_remote(self.root):
+            self.root = os.path.abspath(self.root[len("file://"):] if self.root.startswith("file://") else self.root)
+
+    # -- paths / handles
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        return delta_options(self.storage_options)
+
+    def table(self, name: str):
+        from deltalake import DeltaTable
+
+        uri = self.uri(name)
+        if not DeltaTable.is_deltatable(uri, storage_options=self.options):
+            return None
+        return DeltaTable(uri, storage_options=self.options)
+
+    def ensure(self, name: str, schema, partition_by: list[str] | None) -> None:
+        """Create the table (empty) if it does not exist yet."""
+        from deltalake import DeltaTable
+
+        if self.table(name) is None:
+            DeltaTable.create(self.uri(name), schema, mode="ignore", partition_by=partition_by,
+                              storage_options=self.options)
+
+    @staticmethod
+    def app_id(run_id: str) -> str:
+        return APP_PREFIX + run_id
+
+    def committed(self, name: str, run_id: str) -> bool:
+        dt = self.table(name)
+        return dt is not None and dt.transaction_version(self.app_id(run_id)) is not None
+
+    def _txn(self, run_id: str):
+        from deltalake import CommitProperties, Transaction
+
+        return CommitProperties(app_transactions=[Transaction(self.app_id(run_id), 1)],
+                                custom_metadata={"run_id": run_id})
+
+    # -- commits
+    def commit_files(self, name: str, files: list[dict[str, Any]], schema, run_id: str) -> bool:
+        """ONE append commit of executor-written files; False if this run had already committed it."""
+        from deltalake.transaction import AddAction
+
+        if self.committed(name, run_id):
+            return False
+        self.ensure(name, schema, [PARTITION])
+        adds = [AddAction(f["path"], int(f["size"]), {PARTITION: f["campaign_id"]}, int(f["modification_time"]),
+                          True, f["stats"]) for f in files]
+        self.table(name).create_write_transaction(adds, mode="append", schema=schema, partition_by=[PARTITION],
+                                                  commit_properties=self._txn(run_id))
+        return True
+
+    def merge_campaigns(self, rows, run_id: str) -> bool:
+        """MERGE recomputed campaign rows (pyarrow Table) on campaign_id, once per run."""
+        if self.committed("campaigns", run_id) or rows.num_rows == 0:
+            return False
+        self.ensure("campaigns", campaigns_schema(), None)
+        (self.table("campaigns").merge(rows, predicate="t.campaign_id = s.campaign_id", source_alias="s",
+                                       target_alias="t", commit_properties=self._txn(run_id))
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+        return True
+
+    def append_run(self, row: dict[str, Any], run_id: str) -> bool:
+        from deltalake import write_deltalake
+
+        if self.committed("runs", run_id):
+            return False
+        pa = _pa()
+        table = pa.Table.from_pylist([row], schema=runs_schema())
+        write_deltalake(self.uri("runs"), table, mode="append", storage_options=self.options,
+                        commit_properties=self._txn(run_id))
+        return True
+
+    # -- manifests (write-ahead log of a run's commits)
+    def _manifest_dir(self) -> str:
+        return f"{self.root}/_job/pending"
+
+    def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
+        from jobs.campaign.inputs import fsspec_options
+
+        fs, _ = filesystem(self.root, fsspec_options(self.storage_options))
+        d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))[1]
+        data = json.dumps(manifest, default=str).encode()
+        if is_remote(self.root):
+            fs.pipe(f"{d}/{run_id}.json", data)  # one PUT: atomic
+        else:
+            import os
+
+            os.makedirs(d, exist_ok=True)
+            tmp = f"{d}/.{run_id}.json.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, f"{d}/{run_id}.json")
+
+    def pending_manifests(self) -> list[dict[str, Any]]:
+        from jobs.campaign.inputs import fsspec_options
+
+        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
+        if not fs.exists(d):
+            return []
+        out = []
+        for p in sorted(fs.ls(d, detail=False)):
+            if p.endswith(".json") and not p.rsplit("/", 1)[-1].startswith("."):
+                with fs.open(p, "rb") as f:
+                    out.append(json.loads(f.read()))
+        return out
+
+    def drop_manifest(self, run_id: str) -> None:
+        from jobs.campaign.inputs import fsspec_options
+
+        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
+        path = f"{d}/{run_id}.json"
+        if fs.exists(path):
+            fs.rm(path)
+
+    # -- reading tables in Spark (executors read the files; the driver only lists them)
+    def spark_read(self, spark, name: str, columns: list[str], campaigns: Iterable[str] | None = None):
+        """DataFrame of ``columns`` of table ``name`` (None if the table does not exist). ``campaigns``
+        prunes partitions on the driver. Only the named columns are read from the files."""
+        import pyarrow as pa
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        dt = self.table(name)
+        if dt is None:
+            return None
+        arrow_schema = pa.schema(dt.schema())
+        partition_cols = list(dt.metadata().partition_columns)
+        wanted = set(campaigns) if campaigns is not None else None
+        actions = pa.record_batch(dt.get_add_actions(flatten=True)).to_pylist()
+        files, consts = [], []
+        for a in actions:
+            values = {c: a.get(f"partition.{c}") for c in partition_cols}
+            if wanted is not None and PARTITION in values and values[PARTITION] not in wanted:
+                continue
+            path = a["path"]
+            files.append(path if "://" in path or path.startswith("/") else f"{self.uri(name)}/{path}")
+            consts.append({c: values[c] for c in partition_cols if c in columns})
+        schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
+        from jobs.campaign.inputs import fsspec_options
+
+        df = read_parquet_files(spark, files, schema, self.storage_options, constants=consts)
+        return df.drop("_file")
+
+
+# ---------------------------------------------------------------- campaign recompute
+
+
+def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: str, run_id: str):
+    """Campaign rows recomputed from the images and faces tables (current model version only), as a
+    pyarrow Table: equal to what one run over all the data gives. Runs in Spark; only one row per
+    campaign reaches the driver."""
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    schema = campaigns_schema()
+    if not campaigns:
+        return schema.empty_table()
+    images = lake.spark_read(spark, "images", ["campaign_id", "status", "n_faces", "posted_at", "model_version"],
+                             campaigns)
+    faces = lake.spark_read(spark, "faces", ["campaign_id", "emotion", "sentiment", "valence", "model_version"],
+                            campaigns)
+    if images is None:
+        return schema.empty_table()
+    images = images.where(F.col("model_version") == model_version)
+    img = images.groupBy("campaign_id").agg(
+        F.count(F.lit(1)).alias("n_images"),
+        F.sum(F.col("status").isin("ok", "no_face").cast("long")).alias("n_images_ok"),
+        F.sum((F.col("n_faces") > 0).cast("long")).alias("n_images_with_faces"),
+        F.min("posted_at").alias("first_posted_at"), F.max("posted_at").alias("last_posted_at"),
+    )
+    if faces is not None:
+        faces = faces.where(F.col("model_version") == model_version)
+        share = lambda c, v: F.avg((F.col(c) == v).cast("double"))  # noqa: E731
+        fc = faces.groupBy("campaign_id").agg(
+            F.count(F.lit(1)).alias("n_faces"),
+            *[share("emotion", e).alias(f"share_{e}") for e in EMOTIONS],
+            share("sentiment", "positive").alias("share_positive"),
+            share("sentiment", "negative").alias("share_negative"),
+            share("sentiment", "neutral").alias("share_neutral_sentiment"),
+            F.avg("valence").alias("mean_valence"),
+        )
+        joined = img.join(fc, "campaign_id", "left")
+    else:
+        joined = img
+    pdf = joined.toPandas()  # one row per affected campaign
+    now = pd.Timestamp.now(tz="UTC")
+    for f in schema:
+        if f.name not in pdf.columns:
+            pdf[f.name] = None
+    pdf["n_faces"] = pdf["n_faces"].fillna(0).astype("int64")
+    pdf["net_sentiment"] = pdf["share_positive"] - pdf["share_negative"]
+    pdf["model_version"] = model_version
+    pdf["run_id"] = run_id
+    pdf["updated_at"] = now
+    for c in ("first_posted_at", "last_posted_at"):
+        pdf[c] = pd.to_datetime(pdf[c], utc=True)
+    return pa.Table.from_pandas(pdf[schema.names], schema=schema, preserve_index=False)

@@ -1,0 +1,64 @@
+"""Score campaign images for facial emotion and write the Delta tables (and dashboards).
+
+    spark-submit jobs/score_campaign.py [--config conf/<file>.yaml] [--input PATH_OR_GLOB_OR_URI]
+                                        [--output LAKE_DIR_OR_URI] [--run-id ID]
+    python jobs/score_campaign.py ...        (same flags; local[*] unless the config names a master)
+
+Thin entry point: parse flags, load the config, build the session, call jobs.campaign.job.run_job,
+render the dashboards. Exit codes: 0 ok, 2 config/input problem (the message names the key, column
+or path), 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="score_campaign", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML config (default: conf/default.yaml)")
+    p.add_argument("--input", help="override input.path: a dump dir, glob (dumps/date=*/) or URI")
+    p.add_argument("--output", help="override output.path: the lake root, local dir or s3://bucket/prefix")
+    p.add_argument("--run-id", help="run id (default: UTC time + random); rerunning an id that committed is a no-op")
+    p.add_argument("--no-dashboards", action="store_true", help="skip rendering the dashboards")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from fer_core.errors import ConfigError
+
+    from jobs.campaign.config import load_job_config
+    from jobs.campaign.inputs import InputError
+
+    try:
+        cfg = load_job_config(args.config, input=args.input, output=args.output)
+    except ConfigError as e:
+        print(f"score_campaign: config error: {e}", file=sys.stderr)
+        return 2
+
+    from jobs.campaign.session import build_session
+
+    spark = build_session(cfg)  # before deltalake is imported anywhere (the JVM is forked)
+    try:
+        from jobs.campaign.job import render, run_job
+
+        try:
+            run_job(spark, cfg, args.run_id)
+        except (ConfigError, InputError) as e:
+            print(f"score_campaign: {e}", file=sys.stderr)
+            return 2
+        if cfg.output.dashboards and not args.no_dashboards:
+            index = render(cfg)
+            print(f"dashboards: {index}")
+        return 0
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
