@@ -315,7 +315,7 @@ class Lake:
         arrow_schema = pa.schema(dt.schema())
         partition_cols = list(dt.metadata().partition_columns)
         wanted = set(campaigns) if campaigns is not None else None
-        actions = pa.record_batch(dt.get_add_actions(flatten=True)).to_pylist()
+        actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
         files, consts = [], []
         for a in actions:
             values = {c: a.get(f"partition.{c}") for c in partition_cols}

@@ -1,0 +1,222 @@
+"""Fast tests of the job's pieces that need no Spark: config, sample dump, cache, progress, lake helpers."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from tests._spark import fast_config, make_dump
+
+
+def test_default_config_loads_and_overrides():
+    from jobs.campaign.config import load_job_config
+
+    cfg = load_job_config(None, input="dumps/date=*/", output="s3://b/lake")
+    assert cfg.input.format == "parquet" and cfg.input.path == "dumps/date=*/"
+    assert cfg.output.path == "s3://b/lake" and cfg.dashboards_dir() == "s3://b/lake/dashboards"
+    core = cfg.core()
+    assert core.detector.name == "retinaface" and core.model.batch_size == cfg.inference.batch_size
+    assert core.runtime.device == "auto"
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"input": {"columns": {"imgae": "x"}}}, "input.columns.imgae"),
+    ({"inference": {"batch_size": "big"}}, "inference.batch_size"),
+    ({"inference": {"device": "tpu"}}, "inference.device"),
+    ({"output": {"target_file_rows": 0}}, "target_file_rows"),
+])
+def test_config_errors_name_the_key(tmp_path, bad, key):
+    from fer_core.errors import ConfigError
+
+    from jobs.campaign.config import load_job_config
+    from tests._spark import write_yaml
+
+    path = write_yaml(tmp_path / "c.yaml", bad)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_job_config(path)
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    from jobs.campaign.config import load_job_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for name in ("default.yaml", "gpu.yaml", "folders.yaml", "s3.yaml"):
+        cfg = load_job_config(conf / name)
+        assert cfg.input.path
+    gpu = load_job_config(conf / "gpu.yaml")
+    assert gpu.spark.conf["spark.executor.resource.gpu.amount"] == "1"
+    assert gpu.spark.conf["spark.task.resource.gpu.amount"] == "0.25"
+
+
+def test_config_hash_ignores_paths():
+    from jobs.campaign.config import config_hash, job_config_from_dict
+
+    a = job_config_from_dict(fast_config("a", "b"))
+    b = job_config_from_dict(fast_config("c", "d"))
+    c = job_config_from_dict(fast_config("a", "b", detector={"name": "retinaface"}))
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_model_cache_loads_once_and_evicts():
+    from jobs.campaign.scoring import ModelCache
+
+    cache = ModelCache(capacity=2)
+    calls = []
+    make = lambda k: (lambda: calls.append(k) or k.upper())  # noqa: E731
+    assert cache.get("a", make("a")) == "A"
+    assert cache.get("a", make("a")) == "A"
+    cache.get("b", make("b"))
+    cache.get("c", make("c"))  # evicts a (least recently used)
+    cache.get("a", make("a"))
+    assert calls == ["a", "b", "c", "a"] and cache.loads == 4
+
+
+def test_pipeline_fn_uses_the_imported_module_cache():
+    """The closure must not carry its own cache copy when pickled (cloudpickle copies globals)."""
+    from pyspark import cloudpickle
+
+    from jobs.campaign import scoring
+
+    fn = scoring.make_pipeline_fn(None, None, None, "k-test")
+    scoring.MODEL_CACHE._items["k-test"] = "sentinel"
+    try:
+        clone = cloudpickle.loads(cloudpickle.dumps(fn))
+        assert clone() == "sentinel"
+    finally:
+        scoring.MODEL_CACHE.clear()
+
+
+def test_progress_line_and_summary():
+    from jobs.campaign.progress import Progress, fmt_duration, format_summary
+
+    class Acc:
+        value = 50
+
+    t = [0.0]
+    p = Progress(None, 200, interval_s=0, out=io.StringIO(), clock=lambda: t[0])
+    p.accumulator = Acc()
+    t[0] = 10.0
+    line = p.line()
+    assert "50/200 images (25.0%)" in line and "5.0 images/s" in line and "ETA 30s" in line
+    assert fmt_duration(3725) == "1h02m05s"
+    row = {"run_id": "r", "status": "succeeded", "n_scored": 3, "duration_s": 2.0, "images_per_s": 1.5,
+           "n_input": 4, "n_duplicates": 1, "n_skipped": 1, "n_ok": 2, "n_empty": 1, "n_faces": 3,
+           "model_version": "m", "detector_version": "d", "config_hash": "h", "input": "in", "output": "out"}
+    text = format_summary(row)
+    assert "ok=2" in text and "empty=1" in text and "faces: 3" in text
+
+
+def test_partition_dir_is_safe():
+    from jobs.campaign.lake import partition_dir
+
+    assert partition_dir("summer_sale") == "campaign_id=summer_sale"
+    odd = partition_dir("a b/ü%")
+    assert odd.startswith("campaign_id=a_b_") and "/" not in odd[len("campaign_id="):]
+    assert partition_dir("a b/ü%") != partition_dir("a_b_ü%")
+
+
+def test_storage_option_translation():
+    from jobs.campaign.inputs import fsspec_options
+    from jobs.campaign.lake import delta_options
+
+    opts = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_REGION": "us-east-1"}
+    f = fsspec_options(opts)
+    assert f == {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9",
+                                                              "region_name": "us-east-1"}}
+    assert delta_options(opts)["AWS_ALLOW_HTTP"] == "true"
+
+
+def test_write_part_files_one_file_per_campaign(tmp_path):
+    import pyarrow.parquet as pq
+
+    from jobs.campaign.lake import faces_schema, write_part_files
+
+    row = {"image_id": "i", "face_index": 0, "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "det_score": 0.9,
+           "landmarks": None, "emotion": "happy", **{f"p_{e}": 1 / 7 for e in
+                                                       ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")},
+           "sentiment": "neutral", "valence": 0.0, "model_version": "m", "run_id": "r"}
+    rows = [{**row, "campaign_id": "a"}, {**row, "campaign_id": "b"}, {**row, "campaign_id": "a", "face_index": 1}]
+    meta = write_part_files(str(tmp_path), rows, faces_schema(), "r", None)
+    assert sorted((m["campaign_id"], m["num_records"]) for m in meta) == [("a", 2), ("b", 1)]
+    t = pq.read_table(tmp_path / meta[0]["path"])
+    assert "campaign_id" not in t.column_names and t.num_rows == meta[0]["num_records"]
+
+
+# ---------------------------------------------------------------- sample dump
+
+
+def test_composite_faces_places_faces_inside_canvas():
+    from jobs.make_sample_dump import builtin_face_patches, composite_faces
+
+    rng = np.random.default_rng(0)
+    patches = builtin_face_patches(max_lfw=3)
+    img, boxes = composite_faces(patches[:3], rng, canvas=(300, 400), face_px=(50, 90))
+    assert img.shape == (300, 400, 3) and img.dtype == np.uint8
+    assert 1 <= len(boxes) <= 3
+    for x, y, w, h in boxes:
+        assert 0 <= x and 0 <= y and x + w <= 400 and y + h <= 300 and 45 <= w <= 95
+
+
+def test_sample_dump_bytes_has_bad_inputs(tmp_path):
+    import pyarrow.dataset as ds
+
+    info = make_dump(tmp_path, n_images=6, days=2)
+    t = ds.dataset(info["dump"], format="parquet", partitioning="hive").to_table().to_pandas()
+    assert len(t) == 6 + 5 + 1  # photos, bad inputs, one duplicate id
+    assert {"bad-truncated", "bad-zero-bytes", "bad-random-bytes", "bad-huge-dimensions", "bad-null-cell"} <= set(t.image_id)
+    assert t.image_id.duplicated().sum() == 1
+    assert {"image_id", "campaign_id", "posted_at", "platform", "caption", "image", "likes"} <= set(t.columns)
+    assert t.campaign_id.nunique() >= 2 and t.posted_at.dt.date.nunique() == 2
+
+
+def test_huge_png_header_is_too_large_for_fer_core():
+    from fer_core.decode import decode_image
+    from fer_core.errors import ImageTooLargeError
+
+    from jobs.make_sample_dump import huge_png_header
+
+    with pytest.raises(ImageTooLargeError):
+        decode_image(huge_png_header())
+
+
+def test_sample_dump_with_fer_csv_keeps_labels(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    rows = [{"emotion": int(i % 7), "pixels": " ".join(map(str, rng.integers(0, 255, 48 * 48))),
+             "Usage": "PublicTest" if i % 3 else "Training"} for i in range(30)]
+    csv = tmp_path / "fer.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    info = make_dump(tmp_path / "out", n_images=8, days=1, fer_csv=str(csv), usage="PublicTest", bad=False)
+    labels = pd.read_parquet(info["labels"])
+    assert {"image_id", "face_index", "x", "y", "w", "h", "emotion", "emotion_code"} <= set(labels.columns)
+    assert len(labels) > 0 and labels.emotion.isin(["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]).all()
+    assert labels.fer_row.str.startswith("fer2013:").all()
+
+
+def test_bad_parquet_and_missing_column_fail_up_front(tmp_path):
+    """Checked from footers on the driver, before Spark reads anything."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.inputs import InputError, read_input
+
+    d = tmp_path / "dump"
+    d.mkdir()
+    pq.write_table(pa.table({"image_id": ["a"], "campaign_id": ["c"], "image": [b"x"]}), d / "good.parquet")
+    (d / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    cfg = job_config_from_dict(fast_config(str(d), str(tmp_path / "lake"), input={"path": str(d), "extra_columns": []}))
+    with pytest.raises(InputError, match="unreadable Parquet file .*broken.parquet"):
+        read_input(None, cfg.input)
+    (d / "broken.parquet").unlink()
+    pq.write_table(pa.table({"image_id": ["a"], "campaign": ["c"], "image": [b"x"]}), d / "other.parquet")
+    with pytest.raises(InputError, match="other.parquet has no column 'campaign_id'"):
+        read_input(None, cfg.input)
+    cfg2 = job_config_from_dict(fast_config(str(tmp_path / "nothing-here"), "x"))
+    with pytest.raises(InputError, match="no input"):
+        read_input(None, cfg2.input)
