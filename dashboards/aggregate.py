@@ -350,14 +350,24 @@ def lineage(images: pa.Table, runs: pa.Table) -> pa.Table:
 def gallery(images: pa.Table, k: int) -> pa.Table:
     """The ``k`` most positive and ``k`` most negative images with faces, per campaign.
 
-    Ranked by the image's valence. An image is listed once: the negative side skips
-    images already on the positive side (small campaigns would otherwise repeat them).
+    Ranked by the image's valence. An image is listed once; with fewer than 2k candidates
+    the upper half is "positive" and the lower half "negative".
     """
     cand = images.filter(pc.and_(pc.greater(images["n_faces"], 0), pc.is_valid(images["valence"])))
     cand = cand.select(["campaign_id", "image_id", "model_version", "valence"])
+    # A campaign with fewer than 2k candidates splits them in halves, so its "most positive"
+    # side never fills up with its most negative images.
+    sizes = _count(cand, ["campaign_id"], "n_cand")
+    cand = cand.join(sizes, "campaign_id")
+    half_up = pc.divide(pc.add(cand["n_cand"], 1), 2)  # integer division: ceil(n / 2)
+    cand = cand.append_column("k_pos", pc.min_element_wise(half_up, k))
+    cand = cand.append_column("k_neg", pc.min_element_wise(pc.subtract(cand["n_cand"], half_up), k))
     pos = top_k_per_group(cand, ["campaign_id"], "valence", k, descending=True)
+    pos = pos.filter(pc.less(pos["rank"], pos["k_pos"]))
     rest = cand.join(pos.select(["image_id", "model_version"]), ["image_id", "model_version"], join_type="left anti")
     neg = top_k_per_group(rest, ["campaign_id"], "valence", k, descending=False)
+    neg = neg.filter(pc.less(neg["rank"], neg["k_neg"]))
+    pos, neg = (t.drop_columns(["n_cand", "k_pos", "k_neg"]) for t in (pos, neg))
     pos = pos.append_column("side", pa.array(["positive"] * pos.num_rows, pa.string()))
     neg = neg.append_column("side", pa.array(["negative"] * neg.num_rows, pa.string()))
     return pa.concat_tables([pos, neg])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from typing import Any, Sequence
 
 from dashboards.aggregate import DET_BIN, MAX_FACES_BUCKET, SENTIMENTS
@@ -87,7 +88,10 @@ def timeline_figure(rows: list[dict]) -> Figure:
                  "line": {"color": "#2b2f36", "width": 2}, "marker": {"size": 6},
                  "customdata": [r["n_faces"] for r in rows],
                  "hovertemplate": "%{x}: mean valence %{y:.2f} over %{customdata} faces<extra></extra>"})
-    layout = _layout(barmode="stack", xaxis={"type": "date", "title": {"text": "posted_at (UTC day)"}},
+    xaxis: dict[str, Any] = {"type": "date", "title": {"text": "posted_at (UTC day)"}, "tickformat": "%b %-d"}
+    if len(days) <= 14:
+        xaxis["dtick"] = 86_400_000  # one tick per day, never hours
+    layout = _layout(barmode="stack", xaxis=xaxis,
                      yaxis={"title": {"text": "faces"}, "rangemode": "tozero"},
                      yaxis2={"title": {"text": "mean valence"}, "overlaying": "y", "side": "right",
                              "range": [-1.05, 1.05], "tickmode": "linear", "tick0": -1, "dtick": 0.5,
@@ -159,6 +163,17 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN; JSON.parse would reject the whole figure)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def to_json(figure: Figure) -> str:
     """Figure JSON that is safe inside <script type="application/json">.
 
@@ -166,7 +181,7 @@ def to_json(figure: Figure) -> str:
     replacing them with \\u escapes keeps the JSON identical while making '</script>'
     or '<!--' impossible to form.
     """
-    text = json.dumps({"data": figure["data"], "layout": figure["layout"], "config": CONFIG},
+    text = json.dumps(_finite({"data": figure["data"], "layout": figure["layout"], "config": CONFIG}),
                       separators=(",", ":"), allow_nan=False, default=str)
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))

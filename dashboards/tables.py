@@ -129,8 +129,8 @@ class Lake:
 
 
 def _normalise(col: pa.ChunkedArray, want: pa.DataType | None) -> pa.ChunkedArray:
-    """Bring a column to the type the aggregations expect (timestamps in UTC, int64, float64)."""
-    if want is None or col.type == want:
+    """Bring a column to the type the aggregations expect (timestamps in UTC, int64, float64, no NaN)."""
+    if want is None or (col.type == want and not pa.types.is_floating(want)):
         return col
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
@@ -145,9 +145,13 @@ def _normalise(col: pa.ChunkedArray, want: pa.DataType | None) -> pa.ChunkedArra
             return _parse_timestamps(col).cast(want)
         return pa.nulls(len(col), want)
     try:
-        return col.cast(want)
+        col = col.cast(want)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return col  # keep what is there; charts treat it as opaque
+    if pa.types.is_floating(want):
+        # the job writes NaN for "no value" (e.g. valence of a no-face image): treat it as null
+        col = pc.if_else(pc.is_nan(col), pa.scalar(None, want), col)
+    return col
 
 
 def _parse_timestamps(col: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -20,6 +20,9 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 THUMB_SIDE = 360
 CROP_SIDE = 112
 JPEG_QUALITY = 82
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+DUMP_ID_COLUMN, DUMP_IMAGE_COLUMN = "image_id", "image"
+"""Column names of a bytes dump (the job's defaults); other layouts need image_bytes_loader."""
 
 
 class ThumbnailError(Exception):
@@ -79,6 +82,8 @@ def default_loader(storage_options: Mapping[str, str] | None = None) -> BytesLoa
         import fsspec
 
         protocol = source.split("://", 1)[0] if "://" in source else "file"
+        if source.lower().endswith(PARQUET_SUFFIXES):
+            return _parquet_cell(source, image_id, fsspec_options(storage_options, protocol))
         try:
             with fsspec.open(source, "rb", **fsspec_options(storage_options, protocol)) as fh:
                 data = fh.read(MAX_SOURCE_BYTES + 1)
@@ -107,6 +112,27 @@ def chain_loaders(first: BytesLoader, fallback: BytesLoader) -> BytesLoader:
         return data if data is not None else fallback(image_id, source)
 
     return load
+
+
+def _parquet_cell(source: str, image_id: str, options: dict) -> bytes:
+    """The image bytes of one row of a Parquet dump (the job's default column names)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(source, "rb", **options) as fh:
+            table = pq.read_table(fh, columns=[DUMP_IMAGE_COLUMN], filters=[(DUMP_ID_COLUMN, "=", image_id)])
+    except Exception as exc:
+        raise ThumbnailError(
+            f"the image bytes sit inline in the Parquet dump {source[:120]!r} and could not be read with the "
+            f"default columns {DUMP_ID_COLUMN!r}/{DUMP_IMAGE_COLUMN!r} ({type(exc).__name__}: {exc}); "
+            "pass image_bytes_loader to render_dashboards") from exc
+    if table.num_rows == 0 or table.column(0)[0].as_py() is None:
+        raise ThumbnailError(f"image {image_id!r} has no bytes in the dump {source[:120]!r}")
+    data = table.column(0)[0].as_py()
+    if len(data) > MAX_SOURCE_BYTES:
+        raise ThumbnailError(f"source is larger than {MAX_SOURCE_BYTES // 2**20} MiB; not thumbnailed")
+    return data
 
 
 def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarray:

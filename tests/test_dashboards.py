@@ -127,6 +127,10 @@ def test_gallery_ranks_by_valence_without_repeats(sample):
     assert len(pos) == 3 and len(neg) == 3 and pos == sorted(pos, reverse=True) and neg == sorted(neg)
     assert min(pos) >= max(neg)
     assert len({r["image_id"] for r in picks}) == 6
+    # a small campaign (6 images with faces, k=8) splits into halves instead of one full side
+    small = aggregate.split_by_campaign(aggregate.compute(Lake(str(sample.root)), max_gallery=8).gallery)[fx.XSS_ID]
+    sides = [r["side"] for r in small.to_pylist()]
+    assert sides.count("positive") == 3 and sides.count("negative") == 3
 
 
 def test_rescored_campaign_shows_only_the_newest_model(tmp_path):
