@@ -228,7 +228,7 @@ class Lake:
         """ONE append commit of executor-written files; False if this run had already committed it."""
         from deltalake.transaction import AddAction
 
-        if self.committed(name, run_id):
+        if not files or self.committed(name, run_id):
             return False
         self.ensure(name, schema, [PARTITION])
         adds = [AddAction(f["path"], int(f["size"]), {PARTITION: f["campaign_id"]}, int(f["modification_time"]),

@@ -1,0 +1,81 @@
+"""Images read from s3:// (dump and image URIs on a moto S3 server on 127.0.0.1), Delta written to s3://."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests._spark import fast_config, free_port, make_dump, run_job_in_process, spark  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.s3, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
+    import boto3
+    import pyarrow.parquet as pq
+    import s3fs
+
+    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for bucket in ("dumps", "lake"):
+        s3.create_bucket(Bucket=bucket)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+
+    info = make_dump(tmp_path / "s", n_images=4, days=1, mode="uri", seed=5)
+    for part in sorted((tmp_path / "s" / "dump").rglob("*.parquet")):
+        t = pq.read_table(part)
+        uris = []
+        for u in t.column("uri").to_pylist():
+            if u is None:
+                uris.append(None)
+                continue
+            key = "images/" + os.path.basename(u)
+            if os.path.exists(u):
+                fs.put(u, f"dumps/{key}")
+            uris.append(f"s3://dumps/{key}")
+        t = t.set_column(t.schema.get_field_index("uri"), "uri", __import__("pyarrow").array(uris))
+        with fs.open(f"dumps/dump/{part.parent.name}/part-00000.parquet", "wb") as f:
+            pq.write_table(t, f)
+
+    cfg = fast_config("s3://dumps/dump/", "s3://lake/emotions",
+                      input={"path": "s3://dumps/dump/", "storage_options": opts},
+                      output={"path": "s3://lake/emotions", "storage_options": opts})
+    row = run_job_in_process(spark, cfg)
+    n_unique = info["images"] + info["bad"]
+    assert row["n_scored"] == n_unique
+
+    from deltalake import DeltaTable
+
+    from jobs.campaign.lake import delta_options
+
+    dopts = delta_options(opts)
+    images = DeltaTable("s3://lake/emotions/images", storage_options=dopts).to_pandas()
+    assert len(images) == n_unique and images.image_id.is_unique
+    status = dict(zip(images.image_id, images.status))
+    assert status["bad-missing-uri"] == "fetch_error" and status["bad-null-cell"] == "empty"
+    assert status["bad-truncated"] == "decode_error" and status["bad-huge-dimensions"] == "too_large"
+    assert images.source.str.startswith("s3://dumps/images/").sum() >= info["images"]
+    faces = DeltaTable("s3://lake/emotions/faces", storage_options=dopts).to_pandas()
+    assert len(faces) == images.n_faces.sum()
+    camps = DeltaTable("s3://lake/emotions/campaigns", storage_options=dopts).to_pandas()
+    assert camps.n_images.sum() == n_unique
+    assert len(DeltaTable("s3://lake/emotions/runs", storage_options=dopts).to_pandas()) == 1

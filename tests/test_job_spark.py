@@ -1,0 +1,113 @@
+"""The job end to end on local Spark (local[2]) and real Delta tables (deltalake).
+
+Fast config (Haar detector, 320x240 photos) except test_default_retinaface_path. Marked slow+spark.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests._spark import (campaigns_comparable, fast_config, make_dump, read_table, run_job_in_process, spark,  # noqa: F401
+                          table_version)
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.timeout(1200)]
+
+BAD = {"bad-truncated": "decode_error", "bad-zero-bytes": "empty", "bad-random-bytes": "decode_error",
+       "bad-huge-dimensions": "too_large", "bad-null-cell": "empty"}
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory):
+    return make_dump(tmp_path_factory.mktemp("sample"), n_images=8, days=2)
+
+
+@pytest.fixture(scope="module")
+def one_shot(spark, dump, tmp_path_factory):  # noqa: F811
+    lake = tmp_path_factory.mktemp("lake_one_shot")
+    row = run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="one-shot")
+    return lake, row
+
+
+def test_one_run_writes_every_row_once(one_shot, dump):
+    lake, row = one_shot
+    images = read_table(f"{lake}/images")
+    faces = read_table(f"{lake}/faces")
+    n_unique = dump["images"] + dump["bad"]
+    assert len(images) == n_unique and images.image_id.is_unique  # the duplicate id is deduped
+    assert row["n_input"] == n_unique + 1 and row["n_duplicates"] == 1 and row["n_scored"] == n_unique
+    for image_id, status in BAD.items():
+        r = images[images.image_id == image_id].iloc[0]
+        assert r.status == status and r.error, (image_id, r.status, r.error)
+        assert r.n_faces == 0 and r.p_happy != r.p_happy  # null probabilities without faces
+    assert set(images.status) <= {"ok", "no_face", "decode_error", "fetch_error", "too_large", "empty"}
+    assert (images.model_version == row["model_version"]).all() and (images.run_id == "one-shot").all()
+    assert "likes" in images.columns and images.caption.notna().all()
+    # faces agree with the image rows; image probabilities are a weighted mean (sum to 1)
+    assert len(faces) == images.n_faces.sum() == row["n_faces"]
+    assert not faces.duplicated(["image_id", "face_index"]).any()
+    ok = images[images.status == "ok"]
+    assert (ok.n_faces > 0).all() and len(ok) > 0
+    probs = ok[[c for c in ok.columns if c.startswith("p_")]].sum(axis=1)
+    assert ((probs - 1).abs() < 1e-4).all()
+    assert faces.landmarks.isna().all()  # haar gives no landmarks
+    # campaigns: recomputed from the tables
+    camps = read_table(f"{lake}/campaigns")
+    assert camps.n_images.sum() == n_unique and camps.n_faces.sum() == len(faces)
+    for _, c in camps.iterrows():
+        f = faces[faces.campaign_id == c.campaign_id]
+        if len(f):
+            assert abs(c.share_happy - (f.emotion == "happy").mean()) < 1e-9
+            assert abs(c.net_sentiment - (c.share_positive - c.share_negative)) < 1e-9
+    runs = read_table(f"{lake}/runs")
+    assert len(runs) == 1 and runs.iloc[0].n_scored == n_unique
+    assert sum(runs.iloc[0][f"n_{s}"] for s in ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")) == n_unique
+
+
+def test_rerun_changes_nothing(spark, one_shot, dump):  # noqa: F811
+    lake, _ = one_shot
+    before = {t: table_version(f"{lake}/{t}") for t in ("images", "faces", "campaigns")}
+    row = run_job_in_process(spark, fast_config(dump["dump"], lake))
+    assert row["n_scored"] == 0
+    assert {t: table_version(f"{lake}/{t}") for t in ("images", "faces", "campaigns")} == before
+    # the same run id again is a no-op even for the runs table (exactly-once per run id)
+    runs_v = table_version(f"{lake}/runs")
+    run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="one-shot")
+    assert table_version(f"{lake}/runs") == runs_v and len(read_table(f"{lake}/runs")) == 2
+
+
+def test_incremental_day_by_day_equals_one_shot(spark, one_shot, dump, tmp_path):  # noqa: F811
+    lake_a, _ = one_shot
+    lake_b = tmp_path / "lake_incremental"
+    days = sorted(p.name for p in __import__("pathlib").Path(dump["dump"]).iterdir())
+    first = run_job_in_process(spark, fast_config(f"{dump['dump']}/{days[0]}", lake_b))
+    second = run_job_in_process(spark, fast_config(f"{dump['dump']}/date=*", lake_b))
+    assert second["n_skipped"] - second["n_duplicates"] == first["n_scored"]  # day 1 is not scored again
+    a = campaigns_comparable(read_table(f"{lake_a}/campaigns"))
+    b = campaigns_comparable(read_table(f"{lake_b}/campaigns"))
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert len(read_table(f"{lake_b}/images")) == len(read_table(f"{lake_a}/images"))
+
+
+def test_folders_input_campaign_from_path(spark, tmp_path):  # noqa: F811
+    info = make_dump(tmp_path / "f", n_images=4, days=1, mode="folders", bad=False)
+    cfg = fast_config(info["dump"], tmp_path / "lake", input={"format": "folders", "path": info["dump"],
+                                                              "extra_columns": []})
+    row = run_job_in_process(spark, cfg)
+    images = read_table(f"{tmp_path}/lake/images")
+    assert row["n_scored"] == 4 and len(images) == 4
+    from jobs.make_sample_dump import CAMPAIGNS
+
+    assert set(images.campaign_id) <= set(CAMPAIGNS)
+    assert images.source.str.contains("campaign_id=").all() and images.posted_at.notna().all()
+
+
+def test_default_retinaface_path(spark, tmp_path):  # noqa: F811
+    """The default detector (RetinaFace, weights broadcast as bytes) finds the faces with landmarks."""
+    info = make_dump(tmp_path / "s", n_images=3, days=1, bad=False, seed=3)
+    cfg = fast_config(info["dump"], tmp_path / "lake", detector={"name": "retinaface"})
+    row = run_job_in_process(spark, cfg)
+    faces = read_table(f"{tmp_path}/lake/faces")
+    assert row["detector_version"].startswith("retinaface") and row["n_faces"] >= 1
+    assert faces.landmarks.map(lambda v: v is not None and len(v) == 10).all()
+    assert (faces.det_score >= 0.9).all()
