@@ -6,6 +6,7 @@ layer is the last layer with a spatial (N, h, w, c) output, found automatically.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -69,16 +70,13 @@ def heatmaps(
     vanishing gradients of a saturated softmax) and the raw output for logit models.
     """
     import cv2
-    import keras
     import tensorflow as tf
 
-    km = model.keras_model
     x_all = preprocess(crops, model.spec)
     size = model.spec.input_size
     if len(x_all) == 0:
         return np.zeros((0, size, size), np.float32)
-    layer = km.get_layer(layer_name or find_last_conv_layer(km))
-    grad_model = keras.Model(inputs=km.inputs, outputs=[layer.output, km.outputs[0]])
+    grad_model = _grad_model(model, layer_name)
 
     maps = []
     for start in range(0, len(x_all), batch_size):
@@ -100,6 +98,25 @@ def heatmaps(
             peak = float(c.max())
             maps.append(c / peak if peak > 0 else np.zeros_like(c))
     return np.clip(np.stack(maps), 0.0, 1.0).astype(np.float32)
+
+
+_GRAD_MODELS: "weakref.WeakKeyDictionary[Any, dict[str | None, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _grad_model(model: Any, layer_name: str | None) -> Any:
+    """keras Model: input -> (target feature map, output), built once per EmotionModel and layer.
+
+    Building it takes longer than explaining a few faces, and the dashboards call
+    ``explain_faces`` once per gallery image.
+    """
+    import keras
+
+    per_model = _GRAD_MODELS.setdefault(model, {})
+    if layer_name not in per_model:
+        km = model.keras_model
+        layer = km.get_layer(layer_name or find_last_conv_layer(km))
+        per_model[layer_name] = keras.Model(inputs=km.inputs, outputs=[layer.output, km.outputs[0]])
+    return per_model[layer_name]
 
 
 def _slice(target: Any, start: int, n: int) -> Any:

@@ -97,9 +97,19 @@ class FacePipeline:
 
     @classmethod
     def from_config(
-        cls, cfg: InferenceConfig | None = None, *, weights_bytes: bytes | None = None, configure_runtime: bool = True
+        cls,
+        cfg: InferenceConfig | None = None,
+        *,
+        weights_bytes: bytes | None = None,
+        detector_weights_bytes: bytes | None = None,
+        configure_runtime: bool = True,
     ) -> "FacePipeline":
-        """Build detector + model from a validated InferenceConfig (the CLI and Spark workers use this)."""
+        """Build detector + model from a validated InferenceConfig (the CLI and Spark workers use this).
+
+        weights_bytes / detector_weights_bytes: broadcast file bytes (``load_weight_bytes(name)``,
+        ``read_weight_bytes(RETINAFACE_MOBILENET_V2)``) so executors fetch nothing.
+        configure_runtime: apply ``cfg.runtime`` via configure_tensorflow first.
+        """
         from fer_core.detectors import create_detector
         from fer_core.models.registry import create_emotion_model
         from fer_core.runtime import configure_tensorflow
@@ -111,7 +121,10 @@ class FacePipeline:
             get_spec(cfg.model.name)  # fail fast on a wrong name, before loading anything heavy
         if configure_runtime:
             configure_tensorflow(cfg.runtime.device, cfg.runtime.intra_threads, cfg.runtime.inter_threads)
-        detector = create_detector(cfg.detector.name, **cfg.detector.kwargs())
+        det_kwargs = cfg.detector.kwargs()
+        if detector_weights_bytes is not None:
+            det_kwargs["weights_bytes"] = detector_weights_bytes
+        detector = create_detector(cfg.detector.name, **det_kwargs)
         model = create_emotion_model(
             cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
         )

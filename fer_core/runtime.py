@@ -35,7 +35,8 @@ def configure_tensorflow(
 
     cpu: hides all GPUs (so a GPU box can run CPU-only executors). gpu: enables memory
     growth on every GPU so several worker processes can share one; raises ConfigError
-    when no GPU is visible. auto: gpu if one is visible, else cpu.
+    when no GPU is visible. auto: gpu if one is visible, else cpu (and, unlike the others,
+    never fails because TF was already initialised; it then keeps TF's GPU setup).
     """
     global _applied
     if device not in DEVICES:
@@ -61,7 +62,13 @@ def configure_tensorflow(
             tf.config.set_visible_devices([], "GPU")
         if used == "gpu":
             for gpu in gpus:
-                tf.config.experimental.set_memory_growth(gpu, True)
+                if not tf.config.experimental.get_memory_growth(gpu):
+                    try:
+                        tf.config.experimental.set_memory_growth(gpu, True)
+                    except RuntimeError:
+                        if device == "gpu":
+                            raise
+                        # auto never fails: TF already started (e.g. a model was built first), keep its GPU setup
         if intra_threads is not None:
             tf.config.threading.set_intra_op_parallelism_threads(intra_threads)
         if inter_threads is not None:

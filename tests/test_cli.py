@@ -71,10 +71,13 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     assert sorted(p.name for p in ann.iterdir()) == ["astronaut_annotated.png"]
 
 
-def test_human_output_and_exit_0(photo):
-    proc = run_cli("predict", str(photo), "--tta")
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+def test_human_output_with_example_config_and_exit_0(photo, capsys):
+    """In-process (the subprocess path is covered above; this saves a TensorFlow start-up)."""
+    from fer_core.cli import main
+
+    code = main(["predict", str(photo), "--tta", "--config", str(REPO / "conf" / "inference.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0
     assert "1 face" in out and "box x=" in out and "score" in out
     assert all(e in out for e in EMOTIONS) and "emotion" in out and "sentiment" in out and "valence" in out
 

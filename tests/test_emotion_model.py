@@ -79,7 +79,7 @@ def test_registered_model_tta(name):
 def test_batches_are_independent_of_chunking(name):
     crops = face_like_crops(11, seed=2)
     whole = model(name).predict(crops)
-    small = create_emotion_model(name, batch_size=4).predict(crops)
+    small = EmotionModel(model(name).keras_model, get_spec(name), batch_size=4).predict(crops)
     np.testing.assert_allclose(whole, small, atol=1e-5)
 
 

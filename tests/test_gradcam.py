@@ -80,8 +80,13 @@ def test_explicit_class_and_batching(toy_model):
         heatmaps(toy_model, crops, class_index="joy")
 
 
-def test_default_model_heatmaps_and_overlay():
-    model = create_emotion_model("default")
+@pytest.fixture(scope="module")
+def default_model() -> EmotionModel:
+    return create_emotion_model("default")
+
+
+def test_default_model_heatmaps_and_overlay(default_model):
+    model = default_model
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 255, (3, 80, 80, 3), dtype=np.uint8)
     maps = heatmaps(model, crops)
@@ -96,11 +101,11 @@ def test_default_model_heatmaps_and_overlay():
     assert grey[..., 0].mean() > 100 and grey[..., 2].mean() < 30
 
 
-def test_explain_faces_on_a_photo():
+def test_explain_faces_on_a_photo(default_model):
     skimage_data = pytest.importorskip("skimage.data")
     image = skimage_data.astronaut()
     lms = np.array([[197, 98], [243, 97], [222, 121], [201, 150], [239, 149]], np.float32)
     face = Face(box=(170.0, 50.0, 100.0, 130.0), score=0.99, landmarks=lms)
-    out = explain_faces(image, [face, face], create_emotion_model("default"), size=96)
+    out = explain_faces(image, [face, face], default_model, size=96)
     assert len(out) == 2 and out[0].shape == (96, 96, 3) and out[0].dtype == np.uint8
-    assert explain_faces(image, [], create_emotion_model("default")) == []
+    assert explain_faces(image, [], default_model) == []

@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pytest
 
+from fer_core.errors import ConfigError
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FacePipeline, InferenceConfig, image_probabilities, image_summary
 from fer_core.sentiment import SentimentConfig, score_sentiment
@@ -120,3 +121,26 @@ def test_image_summary_without_faces():
     row = image_summary(ImageResult(status="no_face"))
     assert row["n_faces"] == 0 and row["dominant_emotion"] is None and row["p_happy"] is None
     assert image_probabilities([]) is None
+
+
+def test_configure_tensorflow_validates_and_is_idempotent(pipeline):
+    from fer_core.runtime import configure_tensorflow
+
+    with pytest.raises(ConfigError, match=r"runtime\.device"):
+        configure_tensorflow("tpu")
+    with pytest.raises(ConfigError, match=r"runtime\.intra_threads"):
+        configure_tensorflow("cpu", intra_threads=-1)
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(ConfigError, match="no GPU"):
+            configure_tensorflow("gpu")
+    used = configure_tensorflow()  # "auto", as the pipeline fixture already applied it
+    assert used in ("cpu", "gpu") and configure_tensorflow() == used
+
+
+def test_from_config_fails_fast_on_unknown_model():
+    from fer_core.pipeline import ModelOptions
+
+    with pytest.raises(ConfigError, match="unknown emotion model 'nope'"):
+        FacePipeline.from_config(InferenceConfig(model=ModelOptions(name="nope")), configure_runtime=False)

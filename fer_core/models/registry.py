@@ -230,12 +230,12 @@ def create_emotion_model(
             keras_model = _load_bytes(weights_bytes, Path(spec.weights.filename).suffix)
         return EmotionModel(keras_model, spec, tta=tta, batch_size=batch_size)
 
-    data = weights_bytes if weights_bytes is not None else _read_uri(name_or_path)
-    if data is None:
-        raise WeightsError(f"model file {name_or_path} does not exist; check the path, or use one of {list_models()}")
     suffix = Path(name_or_path).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise WeightsError(f"unsupported model file {name_or_path}: expected one of {MODEL_SUFFIXES}")
+    data = weights_bytes if weights_bytes is not None else _read_uri(name_or_path)
+    if data is None:
+        raise WeightsError(f"model file {name_or_path} does not exist; check the path, or use one of {list_models()}")
     local = Path(name_or_path).expanduser()
     if weights_bytes is None and "://" not in name_or_path and local.is_file():
         keras_model = load_keras_model(local)

@@ -1,0 +1,141 @@
+"""Inference throughput of the batch API: images/s and faces/s end to end, classifier-only faces/s.
+
+Generates N JPEGs: the astronaut's face (skimage.data, the only real face photo we can ship)
+composited at several scales onto varied backgrounds, 0-3 faces each. Models load once; a
+warm-up batch runs before timing. Usage:
+
+    nice -n 10 .venv/bin/python bench/bench_inference.py --n 300 --batch 32
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_images(n: int, seed: int = 0) -> list[bytes]:
+    """n JPEG-encoded scenes with 0-3 astronaut faces of 48-260 px on assorted backgrounds."""
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    face = data.astronaut()[20:230, 130:330]  # head and shoulders, 210x200
+    sizes = [(480, 640), (600, 800), (768, 1024), (720, 1280)]
+    out = []
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        kind = i % 4
+        if kind == 0:  # smooth colour gradient
+            a, b = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+            t = np.linspace(0, 1, w)[None, :, None]
+            bg = np.broadcast_to(a * (1 - t) + b * t, (h, w, 3))
+        elif kind == 1:  # coarse noise blown up
+            bg = cv2.resize(rng.integers(0, 255, (h // 40, w // 40, 3)).astype(np.uint8), (w, h))
+        elif kind == 2:  # flat colour with rectangles
+            bg = np.full((h, w, 3), rng.integers(0, 255, 3), np.uint8)
+            for _ in range(6):
+                x0, y0 = rng.integers(0, w - 50), rng.integers(0, h - 50)
+                bg[y0:y0 + rng.integers(20, 200), x0:x0 + rng.integers(20, 200)] = rng.integers(0, 255, 3)
+        else:  # fine noise
+            bg = rng.normal(128, 40, (h, w, 3)).clip(0, 255)
+        img = np.ascontiguousarray(bg, dtype=np.uint8)
+        for _ in range(int(rng.choice([0, 1, 1, 1, 2, 3]))):
+            fw = int(rng.integers(48, 261))
+            fh = int(round(fw * face.shape[0] / face.shape[1]))
+            if fh >= h or fw >= w:
+                continue
+            y0, x0 = int(rng.integers(0, h - fh)), int(rng.integers(0, w - fw))
+            img[y0:y0 + fh, x0:x0 + fw] = cv2.resize(face, (fw, fh), interpolation=cv2.INTER_AREA)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="images to generate and score")
+    parser.add_argument("--batch", type=int, default=32, help="images per score_images call")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--detector", default="retinaface")
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--threads", type=int, default=None, help="TF intra-op threads (default: all cores)")
+    parser.add_argument("--classifier-reps", type=int, default=5)
+    parser.add_argument("--stage-images", type=int, default=64, help="images in the per-stage timing pass")
+    args = parser.parse_args()
+
+    from fer_core.pipeline import DetectorOptions, FacePipeline, InferenceConfig, ModelOptions
+    from fer_core.runtime import RuntimeConfig
+
+    t0 = time.perf_counter()
+    images = make_images(args.n)
+    print(f"generated {len(images)} JPEGs in {time.perf_counter() - t0:.1f}s "
+          f"({sum(map(len, images)) / 1e6:.1f} MB)")
+
+    cfg = InferenceConfig(
+        detector=DetectorOptions(name=args.detector),
+        model=ModelOptions(name=args.model, tta=args.tta),
+        runtime=RuntimeConfig(device=args.device, intra_threads=args.threads),
+    )
+    t0 = time.perf_counter()
+    pipe = FacePipeline.from_config(cfg)
+    print(f"loaded {pipe.versions} in {time.perf_counter() - t0:.1f}s")
+    pipe.score_images(images[: min(8, len(images))])  # warm-up: traces the TF functions
+
+    stage = {"decode": 0.0, "detect": 0.0, "align": 0.0, "classify": 0.0}
+    n_faces = 0
+    subset = images[: args.stage_images]
+    t_all = time.perf_counter()
+    for start in range(0, len(subset), args.batch):
+        batch = subset[start:start + args.batch]
+        t = time.perf_counter()
+        decoded = [d for d in pipe.decode(batch) if isinstance(d, np.ndarray)]
+        stage["decode"] += time.perf_counter() - t
+        t = time.perf_counter()
+        faces = pipe.detect(decoded)
+        stage["detect"] += time.perf_counter() - t
+        t = time.perf_counter()
+        crops = [pipe.align(img, f) for img, f in zip(decoded, faces) if f]
+        stage["align"] += time.perf_counter() - t
+        if crops:
+            t = time.perf_counter()
+            pipe.classify(np.concatenate(crops))
+            stage["classify"] += time.perf_counter() - t
+        n_faces += sum(len(f) for f in faces)
+    staged = time.perf_counter() - t_all
+
+    t_all = time.perf_counter()
+    results = []
+    for start in range(0, len(images), args.batch):
+        results += pipe.score_images(images[start:start + args.batch])
+    elapsed = time.perf_counter() - t_all
+    statuses = {s: sum(r.status == s for r in results) for s in sorted({r.status for r in results})}
+    faces_found = sum(len(r.faces) for r in results)
+
+    print(f"score_images: {len(images)} images, {faces_found} faces, statuses {statuses}")
+    print(f"  end to end: {len(images) / elapsed:.1f} images/s, {faces_found / elapsed:.1f} faces/s "
+          f"(batch {args.batch}, {elapsed:.1f}s)")
+    print("  stage split: " + ", ".join(f"{k} {v / staged:.0%}" for k, v in stage.items())
+          + f" (stage-by-stage pass over {len(subset)} images: {staged:.1f}s, {n_faces} faces)")
+
+    model = pipe.model
+    s = model.spec.input_size
+    crops = np.random.default_rng(0).integers(0, 255, (256, s, s, 3), dtype=np.uint8)
+    model.predict(crops)  # warm-up at this shape
+    t = time.perf_counter()
+    for _ in range(args.classifier_reps):
+        model.predict(crops)
+    per = (time.perf_counter() - t) / args.classifier_reps
+    print(f"classifier only ({model.version}, tta={model.tta}): {256 / per:.0f} faces/s at batch 256 "
+          f"({per * 1000:.0f} ms per batch, preprocess included)")
+
+
+if __name__ == "__main__":
+    main()
