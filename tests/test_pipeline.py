@@ -78,6 +78,27 @@ def test_all_faces_of_a_batch_are_classified_in_one_call(pipeline, astronaut):
     assert counting.calls == [2]
 
 
+class FailsOnShape:
+    """The real detector, except that it raises on images of one shape (a detector bug on one image)."""
+
+    def __init__(self, detector, shape):
+        self.inner, self.shape, self.version = detector, shape, detector.version
+
+    def detect(self, images):
+        if any(im.shape == self.shape for im in images):
+            raise RuntimeError("detector bug")
+        return self.inner.detect(images)
+
+
+def test_a_detector_failure_only_fails_its_image(pipeline, astronaut):
+    blank = np.full((200, 300, 3), 127, np.uint8)
+    p = FacePipeline(FailsOnShape(pipeline.detector, blank.shape), pipeline.model)
+    results = p.score_images([encode(blank, "PNG"), encode(astronaut)])
+    assert [r.status for r in results] == ["decode_error", "ok"]
+    assert "face detection failed" in results[0].error and "detector bug" in results[0].error
+    assert len(results[1].faces) == 1
+
+
 def test_stages_compose_like_score_images(pipeline, astronaut):
     data = encode(astronaut, "PNG")
     [image] = pipeline.decode([data])

@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "is_model_path": "fer_core.models.registry",
     "list_models": "fer_core.models.registry",
     "load_weight_bytes": "fer_core.models.registry",
+    "model_version": "fer_core.models.registry",
     "register_model": "fer_core.models.registry",
     "spec_from_json": "fer_core.models.registry",
     "spec_to_json": "fer_core.models.registry",

@@ -18,7 +18,12 @@ from fer_core.labels import EMOTIONS
 from fer_core.models.spec import ModelSpec
 from fer_core.preprocess import preprocess
 
-__all__ = ["EmotionModel", "load_keras_model"]
+__all__ = ["EmotionModel", "load_keras_model", "version_of"]
+
+
+def version_of(spec: ModelSpec) -> str:
+    """``<name>@<version>``: the model_version column value of a spec."""
+    return f"{spec.name}@{spec.version}"
 
 
 def _bucket(n: int, batch_size: int) -> int:
@@ -79,7 +84,7 @@ class EmotionModel:
     @property
     def version(self) -> str:
         """Stable id stored in every result row, e.g. ``fer-mini-xception@25.10.3``."""
-        return f"{self.spec.name}@{self.spec.version}"
+        return version_of(self.spec)
 
     def __repr__(self) -> str:
         return f"EmotionModel({self.version}, input={self.spec.input_shape}, tta={self.tta})"

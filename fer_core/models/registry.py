@@ -26,6 +26,7 @@ __all__ = [
     "get_spec",
     "is_model_path",
     "load_weight_bytes",
+    "model_version",
     "spec_to_json",
     "spec_from_json",
     "SIDECAR_SUFFIX",
@@ -181,20 +182,38 @@ def _load_bytes(data: bytes, suffix: str) -> Any:
         return load_keras_model(path)
 
 
-def _path_spec(uri: str, keras_model: Any, data: bytes) -> ModelSpec:
-    """ModelSpec of a model file: its sidecar if present, else inferred from the model's input shape."""
+def _path_spec(uri: str, data: bytes, keras_model: Any = None) -> ModelSpec:
+    """ModelSpec of a model file: its sidecar's fields, the rest inferred.
+
+    name/version default to ``<stem>`` / ``sha256-<12 hex of the bytes>``; input_size and
+    channels to the Keras model's input shape (when the model is given).
+    """
     from fer_core.weights import WeightSpec, sha256_bytes
 
     digest = sha256_bytes(data)
     stem = Path(uri.rstrip("/").rsplit("/", 1)[-1]).stem
     weights = WeightSpec(name=stem, filename=Path(uri).name, sha256=digest, source=uri)
-    shape = tuple(keras_model.input_shape)
     defaults: dict[str, Any] = {"name": stem, "version": f"sha256-{digest[:12]}"}
+    shape = tuple(keras_model.input_shape) if keras_model is not None else ()
     if len(shape) == 4 and shape[1] is not None:
         defaults.update(input_size=int(shape[1]), channels=int(shape[3]))
     sidecar = _read_uri(uri + SIDECAR_SUFFIX)
     text = sidecar.decode("utf-8") if sidecar is not None else "{}"
     return spec_from_json(text, weights=weights, defaults=defaults, where=uri + SIDECAR_SUFFIX)
+
+
+def model_version(name_or_path: str = "default", weights_bytes: bytes | None = None) -> str:
+    """The ``EmotionModel.version`` that ``create_emotion_model(name_or_path)`` reports, without Keras.
+
+    For the Spark driver's model_version column. Files: sidecar name/version if given, else
+    ``<stem>@sha256-<12 hex>`` of the bytes (pass ``weights_bytes`` to avoid reading them twice).
+    """
+    from fer_core.models.emotion import version_of
+
+    if not is_model_path(name_or_path):
+        return version_of(get_spec(name_or_path))
+    data = weights_bytes if weights_bytes is not None else load_weight_bytes(name_or_path)
+    return version_of(_path_spec(name_or_path, data))
 
 
 def create_emotion_model(
@@ -241,5 +260,5 @@ def create_emotion_model(
         keras_model = load_keras_model(local)
     else:
         keras_model = _load_bytes(data, suffix)
-    spec = _path_spec(name_or_path, keras_model, data)
+    spec = _path_spec(name_or_path, data, keras_model)
     return EmotionModel(keras_model, spec, tta=tta, batch_size=batch_size)
