@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "register_model": "fer_core.models.registry",
     "get_spec": "fer_core.models.registry",
     "load_weight_bytes": "fer_core.models.registry",
+    "model_version": "fer_core.models.registry",
     # sentiment, pipeline, explanations, config, runtime
     "SentimentConfig": "fer_core.sentiment",
     "score_sentiment": "fer_core.sentiment",

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score image files", description="Score image files: faces, emotions, sentiment.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, ...)")
     p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per image)")
-    p.add_argument("--annotate", metavar="OUT_DIR", type=Path, help="write <stem>_annotated.png with boxes and labels")
+    p.add_argument("--annotate", metavar="OUT_DIR", type=Path,
+                   help="write <stem>_annotated.png (boxes, landmarks, emotion, valence) for every decodable image")
     p.add_argument("--explain", metavar="OUT_DIR", type=Path, help="write <stem>_face<k>_gradcam.png Grad-CAM overlays")
     p.add_argument("--detector", metavar="NAME", help="face detector (see `models`); overrides the config")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
@@ -143,7 +144,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             records.append(_record(path, result))
             if not args.json:
                 _print_human(path, result)
-            if result.faces and (args.annotate or args.explain):
+            # every decodable image gets an annotated copy (so a no_face image is visibly checked);
+            # Grad-CAM files exist only per face
+            if result.status in SCORED_STATUSES and (args.annotate or (args.explain and result.faces)):
                 image = pipeline.decode([data])[0]
                 name = names[start + k]
                 if args.annotate:

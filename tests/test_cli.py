@@ -41,15 +41,17 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     missing = tmp_path / "missing.png"
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(blank)
     ann, exp = tmp_path / "ann", tmp_path / "exp"
-    proc = run_cli("predict", str(photo), str(bad), str(missing), "--json",
+    proc = run_cli("predict", str(photo), str(bad), str(missing), str(blank), "--json",
                    "--annotate", str(ann), "--explain", str(exp))
     assert proc.returncode == 1, proc.stderr
     assert "broken.jpg: decode_error" in proc.stderr and "missing.png: fetch_error" in proc.stderr
 
     doc = json.loads(proc.stdout)  # ONE JSON document
-    assert [d["image"] for d in doc] == [str(photo), str(bad), str(missing)]
-    assert [d["status"] for d in doc] == ["ok", "decode_error", "fetch_error"]
+    assert [d["image"] for d in doc] == [str(photo), str(bad), str(missing), str(blank)]
+    assert [d["status"] for d in doc] == ["ok", "decode_error", "fetch_error", "no_face"]
     good = doc[0]
     assert good["error"] is None and len(good["faces"]) == 1
     face = good["faces"][0]
@@ -68,7 +70,9 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     assert np.abs(annotated.astype(int) - original).max() > 100  # something was drawn
     heat = decode_png(exp / "astronaut_face0_gradcam.png")
     assert heat.ndim == 3 and heat.shape[2] == 3 and heat.shape[0] >= 32
-    assert sorted(p.name for p in ann.iterdir()) == ["astronaut_annotated.png"]
+    assert sorted(p.name for p in ann.iterdir()) == ["astronaut_annotated.png", "blank_annotated.png"]
+    assert sorted(p.name for p in exp.iterdir()) == ["astronaut_face0_gradcam.png"]
+    assert f"{blank}:" not in proc.stderr  # no_face is not an error
 
 
 def test_human_output_with_example_config_and_exit_0(photo, capsys):
@@ -97,3 +101,17 @@ def test_usage_errors_exit_2(tmp_path, photo):
     assert proc.returncode == 2 and "model.nmae: unknown key" in proc.stderr
     proc = run_cli("predict", str(photo), "--model", "no-such-model")
     assert proc.returncode == 2 and "unknown emotion model 'no-such-model'" in proc.stderr
+
+
+def test_importing_fer_core_stays_cheap():
+    """The package, its lazy exports and the CLI module load without TensorFlow/Keras/OpenCV."""
+    code = (
+        "import sys, fer_core, fer_core.cli, fer_core.models; "
+        "fer_core.FacePipeline, fer_core.create_emotion_model, fer_core.SentimentConfig, fer_core.heatmaps; "
+        "fer_core.models.EmotionModel; "
+        "heavy = [m for m in ('tensorflow', 'keras', 'cv2') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
