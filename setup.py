@@ -43,7 +43,7 @@ setup(
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["fer_core", "fer_core.*", "jobs", "jobs.*", "dashboards", "dashboards.*"]),
     package_data={
-        "fer_core": ["weights/*.keras", "weights/*.json", "weights/*.md"],
+        "fer_core": ["pretrained/*.keras", "pretrained/*.json", "pretrained/*.md"],
         "dashboards": ["templates/*", "static/*"],
     },
     include_package_data=True,

@@ -44,19 +44,22 @@ def _head(x, num_classes: int, dropout: float, dense: int, layers):
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
 
 
-def _conv_bn_relu(x, filters: int, name: str, layers, stride: int = 1, weight_decay: float = 0.0):
+def _conv_bn_relu(x, filters: int, name: str, layers, stride: int = 1, weight_decay: float = 0.0,
+                  bn_momentum: float = 0.99):
     reg = __import__("keras").regularizers.l2(weight_decay) if weight_decay else None
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 @register_architecture("vgg")
 def vgg(input_shape, num_classes=7, widths=(32, 64, 128, 256), convs_per_stage=2, dropout=0.4,
-        stage_dropout=0.1, dense=256, weight_decay=0.0):
+        stage_dropout=0.1, dense=256, weight_decay=0.0, bn_momentum=0.99):
     """VGG-style: stages of 3x3 conv-BN-ReLU, max-pool, light spatial dropout; GAP head.
 
     The default widths keep it near 0.1 GFLOP per 48x48 face so it trains on 2 CPU cores.
+    bn_momentum below the default suits very short runs (tests), where moving statistics
+    would otherwise still be near their initial values.
     """
     import keras
     from keras import layers
@@ -65,7 +68,7 @@ def vgg(input_shape, num_classes=7, widths=(32, 64, 128, 256), convs_per_stage=2
     x = inputs
     for s, w in enumerate(widths):
         for c in range(convs_per_stage):
-            x = _conv_bn_relu(x, w, f"s{s}c{c}", layers, weight_decay=weight_decay)
+            x = _conv_bn_relu(x, w, f"s{s}c{c}", layers, weight_decay=weight_decay, bn_momentum=bn_momentum)
         x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
         if stage_dropout:
             x = layers.SpatialDropout2D(stage_dropout, name=f"s{s}_drop")(x)

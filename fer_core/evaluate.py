@@ -1,0 +1,193 @@
+"""Evaluate emotion models on labelled face crops: `python -m fer_core.evaluate --model default --data CSV_OR_DIR --out DIR`.
+
+Writes DIR/metrics.json (top-level `accuracy`), DIR/report.html (confusion matrix, per-class table,
+TTA comparison, model comparison, misclassified faces with Grad-CAM overlays), and
+DIR/confusion_matrix.png. Every model goes through the same `preprocess` as in training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fer_core.data import FaceDataset, load_dataset
+from fer_core.labels import EMOTIONS
+from fer_core.metrics import classification_metrics
+
+DEFAULT_SPLITS = ("PublicTest", "test", "val", "train", "Training")
+
+
+def pick_split(splits: dict[str, FaceDataset], wanted: str | None) -> tuple[str, FaceDataset]:
+    """The requested split, else the first of PublicTest/test/val/train that exists."""
+    if wanted:
+        if wanted not in splits:
+            raise ValueError(f"--split {wanted!r} not found; the data has {sorted(splits)}")
+        return wanted, splits[wanted]
+    for name in DEFAULT_SPLITS:
+        if name in splits:
+            return name, splits[name]
+    raise ValueError(f"no usable split in the data ({sorted(splits)})")
+
+
+def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tuple[dict, np.ndarray]:
+    """Metrics (and TTA accuracy) for one EmotionModel; returns (metrics, probabilities)."""
+    t0 = time.perf_counter()
+    probs = model.predict(data.images)
+    seconds = time.perf_counter() - t0
+    metrics = classification_metrics(data.labels, probs.argmax(1))
+    metrics["model"] = model.version
+    metrics["faces_per_s"] = round(len(data) / max(seconds, 1e-9), 1)
+    if tta_compare:
+        from fer_core.models.emotion import EmotionModel
+
+        tta = EmotionModel(model.keras_model, model.spec, tta=True, batch_size=model.batch_size)
+        metrics["accuracy_tta"] = float((tta.predict(data.images).argmax(1) == data.labels).mean())
+    return metrics, probs
+
+
+def confusion_png(cm: np.ndarray, path: Path, labels: tuple[str, ...] = EMOTIONS) -> None:
+    """Row-normalised confusion matrix as a PNG (drawn with OpenCV: no plotting stack needed)."""
+    import cv2
+
+    cell, left, top = 70, 90, 40
+    n = len(labels)
+    img = np.full((top + cell * n + 70, left + cell * n + 10, 3), 255, np.uint8)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    for i in range(n):
+        for j in range(n):
+            v = float(norm[i, j])
+            colour = tuple(int(255 - v * c) for c in (200, 120, 20))  # white -> blue (BGR)
+            x0, y0 = left + j * cell, top + i * cell
+            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), colour, -1)
+            ink = (255, 255, 255) if v > 0.5 else (0, 0, 0)
+            cv2.putText(img, f"{v:.2f}", (x0 + 12, y0 + 32), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ink, 1, cv2.LINE_AA)
+            cv2.putText(img, str(cm[i, j]), (x0 + 12, y0 + 52), cv2.FONT_HERSHEY_SIMPLEX, 0.4, ink, 1, cv2.LINE_AA)
+        cv2.putText(img, labels[i], (4, top + i * cell + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, labels[i][:7], (left + i * cell + 4, top + n * cell + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "true (rows) vs predicted (columns)", (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+
+
+def misclassified_gallery(model, data: FaceDataset, probs: np.ndarray, out: Path, limit: int) -> list[dict]:
+    """The most confident mistakes, each saved as crop + Grad-CAM overlay PNG."""
+    import cv2
+
+    from fer_core.gradcam import heatmaps, overlay
+
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != data.labels)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
+    if len(wrong) == 0:
+        return []
+    folder = out / "misclassified"
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = heatmaps(model, data.images[wrong])
+    items = []
+    for k, (i, hm) in enumerate(zip(wrong, maps)):
+        face = cv2.resize(data.images[i], (96, 96), interpolation=cv2.INTER_LINEAR)
+        over = overlay(face, hm)
+        pair = np.concatenate([np.repeat(face[..., None], 3, -1), over], axis=1)
+        name = f"{k:03d}_true-{EMOTIONS[data.labels[i]]}_pred-{EMOTIONS[pred[i]]}.png"
+        cv2.imwrite(str(folder / name), cv2.cvtColor(pair, cv2.COLOR_RGB2BGR))
+        items.append({"index": int(i), "true": EMOTIONS[data.labels[i]], "predicted": EMOTIONS[pred[i]],
+                      "confidence": float(probs[i, pred[i]]), "file": f"misclassified/{name}"})
+    return items
+
+
+REPORT_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Evaluation: {{ main.model }}</title>
+<script src="plotly.min.js"></script>
+<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:12px}
+.gallery figure{margin:0;font-size:12px;text-align:center}</style></head><body>
+<h1>Evaluation of {{ main.model }}</h1>
+<p>Data: {{ data_name }} ({{ main.n }} faces, split <code>{{ split }}</code>). Accuracy <b>{{ "%.2f"|format(100*main.accuracy) }}%</b>,
+macro-F1 {{ "%.3f"|format(main.macro_f1) }}{% if main.accuracy_tta is defined %}, with flip TTA {{ "%.2f"|format(100*main.accuracy_tta) }}%{% endif %}.</p>
+{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>faces/s</th></tr>
+{% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ m.faces_per_s }}</td></tr>{% endfor %}</table>{% endif %}
+<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{% for name, c in main.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
+<h2>Confusion matrix</h2><div id="cm" style="width:640px;height:560px"></div>
+<script type="application/json" id="cm-data">{{ cm_json }}</script>
+<script>const d=JSON.parse(document.getElementById('cm-data').textContent);
+Plotly.newPlot('cm',[{type:'heatmap',z:d.z,x:d.labels,y:d.labels,text:d.counts,texttemplate:'%{z:.2f}<br>%{text}',colorscale:'Blues'}],
+{xaxis:{title:'predicted'},yaxis:{title:'true',autorange:'reversed'},margin:{t:20}},{displayModeBar:false});</script>
+<p><img src="confusion_matrix.png" alt="confusion matrix (PNG)" width="400"></p>
+<h2>Most confident mistakes, with Grad-CAM</h2><div class="gallery">
+{% for m in mistakes %}<figure><img src="{{ m.file }}" alt="misclassified face"><figcaption>true {{ m.true }} / predicted {{ m.predicted }} ({{ "%.2f"|format(m.confidence) }})</figcaption></figure>{% endfor %}
+</div></body></html>"""
+
+
+def write_report(out: Path, main: dict, compare: list[dict], mistakes: list[dict], data_name: str, split: str) -> None:
+    import jinja2
+    import plotly.offline
+
+    cm = np.asarray(main["confusion_matrix"])
+    norm = (cm / np.maximum(cm.sum(1, keepdims=True), 1)).round(3).tolist()
+    cm_json = json.dumps({"z": norm, "counts": cm.tolist(), "labels": main["labels"]})
+    cm_json = cm_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    js = out / "plotly.min.js"
+    if not js.exists():
+        js.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+    env = jinja2.Environment(autoescape=True)
+    html = env.from_string(REPORT_TEMPLATE).render(main=main, compare=compare, mistakes=mistakes,
+                                                   data_name=data_name, split=split, cm_json=jinja2.Markup(cm_json) if hasattr(jinja2, "Markup") else __import__("markupsafe").Markup(cm_json))
+    (out / "report.html").write_text(html, encoding="utf-8")
+
+
+def evaluate(model_name: str, data_path: str, out_dir: str, *, split: str | None = None, compare: tuple[str, ...] = (),
+             tta: bool = True, limit: int = 0, n_mistakes: int = 24) -> dict:
+    """Evaluate `model_name` (and any `compare` models) on one split; write metrics.json + report.html."""
+    from fer_core.models import create_emotion_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits, report = load_dataset(data_path)
+    split_name, data = pick_split(splits, split)
+    if limit:
+        data = data.subset(np.arange(min(limit, len(data))))
+    print(report.summary(), flush=True)
+    model = create_emotion_model(model_name)
+    main, probs = evaluate_model(model, data, tta_compare=tta)
+    print(f"{model.version}: accuracy {main['accuracy']:.4f}" + (f", TTA {main['accuracy_tta']:.4f}" if tta else ""), flush=True)
+    others = []
+    for name in compare:
+        m, _ = evaluate_model(create_emotion_model(name), data, tta_compare=tta)
+        print(f"{m['model']}: accuracy {m['accuracy']:.4f}" + (f", TTA {m['accuracy_tta']:.4f}" if tta else ""), flush=True)
+        others.append(m)
+    mistakes = misclassified_gallery(model, data, probs, out, n_mistakes)
+    confusion_png(np.asarray(main["confusion_matrix"]), out / "confusion_matrix.png")
+    result = {**main, "data": str(data_path), "split": split_name, "compare": others}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_report(out, main, others, mistakes, Path(data_path).name, split_name)
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__)
+    p.add_argument("--model", default="default", help="registered name, 'default', or a .keras/.h5 path or URI")
+    p.add_argument("--data", required=True, help="FER2013 CSV (.csv/.csv.gz) or class-folder root of face crops")
+    p.add_argument("--out", required=True, help="output directory for metrics.json and report.html")
+    p.add_argument("--split", help="split to evaluate (default: PublicTest, else test/val/train)")
+    p.add_argument("--compare", action="append", default=[], help="another model to evaluate in the same run (repeatable)")
+    p.add_argument("--no-tta", action="store_true", help="skip the flip-TTA comparison")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N faces (smoke runs)")
+    p.add_argument("--mistakes", type=int, default=24, help="misclassified faces to show with Grad-CAM")
+    a = p.parse_args(argv)
+    try:
+        evaluate(a.model, a.data, a.out, split=a.split, compare=tuple(a.compare), tta=not a.no_tta,
+                 limit=a.limit, n_mistakes=a.mistakes)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

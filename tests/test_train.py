@@ -1,0 +1,200 @@
+"""Training, fine-tuning and evaluation on tiny synthetic data (seconds; no ../shared)."""
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _fer_synthetic import synthetic_faces, write_fer_csv
+from fer_core.config import load_dataclass
+from fer_core.data import FaceDataset
+from fer_core.errors import ConfigError, WeightsError
+from fer_core.preprocess import preprocess
+from fer_core.train import TrainConfig, class_weights, make_dataset, model_spec, train
+
+TINY_MODEL = {"architecture": "vgg", "dropout": 0.0,
+              "options": {"widths": [8, 16], "convs_per_stage": 1, "dense": 0, "stage_dropout": 0.0, "bn_momentum": 0.5}}
+NO_AUG = {"flip": False, "shift": 0.0, "rotation_deg": 0.0, "zoom": 0.0, "brightness": 0.0, "contrast": 0.0, "erasing_prob": 0.0}
+
+
+def tiny_config(tmp_path: Path, csv_path: Path, **over) -> TrainConfig:
+    raw = {
+        "data": {"path": str(csv_path), "val_fraction": 0.2},
+        "output_dir": str(tmp_path / "run"),
+        "model": dict(TINY_MODEL),
+        "augment": dict(NO_AUG),
+        "optim": {"epochs": 4, "batch_size": 16, "learning_rate": 0.01, "warmup_epochs": 0, "label_smoothing": 0.0},
+        "seed": 1,
+    }
+    for k, v in over.items():
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) else v
+    return load_dataclass(TrainConfig, raw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    csv_path = write_fer_csv(tmp / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp, csv_path)
+    metrics = train(cfg, command="pytest")
+    return cfg, metrics, csv_path
+
+
+def test_tiny_training_lowers_the_loss_and_learns(trained):
+    cfg, metrics, _ = trained
+    rows = list(csv.DictReader(open(Path(cfg.output_dir) / "checkpoints" / "history.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == cfg.optim.epochs
+    assert losses[-1] < 0.7 * losses[0]
+    assert metrics["PublicTest_accuracy"] > 0.5  # chance is 1/7
+
+
+def test_outputs_spec_sha256_and_card(trained):
+    from fer_core.models.registry import spec_from_json
+    from fer_core.weights import sha256_file
+
+    cfg, metrics, _ = trained
+    out = Path(cfg.output_dir)
+    spec = spec_from_json((out / "model.spec.json").read_text())
+    assert spec.weights.sha256 == sha256_file(out / "model.keras")
+    assert spec.input_size == 48 and spec.channels == 1 and spec.scaling == "minus1_1"
+    card = (out / "model_card.md").read_text()
+    assert "python -m fer_core.train" not in card or "pytest" in card
+    assert f"{metrics['PublicTest_accuracy']}" in card and "Responsible use" in card
+    assert json.loads((out / "metrics.json").read_text())["PublicTest_accuracy"] == metrics["PublicTest_accuracy"]
+
+
+def test_save_load_round_trip_gives_identical_outputs(trained):
+    import keras
+
+    from fer_core.models import create_emotion_model
+
+    cfg, _, _ = trained
+    path = Path(cfg.output_dir) / "model.keras"
+    faces, _ = synthetic_faces(3, seed=9)
+    in_memory = keras.models.load_model(Path(cfg.output_dir) / "checkpoints" / "best.keras", compile=False)
+    expected = np.asarray(in_memory.predict_on_batch(preprocess(faces, model_spec(cfg.model))))
+    loaded = create_emotion_model(str(path))
+    np.testing.assert_allclose(loaded.predict(faces), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_corrupted_registered_weights_are_refused(trained, tmp_path):
+    from fer_core.models.registry import spec_from_json
+    from fer_core.weights import WeightSpec, fetch_weights
+
+    cfg, _, _ = trained
+    out = Path(cfg.output_dir)
+    spec = spec_from_json((out / "model.spec.json").read_text())
+    bad = tmp_path / "model.keras"
+    data = bytearray((out / "model.keras").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=spec.weights.sha256):
+        fetch_weights(WeightSpec(spec.name, "model.keras", spec.weights.sha256, str(bad)))
+
+
+def test_training_and_inference_preprocess_identically(trained):
+    """The tensors the model trains on equal what EmotionModel feeds it for the same face."""
+    cfg, _, _ = trained
+    spec = model_spec(cfg.model)
+    faces, labels = synthetic_faces(2, seed=4)
+    ds = make_dataset(faces, labels, spec, batch_size=len(faces), training=False)
+    (x_train, _), = list(ds.as_numpy_iterator())
+    np.testing.assert_array_equal(x_train, preprocess(faces, spec))
+    # an RGB 96x96 crop (as the aligner produces) goes through the same function to the same shape/range
+    rgb = np.repeat(np.kron(faces, np.ones((2, 2), np.uint8))[..., None], 3, axis=-1)
+    x_rgb = preprocess(rgb, spec)
+    assert x_rgb.shape == x_train.shape and np.abs(x_rgb - x_train).max() < 0.05
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, capsys):
+    cfg, _, _ = trained
+    more = replace(cfg, optim=replace(cfg.optim, epochs=cfg.optim.epochs + 1))
+    train(more, command="pytest resume")
+    assert f"resuming from" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(Path(cfg.output_dir) / "checkpoints" / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, more.optim.epochs + 1))
+
+
+def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
+    from fer_core.train import cross_validate
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=8, usages=("Training",))
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 1}, cv_folds=2, data={"test_split": ""})
+    out = cross_validate(cfg)
+    assert out["k"] == 2 and len(out["folds"]) == 2
+    assert out["mean"] == pytest.approx(np.mean(out["folds"])) and out["std"] == pytest.approx(np.std(out["folds"]))
+    assert json.loads((tmp_path / "run" / "cv.json").read_text())["mean"] == out["mean"]
+
+
+def test_transfer_head_freezes_then_fine_tunes_the_backbone(tmp_path):
+    """The transfer path with a tiny backbone: frozen for phase 1, trainable in phase 2."""
+    import keras
+
+    from fer_core.train import fit
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="bb_conv")(inp)
+    backbone = keras.Model(inp, x, name="tiny_backbone")
+    bb_path = tmp_path / "backbone.keras"
+    backbone.save(bb_path)
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=6, usages=("Training",))
+    cfg = tiny_config(tmp_path, csv_path, model={"architecture": "transfer", "backbone_path": str(bb_path), "options": {"dense": 0}},
+                      optim={"epochs": 2, "freeze_backbone_epochs": 1}, data={"test_split": ""})
+    imgs, labels = synthetic_faces(6)
+    data = FaceDataset(imgs, labels)
+    before = backbone.get_layer("bb_conv").get_weights()[0].copy()
+    res = fit(cfg, data, data, tmp_path / "ckpt")
+    after = res.model.get_layer("backbone").get_layer("bb_conv").get_weights()[0]
+    assert not np.allclose(before, after)  # phase 2 trained it
+    # phase 1 alone leaves it untouched
+    cfg1 = replace(cfg, optim=replace(cfg.optim, epochs=1))
+    res1 = fit(cfg1, data, data, tmp_path / "ckpt1")
+    np.testing.assert_allclose(res1.model.get_layer("backbone").get_layer("bb_conv").get_weights()[0], before)
+
+
+def test_class_weights_favour_rare_classes():
+    labels = np.repeat(np.arange(7), [100, 10, 100, 100, 100, 100, 100])
+    w = class_weights(labels, "balanced")
+    assert w[1] > 5 * w[0]
+    assert np.mean(w[labels]) == pytest.approx(1.0)
+    assert class_weights(labels, "sqrt")[1] < w[1]
+    assert np.allclose(class_weights(labels, "none"), 1.0)
+
+
+def test_focal_loss_trains(tmp_path):
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=10, usages=("Training",))
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 2, "loss": "focal", "class_weighting": "balanced"}, data={"test_split": ""})
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="optim.optimizer"):
+        load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "optim": {"optimizer": "rmsprop"}})
+    with pytest.raises(ConfigError, match="model.colour"):
+        load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "model": {"colour": 1}})
+    from fer_core.models.architectures import build_model
+
+    with pytest.raises(ConfigError, match="unknown architecture"):
+        build_model("alexnet", (48, 48, 1))
+
+
+def test_cli_reports_bad_rows(tmp_path):
+    import subprocess
+    import sys
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=4, usages=("Training",),
+                             bad_lines=("3," + " ".join(["1"] * 10) + ",Training",))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"data: {{path: {csv_path}, test_split: ''}}\noutput_dir: {tmp_path / 'cli'}\n"
+        "model: {architecture: vgg, options: {widths: [4], convs_per_stage: 1, dense: 0}}\n"
+        "optim: {epochs: 1, batch_size: 8}\n"
+    )
+    r = subprocess.run([sys.executable, "-m", "fer_core.train", "--config", str(cfg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 skipped" in r.stdout and "line 2: 10 pixels, expected 2304" in r.stdout
+    assert (tmp_path / "cli" / "model.keras").exists()
