@@ -251,3 +251,57 @@ def make_sample_lake(tmp: Path, specs: tuple[CampaignSpec, ...] = DEFAULT_CAMPAI
 
 def hostile_specs() -> tuple[CampaignSpec, ...]:
     return tuple(CampaignSpec(cid, 3, _mood(happy=2.0), days=1, platforms=("web",)) for cid in HOSTILE_IDS)
+
+
+def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int = 3) -> None:
+    """A large lake built with numpy (no image files): for scale tests of the aggregation.
+
+    Two runs, ~1.5 faces per ok image, 5 % bad images; sources point at missing files.
+    """
+    from deltalake import write_deltalake
+
+    rng = np.random.default_rng(seed)
+    camp = rng.integers(0, n_campaigns, n_images)
+    status = rng.choice(np.array(["ok", "no_face", "decode_error", "fetch_error"]), n_images, p=[.8, .15, .03, .02])
+    n_faces = np.where(status == "ok", rng.integers(1, 3, n_images), 0).astype(np.int32)
+    image_id = np.char.add("img-", np.arange(n_images).astype(str))
+    campaign_id = np.char.add("campaign-", camp.astype(str))
+    run = np.where(rng.uniform(size=n_images) < 0.7, "run-a", "run-b")
+    posted = (np.datetime64("2026-10-01T00:00:00", "us")
+              + rng.integers(0, 60 * 86400, n_images).astype("timedelta64[s]")).astype("datetime64[us]")
+    scored = np.where(run == "run-a", np.datetime64("2026-11-20T03:00:00", "us"),
+                      np.datetime64("2026-11-21T03:00:00", "us"))
+    face_img = np.repeat(np.arange(n_images), n_faces)
+    n_f = len(face_img)
+    probs = rng.dirichlet(np.ones(7), n_f)
+    valence = np.clip(probs @ WEIGHTS, -1, 1)
+    sentiment = np.where(valence > 0.15, "positive", np.where(valence < -0.15, "negative", "neutral"))
+    img_val = np.full(n_images, np.nan)
+    sums = np.bincount(face_img, weights=valence, minlength=n_images)
+    img_val[n_faces > 0] = sums[n_faces > 0] / n_faces[n_faces > 0]
+    images = pa.table({
+        "image_id": image_id, "campaign_id": campaign_id,
+        "posted_at": pa.array(posted, pa.timestamp("us")).cast(TS),
+        "platform": rng.choice(np.array(["instagram", "x", "tiktok", "facebook"]), n_images),
+        "caption": np.char.add("caption ", image_id), "source": np.char.add("/nonexistent/", image_id),
+        "status": status, "error": pa.nulls(n_images, pa.string()),
+        "width": np.full(n_images, 640, np.int32), "height": np.full(n_images, 480, np.int32),
+        "n_faces": n_faces, "dominant_emotion": pa.nulls(n_images, pa.string()),
+        **{f"p_{e}": pa.nulls(n_images, pa.float32()) for e in EMOTIONS},
+        "sentiment": pa.nulls(n_images, pa.string()), "valence": pa.array(img_val, pa.float32(), from_pandas=True),
+        "model_version": np.full(n_images, MODEL), "detector_version": np.full(n_images, DETECTOR), "run_id": run,
+        "scored_at": pa.array(scored, pa.timestamp("us")).cast(TS),
+    }, schema=IMAGES_SCHEMA)
+    faces = pa.table({
+        "image_id": image_id[face_img], "campaign_id": campaign_id[face_img],
+        "face_index": np.zeros(n_f, np.int32), "x": np.full(n_f, 10, np.float32), "y": np.full(n_f, 10, np.float32),
+        "w": np.full(n_f, 50, np.float32), "h": np.full(n_f, 50, np.float32),
+        "det_score": rng.uniform(0.9, 1.0, n_f).astype(np.float32),
+        "landmarks": pa.nulls(n_f, pa.list_(pa.float32())),
+        "emotion": np.array(EMOTIONS)[probs.argmax(axis=1)],
+        **{f"p_{e}": probs[:, i].astype(np.float32) for i, e in enumerate(EMOTIONS)},
+        "sentiment": sentiment, "valence": valence.astype(np.float32),
+        "model_version": np.full(n_f, MODEL), "run_id": run[face_img],
+    }, schema=FACES_SCHEMA)
+    write_deltalake(str(root / "images"), images, mode="overwrite")
+    write_deltalake(str(root / "faces"), faces, mode="overwrite")

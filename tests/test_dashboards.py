@@ -268,6 +268,8 @@ def test_figure_json_cannot_close_its_script():
     text = figures.to_json(fig)
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text)["data"] == fig["data"]
+    nan = figures.to_json({"data": [{"type": "bar", "x": ["a"], "y": [float("nan")]}], "layout": {}})
+    assert json.loads(nan)["data"][0]["y"] == [None]
 
 
 def test_untrusted_text_is_escaped_in_html(site):
