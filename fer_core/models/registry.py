@@ -13,11 +13,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_core.errors import ConfigError, WeightsError
 from fer_core.labels import EMOTIONS
 from fer_core.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from fer_core.models.emotion import EmotionModel
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -278,7 +281,7 @@ def create_emotion_model(
     tta: bool = False,
     batch_size: int = 256,
     weights_bytes: bytes | None = None,
-):
+) -> "EmotionModel":
     """Build an EmotionModel from a registered name, "default", a local path or an fsspec URI.
 
     weights_bytes: the model file's bytes (e.g. a Spark broadcast of ``load_weight_bytes``);
