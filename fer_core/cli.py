@@ -2,7 +2,8 @@
 
 Exit codes: 0 every image was scored (status ok or no_face); 1 at least one image could
 not be read or decoded (the others are still reported; stderr names each file and its
-problem); 2 usage or configuration error (bad flag, config file, model or detector name).
+problem); 2 usage or configuration error (bad flag, config file, model or detector name,
+weights that cannot be fetched, an output directory that cannot be written).
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_predict(args)
     except (ConfigError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # an --annotate/--explain directory that cannot be created or written
+        print(f"error: {e}; check the output directory", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -116,10 +120,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_images < 1:
         raise ConfigError(f"--batch-images must be >= 1, got {args.batch_images}")
     cfg = _load_config(args)
-    pipeline = FacePipeline.from_config(cfg)
-    for d in (args.annotate, args.explain):
+    for d in (args.annotate, args.explain):  # before loading models: fail fast on a bad directory
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)
+    pipeline = FacePipeline.from_config(cfg)
     names = _out_names(args.images)
     records: list[dict[str, Any]] = []
     failed = False

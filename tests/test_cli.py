@@ -101,6 +101,8 @@ def test_usage_errors_exit_2(tmp_path, photo):
     assert proc.returncode == 2 and "model.nmae: unknown key" in proc.stderr
     proc = run_cli("predict", str(photo), "--model", "no-such-model")
     assert proc.returncode == 2 and "unknown emotion model 'no-such-model'" in proc.stderr
+    proc = run_cli("predict", str(photo), "--annotate", str(photo))  # a file, not a directory
+    assert proc.returncode == 2 and "check the output directory" in proc.stderr
 
 
 def test_importing_fer_core_stays_cheap():
