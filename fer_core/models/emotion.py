@@ -59,7 +59,7 @@ class EmotionModel:
     batch_size: rows per ``predict_on_batch`` call, bounding peak memory on executors.
     """
 
-    def __init__(self, keras_model: Any, spec: ModelSpec, *, tta: bool = False, batch_size: int = 256) -> None:
+    def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool = False, batch_size: int = 256) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n_out = keras_model.output_shape[-1]
