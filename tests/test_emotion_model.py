@@ -238,3 +238,39 @@ def test_models_shipped_in_the_package_register_themselves(tmp_path, monkeypatch
     m = create_emotion_model("fer-project")
     np.testing.assert_allclose(m.predict(face_like_crops(1))[0], target, atol=1e-4)
     assert load_weight_bytes("fer-project") == path.read_bytes()
+
+
+@pytest.mark.s3
+def test_model_and_sidecar_from_s3(tmp_path):
+    """s3:// model + sidecar through fsspec with storage options (a moto server on 127.0.0.1)."""
+    import socket
+
+    boto3 = pytest.importorskip("boto3")
+    server_mod = pytest.importorskip("moto.server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="models")
+        path = tmp_path / "m.keras"
+        constant_model(np.full(7, 1 / 7, np.float32)).save(path)
+        spec = ModelSpec(name="s3-model", version="7", weights=None, input_size=32)
+        s3.put_object(Bucket="models", Key="fer/m.keras", Body=path.read_bytes())
+        s3.put_object(Bucket="models", Key="fer/m.keras.spec.json", Body=spec_to_json(spec).encode())
+        opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+        uri = "s3://models/fer/m.keras"
+
+        assert load_weight_bytes(uri, storage_options=opts) == path.read_bytes()
+        assert model_version(uri, storage_options=opts) == "s3-model@7"
+        m = create_emotion_model(uri, storage_options=opts)
+        assert m.version == "s3-model@7" and m.spec.weights.source == uri
+        np.testing.assert_allclose(m.predict(face_like_crops(2)), np.full((2, 7), 1 / 7), atol=1e-5)
+        with pytest.raises(WeightsError, match="does not exist"):
+            create_emotion_model("s3://models/fer/missing.keras", storage_options=opts)
+    finally:
+        server.stop()

@@ -192,7 +192,7 @@ def spec_from_json(text: str, *, weights: Any = None, defaults: dict[str, Any] |
 # ---------------------------------------------------------------- loading
 
 
-def _read_uri(uri: str) -> bytes | None:
+def _read_uri(uri: str, storage_options: dict[str, Any] | None = None) -> bytes | None:
     """Bytes at a local path or fsspec URI, or None when it does not exist."""
     if "://" not in uri or uri.startswith("file://"):
         p = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
@@ -200,7 +200,7 @@ def _read_uri(uri: str) -> bytes | None:
     import fsspec
 
     try:
-        with fsspec.open(uri, "rb") as f:
+        with fsspec.open(uri, "rb", **(storage_options or {})) as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -208,16 +208,18 @@ def _read_uri(uri: str) -> bytes | None:
         raise WeightsError(f"cannot read {uri}: {type(e).__name__}: {e}; check the URI, credentials and network") from e
 
 
-def load_weight_bytes(name_or_path: str = "default") -> bytes:
+def load_weight_bytes(name_or_path: str = "default", *, storage_options: dict[str, Any] | None = None) -> bytes:
     """The model file's bytes (sha256-verified for registered models): what Spark broadcasts.
 
     Pass them back as ``create_emotion_model(name_or_path, weights_bytes=...)`` on executors.
+    storage_options: fsspec options for an s3:// (or other remote) path, e.g.
+    ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``.
     """
     if not is_model_path(name_or_path):
         from fer_core.weights import read_weight_bytes
 
         return read_weight_bytes(get_spec(name_or_path).weights)
-    data = _read_uri(name_or_path)
+    data = _read_uri(name_or_path, storage_options)
     if data is None:
         raise WeightsError(f"model file {name_or_path} does not exist; check the path or URI")
     return data
@@ -233,7 +235,7 @@ def _load_bytes(data: bytes, suffix: str) -> Any:
         return load_keras_model(path)
 
 
-def _path_spec(uri: str, data: bytes, keras_model: Any = None) -> ModelSpec:
+def _path_spec(uri: str, data: bytes, keras_model: Any = None, storage_options: dict[str, Any] | None = None) -> ModelSpec:
     """ModelSpec of a model file: its sidecar's fields, the rest inferred.
 
     name/version default to ``<stem>`` / ``sha256-<12 hex of the bytes>``; input_size and
@@ -249,7 +251,7 @@ def _path_spec(uri: str, data: bytes, keras_model: Any = None) -> ModelSpec:
     if len(shape) == 4 and shape[1] is not None:
         defaults.update(input_size=int(shape[1]), channels=int(shape[3]))
     for sidecar_uri in _sidecar_candidates(uri):
-        sidecar = _read_uri(sidecar_uri)
+        sidecar = _read_uri(sidecar_uri, storage_options)
         if sidecar is not None:
             return spec_from_json(sidecar.decode("utf-8"), weights=weights, defaults=defaults, where=sidecar_uri)
     return spec_from_json("{}", weights=weights, defaults=defaults, where=uri)
@@ -261,7 +263,9 @@ def _sidecar_candidates(uri: str) -> list[str]:
     return [uri + SIDECAR_SUFFIX, uri[: len(uri) - len(suffix)] + SIDECAR_SUFFIX]
 
 
-def model_version(name_or_path: str = "default", weights_bytes: bytes | None = None) -> str:
+def model_version(
+    name_or_path: str = "default", weights_bytes: bytes | None = None, *, storage_options: dict[str, Any] | None = None
+) -> str:
     """The ``EmotionModel.version`` that ``create_emotion_model(name_or_path)`` reports, without Keras.
 
     For the Spark driver's model_version column. Files: sidecar name/version if given, else
@@ -271,8 +275,9 @@ def model_version(name_or_path: str = "default", weights_bytes: bytes | None = N
 
     if not is_model_path(name_or_path):
         return version_of(get_spec(name_or_path))
-    data = weights_bytes if weights_bytes is not None else load_weight_bytes(name_or_path)
-    return version_of(_path_spec(name_or_path, data))
+    if weights_bytes is None:
+        weights_bytes = load_weight_bytes(name_or_path, storage_options=storage_options)
+    return version_of(_path_spec(name_or_path, weights_bytes, storage_options=storage_options))
 
 
 def create_emotion_model(
@@ -281,11 +286,13 @@ def create_emotion_model(
     tta: bool = False,
     batch_size: int = 256,
     weights_bytes: bytes | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> "EmotionModel":
     """Build an EmotionModel from a registered name, "default", a local path or an fsspec URI.
 
     weights_bytes: the model file's bytes (e.g. a Spark broadcast of ``load_weight_bytes``);
     when given, nothing is fetched. For registered models they are sha256-checked.
+    storage_options: fsspec options for a remote path (its sidecar is read from there too).
     Raises ConfigError for unknown names, WeightsError for missing/corrupt files.
     """
     from fer_core.models.emotion import EmotionModel, load_keras_model
@@ -311,7 +318,7 @@ def create_emotion_model(
     suffix = Path(name_or_path).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise WeightsError(f"unsupported model file {name_or_path}: expected one of {MODEL_SUFFIXES}")
-    data = weights_bytes if weights_bytes is not None else _read_uri(name_or_path)
+    data = weights_bytes if weights_bytes is not None else _read_uri(name_or_path, storage_options)
     if data is None:
         raise WeightsError(f"model file {name_or_path} does not exist; check the path, or use one of {list_models()}")
     local = Path(name_or_path).expanduser()
@@ -319,5 +326,5 @@ def create_emotion_model(
         keras_model = load_keras_model(local)
     else:
         keras_model = _load_bytes(data, suffix)
-    spec = _path_spec(name_or_path, data, keras_model)
+    spec = _path_spec(name_or_path, data, keras_model, storage_options)
     return EmotionModel(keras_model, spec, tta=tta, batch_size=batch_size)
