@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect faces and classify their emotions (7 FER2013 classes) with sentiment.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("predict", help="score image files", description="Score image files: faces, emotions, sentiment.")
+    p = sub.add_parser(
+        "predict", help="score image files", description="Score image files: faces, emotions, sentiment.",
+        epilog="exit codes: 0 all images scored (ok or no_face); 1 some image unreadable (others still "
+        "reported); 2 usage/config error",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, ...)")
     p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per image)")
     p.add_argument("--annotate", metavar="OUT_DIR", type=Path,
