@@ -35,11 +35,11 @@ def spark_bin(name: str) -> str:
     return str(Path(pyspark.__file__).parent / "bin" / name)
 
 
-def fast_config(input_path: str, output: str, **over: Any) -> dict[str, Any]:
+def fast_config(input_path: str, lake: str, **over: Any) -> dict[str, Any]:
     """A tiny, fast config: Haar detector, small batches, no progress thread, no dashboards."""
     cfg: dict[str, Any] = {
         "input": {"path": str(input_path), "extra_columns": ["likes"]},
-        "output": {"path": str(output), "dashboards": False},
+        "output": {"path": str(lake), "dashboards": False},
         "detector": {"name": "haar", "min_face_size": 20},
         "inference": {"batch_size": 16, "arrow_batch_size": 8, "intra_threads": 1, "inter_threads": 1,
                       "images_per_task": 8},

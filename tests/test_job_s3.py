@@ -2,30 +2,43 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
-from tests._spark import fast_config, free_port, make_dump, run_job_in_process, spark  # noqa: F401
+from tests._spark import fast_config, free_port, make_dump, run_job_in_process, spark, wait_port  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.s3, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
+def s3_endpoint(tmp_path_factory):
+    """moto_server in its own process: deltalake's Rust client holds the GIL while it waits, so an
+    in-process (threaded) moto server would deadlock with it."""
+    import subprocess
+    from pathlib import Path
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
     old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    try:
+        wait_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811

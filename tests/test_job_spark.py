@@ -111,3 +111,23 @@ def test_default_retinaface_path(spark, tmp_path):  # noqa: F811
     assert row["detector_version"].startswith("retinaface") and row["n_faces"] >= 1
     assert faces.landmarks.map(lambda v: v is not None and len(v) == 10).all()
     assert (faces.det_score >= 0.9).all()
+
+
+def test_wrong_column_type_fails_up_front(spark, tmp_path):  # noqa: F811
+    """Types are checked on the Spark schema before anything is scored; the error names the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.inputs import InputError, read_input
+
+    d = tmp_path / "dump"
+    d.mkdir()
+    pq.write_table(pa.table({"image_id": ["a"], "campaign_id": ["c"], "posted_at": ["yesterday"],
+                             "image": [b"x"]}), d / "part.parquet")
+    cfg = job_config_from_dict(fast_config(str(d), str(tmp_path / "lake"), input={"path": str(d), "extra_columns": []}))
+    with pytest.raises(InputError, match="posted_at.*string"):
+        read_input(spark, cfg.input)
+    pq.write_table(pa.table({"image_id": ["a"], "campaign_id": ["c"], "image": ["not bytes"]}), d / "part.parquet")
+    with pytest.raises(InputError, match="'image'.*binary"):
+        read_input(spark, cfg.input)

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any, TextIO
 
 from jobs.campaign.config import JobConfig, config_hash
@@ -34,16 +33,11 @@ def new_run_id() -> str:
 
 
 def resolve_model(name: str) -> tuple[str, bytes]:
-    """(model_version as EmotionModel.version reports it, the model file bytes to broadcast). No TF here."""
-    from fer_core.models.registry import get_spec, load_weight_bytes, list_models
-    from fer_core.weights import sha256_bytes
+    """(model_version as EmotionModel.version reports it, the model file bytes to broadcast). No Keras here."""
+    from fer_core.models.registry import load_weight_bytes, model_version
 
     data = load_weight_bytes(name)
-    if name == "default" or name in list_models():
-        spec = get_spec(name)
-        return f"{spec.name}@{spec.version}", data
-    # a model file: fer_core names it <stem>@sha256-<12 hex> unless its sidecar says otherwise
-    return f"{Path(name.rstrip('/')).stem}@sha256-{sha256_bytes(data)[:12]}", data
+    return model_version(name, weights_bytes=data), data
 
 
 def resolve_detector(cfg: JobConfig) -> tuple[str, bytes | None]:

@@ -82,18 +82,10 @@ def make_pipeline_fn(core_cfg: Any, detector_bc: Any, model_bc: Any, key: str) -
     """
 
     def load() -> Any:
-        from fer_core.detectors import create_detector
-        from fer_core.models.registry import create_emotion_model
         from fer_core.pipeline import FacePipeline
-        from fer_core.runtime import configure_tensorflow
 
-        rt = core_cfg.runtime
-        configure_tensorflow(rt.device, rt.intra_threads, rt.inter_threads)
-        extra = {"weights_bytes": detector_bc.value} if detector_bc is not None else {}
-        detector = create_detector(core_cfg.detector.name, **core_cfg.detector.kwargs(), **extra)
-        model = create_emotion_model(core_cfg.model.name, tta=core_cfg.model.tta,
-                                     batch_size=core_cfg.model.batch_size, weights_bytes=model_bc.value)
-        return FacePipeline(detector, model, core_cfg.sentiment, core_cfg.max_pixels)
+        return FacePipeline.from_config(core_cfg, weights_bytes=model_bc.value,
+                                        detector_weights_bytes=None if detector_bc is None else detector_bc.value)
 
     def pipeline_fn() -> Any:
         # Imported, not referenced as a global: cloudpickle would copy a global into the closure
@@ -197,7 +189,7 @@ def detect_faces(batches: Iterator[Any], ctx: ScoringContext, meta_columns: list
             for i, d in zip(todo, pipe.decode([payloads[i] for i in todo])):
                 decoded[i] = d
             ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-            detections = dict(zip(ok, pipe._detect_safe([decoded[i] for i in ok])))
+            detections = dict(zip(ok, pipe.detect_safe([decoded[i] for i in ok])))
             rows: list[dict[str, Any]] = []
             metas = chunk[meta_columns].to_dict("records")
             for i, meta in enumerate(metas):
