@@ -213,9 +213,18 @@ RUNS_SCHEMA = pa.schema([
 ])
 
 
-def write_lake(root: Path, images: dict[str, list], faces: dict[str, list], run_ids: list[str]) -> None:
-    """Append images/faces run by run (like the job), then the runs and campaigns tables."""
-    from deltalake import write_deltalake
+def write_lake(root: Path | str, images: dict[str, list], faces: dict[str, list], run_ids: list[str],
+               storage_options: dict[str, str] | None = None) -> None:
+    """Append images/faces run by run (like the job), then the runs and campaigns tables.
+
+    ``root`` may be a local folder or an s3:// URI (with ``storage_options``).
+    """
+    from functools import partial
+
+    from deltalake import write_deltalake as _write
+
+    write_deltalake = partial(_write, storage_options=storage_options)
+    root = str(root).rstrip("/")
 
     img = pa.Table.from_pydict(images, schema=IMAGES_SCHEMA)
     fac = pa.Table.from_pydict(faces, schema=FACES_SCHEMA) if faces else FACES_SCHEMA.empty_table()
@@ -223,8 +232,8 @@ def write_lake(root: Path, images: dict[str, list], faces: dict[str, list], run_
     for i, run in enumerate(run_ids):
         img_run = img.filter(pa.compute.equal(img["run_id"], run))
         fac_run = fac.filter(pa.compute.equal(fac["run_id"], run))
-        write_deltalake(str(root / "images"), img_run, mode="append")
-        write_deltalake(str(root / "faces"), fac_run, mode="append")
+        write_deltalake(f"{root}/images", img_run, mode="append")
+        write_deltalake(f"{root}/faces", fac_run, mode="append")
         st = img_run["status"].to_pylist()
         start = dt.datetime(2026, 11, 20 + i, 2, 58, tzinfo=UTC)
         runs.append({
@@ -235,10 +244,10 @@ def write_lake(root: Path, images: dict[str, list], faces: dict[str, list], run_
             "n_too_large": st.count("too_large"), "n_empty": st.count("empty"), "n_faces": fac_run.num_rows,
             "images_per_s": 12.5, "model_version": MODEL, "detector_version": DETECTOR,
             "config_hash": f"c0ffee{i}", "spark_master": "local[2]"})
-    write_deltalake(str(root / "runs"), pa.Table.from_pylist(runs, schema=RUNS_SCHEMA), mode="append")
+    write_deltalake(f"{root}/runs", pa.Table.from_pylist(runs, schema=RUNS_SCHEMA), mode="append")
     campaigns = pa.table({"campaign_id": pa.array(sorted(set(images["campaign_id"])), pa.string()),
                           "run_id": pa.array([run_ids[-1]] * len(set(images["campaign_id"])), pa.string())})
-    write_deltalake(str(root / "campaigns"), campaigns, mode="overwrite")
+    write_deltalake(f"{root}/campaigns", campaigns, mode="overwrite")
 
 
 def make_sample_lake(tmp: Path, specs: tuple[CampaignSpec, ...] = DEFAULT_CAMPAIGNS, n_runs: int = 2) -> SampleLake:
