@@ -51,6 +51,14 @@ def _layout(**extra: Any) -> dict[str, Any]:
     return layout
 
 
+def _count_axis(values: Sequence[int], title: str) -> dict[str, Any]:
+    """A y axis for counts: whole numbers only (Plotly picks 0.5 steps for small counts)."""
+    axis: dict[str, Any] = {"title": {"text": title}, "rangemode": "tozero"}
+    if max(values, default=0) <= 8:
+        axis["dtick"] = 1
+    return axis
+
+
 def _pct(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else round(100.0 * v, 2) for v in values]
 
@@ -92,7 +100,7 @@ def timeline_figure(rows: list[dict]) -> Figure:
     if len(days) <= 14:
         xaxis["dtick"] = 86_400_000  # one tick per day, never hours
     layout = _layout(barmode="stack", xaxis=xaxis,
-                     yaxis={"title": {"text": "faces"}, "rangemode": "tozero"},
+                     yaxis=_count_axis([r["n_faces"] for r in rows], "faces"),
                      yaxis2={"title": {"text": "mean valence"}, "overlaying": "y", "side": "right",
                              "range": [-1.05, 1.05], "tickmode": "linear", "tick0": -1, "dtick": 0.5,
                              "tickformat": "+.1f", "zeroline": True, "zerolinecolor": "#c9ced4",
@@ -126,7 +134,7 @@ def faces_per_image_figure(rows: list[dict]) -> Figure:
     data = [{"type": "bar", "x": labels, "y": [counts.get(b, 0) for b in buckets], "marker": {"color": "#5b7db1"},
              "hovertemplate": "%{x} faces: %{y} images<extra></extra>"}]
     return {"data": data, "layout": _layout(xaxis={"type": "category", "title": {"text": "faces in the image"}},
-                                            yaxis={"title": {"text": "images"}})}
+                                            yaxis=_count_axis(list(counts.values()), "images"))}
 
 
 def det_score_figure(rows: list[dict]) -> Figure:
@@ -137,7 +145,7 @@ def det_score_figure(rows: list[dict]) -> Figure:
     lo = min([r["bin"] for r in rows] + [0.8])  # detectors keep faces above ~0.9: show 0.8-1 at least
     return {"data": data, "layout": _layout(xaxis={"title": {"text": "detector confidence"},
                                                    "range": [lo - DET_BIN / 2, 1.0]},
-                                            yaxis={"title": {"text": "faces"}})}
+                                            yaxis=_count_axis([r["n_faces"] for r in rows], "faces"))}
 
 
 def comparison_figure(rows: list[dict], limit: int = 40) -> Figure:

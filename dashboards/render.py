@@ -67,8 +67,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
                      optional_table=True).sort_by([("started_at", "descending")]).to_pylist()
     latest_run = {k: (_fmt_time(v) if isinstance(v, dt.datetime) else v) for k, v in runs[0].items()} if runs else None
     common = {"rendered_at": _fmt_time(rendered_at), "latest_run": latest_run,
-              "blur_faces": blur_faces, "gradcam": gradcam, "emotion_colors": figures.EMOTION_COLORS,
-              "tables_uri": tables_uri}
+              "blur_faces": blur_faces, "gradcam": gradcam, "tables_uri": tables_uri}
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
                            explainer=Explainer() if gradcam else None,
@@ -82,7 +81,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
         cid = row["campaign_id"]
         ctx = _campaign_context(row, {k: v.get(cid) for k, v in parts.items()}, cards)
         _write(out, campaign_page_name(cid), page.render(**common, **ctx))
-    index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows, parts["statuses"]))
+    index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows))
     return _write(out, "index.html", index)
 
 
@@ -394,7 +393,7 @@ def _lineage_row(r: dict) -> dict:
             "run_status": r.get("run_status") or "–", "config_hash": r.get("config_hash") or "–"}
 
 
-def _index_context(rows: list[dict], statuses: dict[str, pa.Table]) -> dict:
+def _index_context(rows: list[dict]) -> dict:
     table = []
     for r in rows:
         d = _delta(r.get("net_sentiment"), r.get("net_sentiment_base"), "share", good=1)
