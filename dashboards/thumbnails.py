@@ -20,6 +20,7 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 THUMB_SIDE = 360
 CROP_SIDE = 112
 JPEG_QUALITY = 82
+BLUR_MARGIN = 0.25
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 DUMP_ID_COLUMN, DUMP_IMAGE_COLUMN = "image_id", "image"
 """Column names of a bytes dump (the job's defaults); other layouts need image_bytes_loader."""
@@ -204,8 +205,10 @@ def make_thumbnail(rgb: np.ndarray, faces: Sequence[dict], colours: Sequence[str
         y1 = int(round((float(face["y"] or 0) + float(face["h"] or 0)) * sy * scale))
         boxes.append((max(0, x0), max(0, y0), min(thumb.width, x1), min(thumb.height, y1)))
     if blur:
-        for box in boxes:
-            pixelate(thumb, box)
+        for x0, y0, x1, y1 in boxes:  # detector boxes are tight: blur a margin of hair and jaw too
+            mx, my = (x1 - x0) * BLUR_MARGIN, (y1 - y0) * BLUR_MARGIN
+            pixelate(thumb, (max(0, int(x0 - mx)), max(0, int(y0 - my)),
+                             min(thumb.width, int(x1 + mx)), min(thumb.height, int(y1 + my))))
     draw = ImageDraw.Draw(thumb)
     font = _font(13)
     line = max(2, round(thumb.width / 180))
