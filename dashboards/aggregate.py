@@ -72,15 +72,10 @@ def _flag(condition) -> pa.ChunkedArray:
     return pc.cast(pc.fill_null(condition, False), pa.int64())
 
 
-def _group_codes(table: pa.Table, keys: list[str]) -> np.ndarray:
-    """True where a new group starts in a table already sorted by ``keys``."""
-    n = table.num_rows
-    change = np.zeros(n, dtype=bool)
-    if n:
-        change[0] = True
-    for key in keys:
-        codes = pc.dictionary_encode(table.column(key).combine_chunks()).indices.to_numpy(zero_copy_only=False)
-        change[1:] |= codes[1:] != codes[:-1]
+def _group_starts(codes: np.ndarray) -> np.ndarray:
+    """True where a new group starts, for group codes already sorted."""
+    change = np.ones(len(codes), dtype=bool)
+    change[1:] = codes[1:] != codes[:-1]
     return change
 
 
@@ -95,13 +90,14 @@ def top_k_per_group(table: pa.Table, keys: list[str], sort_by: str, k: int, *,
     return ordered.append_column("rank", pa.array(rank, pa.int64())).filter(pa.array(rank < k))
 
 
-def _codes(table: pa.Table, keys: list[str]) -> pa.Array:
+def _codes(table: pa.Table, keys: list[str]) -> np.ndarray:
     """One int64 group code per row for ``keys`` (dictionary indices: cheap to sort, unlike strings)."""
     code = np.zeros(table.num_rows, dtype=np.int64)
     for key in keys:
         enc = pc.dictionary_encode(table.column(key).combine_chunks())
-        code = code * (len(enc.dictionary) + 1) + enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return pa.array(code)
+        idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1  # null -> 0
+        code = code * (len(enc.dictionary) + 1) + idx
+    return code
 
 
 def _ranked(table: pa.Table, keys: list[str], sort_by: str, *, descending: bool
@@ -113,10 +109,12 @@ def _ranked(table: pa.Table, keys: list[str], sort_by: str, *, descending: bool
     if table.num_rows == 0:
         empty = np.zeros(0, dtype=np.int64)
         return table, empty, empty
-    keyed = table.append_column("__group", _codes(table, keys))
+    codes = _codes(table, keys)
+    keyed = table.append_column("__group", pa.array(codes))
     order = "descending" if descending else "ascending"
-    ordered = table.take(pc.sort_indices(keyed, sort_keys=[("__group", "ascending"), (sort_by, order)]))
-    change = _group_codes(ordered, keys)
+    idx = pc.sort_indices(keyed, sort_keys=[("__group", "ascending"), (sort_by, order)])
+    ordered = table.take(idx)
+    change = _group_starts(codes[idx.to_numpy()])
     starts = np.flatnonzero(change)
     group = np.cumsum(change) - 1
     sizes = np.diff(np.append(starts, ordered.num_rows))
@@ -128,7 +126,7 @@ def split_by_campaign(table: pa.Table, key: str = "campaign_id") -> dict[str, pa
     if table.num_rows == 0:
         return {}
     ordered = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending")]))
-    starts = np.flatnonzero(_group_codes(ordered, [key]))
+    starts = np.flatnonzero(_group_starts(_codes(ordered, [key])))
     ends = np.append(starts[1:], ordered.num_rows)
     names = ordered.column(key).take(pa.array(starts)).to_pylist()
     return {name: ordered.slice(int(s), int(e - s)) for name, s, e in zip(names, starts, ends)}
