@@ -35,10 +35,14 @@ def build_session(cfg: JobConfig):
     """getOrCreate a session. Import deltalake only AFTER this (the JVM is started by a fork)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    launched = SparkConf()  # what spark-submit passed (spark.master etc.)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: its JVM holds --master and --conf
+        SparkContext._ensure_initialized()
+        launched = SparkConf()
+    else:  # plain `python`: the JVM starts with the builder's confs (driver memory etc.)
+        launched = SparkConf(loadDefaults=False)
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     if not launched.contains("spark.master"):
         master = cfg.spark.master
