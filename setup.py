@@ -26,6 +26,7 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "moto[server]>=5",
         "boto3",
+        "websocket-client>=1.7",  # drives headless Chromium over the DevTools protocol
         "scikit-image>=0.24",  # ships real face photos (astronaut) for tests
     ],
     "bench": [

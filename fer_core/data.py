@@ -200,13 +200,18 @@ def load_dataset(path: str | Path, size: int = FER_SIDE) -> tuple[dict[str, Face
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out): `fraction` of every class held out, chosen reproducibly."""
+    """Indices (keep, held_out): `fraction` of every class held out, chosen reproducibly.
+
+    A class with at least two samples always keeps one in each part when 0 < fraction < 1.
+    """
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         n = int(round(len(idx) * fraction))
+        if 0 < fraction < 1 and len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
         held.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

@@ -250,13 +250,20 @@ def build_from_config(cfg: TrainConfig):
     return build_model(cfg.model.architecture, shape, len(EMOTIONS), **kwargs)
 
 
+def backbone_of(model):
+    """The nested keras.Model a 'transfer' net wraps (None for the plain architectures)."""
+    import keras
+
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+
+
 def set_backbone_trainable(model, trainable: bool) -> bool:
     """Freeze/unfreeze a nested backbone (transfer models); returns False when there is none."""
-    for layer in model.layers:
-        if layer.name == "backbone":
-            layer.trainable = trainable
-            return True
-    return False
+    backbone = backbone_of(model)
+    if backbone is None:
+        return False
+    backbone.trainable = trainable
+    return True
 
 
 def configure_runtime(cfg: OptimConfig, seed: int) -> bool:
@@ -415,6 +422,9 @@ def split_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset 
         keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.seed)
         train, val = train.subset(keep, f"{train.name}[train]"), train.subset(held, f"{train.name}[val]")
     test = splits.get(cfg.data.test_split) if cfg.data.test_split else None
+    if len(val) == 0 or len(train) == 0:
+        raise ValueError(f"{cfg.data.path}: {len(train)} training and {len(val)} validation faces; "
+                         "add data or raise data.val_fraction (model selection needs a validation set)")
     return train, val, test, report.summary()
 
 

@@ -136,7 +136,6 @@ def transfer(input_shape, num_classes=7, backbone_path: str = "", dropout=0.3, d
         raise ConfigError("model.backbone_path: the 'transfer' architecture needs a backbone .keras file")
     backbone = keras.models.load_model(backbone_path, compile=False, safe_mode=True)
     backbone.trainable = trainable_backbone
-    backbone._name = "backbone"
     b_shape = backbone.input_shape[1:]
     inputs = keras.Input(shape=input_shape, name="face")
     x = inputs

@@ -66,12 +66,12 @@ def _builtin_specs() -> list[ModelSpec]:
     ]
 
 
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 """Trained models shipped in the package: ``<file>.keras`` + sidecar register themselves."""
 
 
 def _package_specs() -> list[ModelSpec]:
-    """One spec per ``fer_core/weights/*.keras`` that has a sidecar (``<file>.spec.json`` or
+    """One spec per ``fer_core/pretrained/*.keras`` that has a sidecar (``<file>.spec.json`` or
     ``<stem>.spec.json``, e.g. copied from a ``fer_core.train`` output dir), under the sidecar's name.
 
     This is how the project's own model is registered: drop the two files in, no code change.
