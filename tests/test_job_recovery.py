@@ -2,7 +2,6 @@
 leaves no duplicate and loses no row."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

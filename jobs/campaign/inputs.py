@@ -15,6 +15,7 @@ This module is imported on executors (``read_parquet_files``): it must never imp
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +165,7 @@ def read_parquet_files(
 
     columns = [f.name for f in schema.fields if not constants or f.name not in constants[0]]
     out_schema = StructType(list(schema.fields) + [StructField("_file", StringType())])
-    rows = [(f, __import__("json").dumps((constants or [{}] * len(files))[i])) for i, f in enumerate(files)]
+    rows = [(f, json.dumps(c)) for f, c in zip(files, constants or [{}] * len(files))]
     n = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4))
     listing = spark.createDataFrame(rows or [("", "{}")], "file string, constants string", verifySchema=False)
     if not rows:
@@ -174,8 +175,6 @@ def read_parquet_files(
     opts = dict(storage_options or {})
 
     def read(batches: Iterator[Any]) -> Iterator[Any]:
-        import json
-
         import pandas as pd
         import pyarrow.parquet as pq
 

@@ -59,11 +59,11 @@ def _arrow_extras(df, names: list[str]) -> list[Any]:
     return [pa.field(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields if f.name in names]
 
 
-def commit_run(spark, lake, manifest: dict[str, Any], out: TextIO) -> None:
+def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe."""
     import pyarrow as pa
 
-    from jobs.campaign.lake import faces_schema, images_schema, recompute_campaigns
+    from jobs.campaign.lake import faces_schema, recompute_campaigns
 
     run_id = manifest["run_id"]
     files = manifest["files"]
@@ -89,7 +89,7 @@ def recover_pending(spark, lake, out: TextIO) -> int:
         print(f"recovering run {m['run_id']}: completing its commits from {lake.root}/_job/pending", file=out,
               flush=True)
         m["run"]["status"] = "recovered"
-        commit_run(spark, lake, m, out)
+        commit_run(spark, lake, m)
     return len(manifests)
 
 
@@ -181,7 +181,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     lake.ensure("faces", faces_schema(), ["campaign_id"])
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
-    commit_run(spark, lake, manifest, out)
+    commit_run(spark, lake, manifest)
     printable = {**run_row, "started_at": started, "finished_at": finished}
     print(format_summary(printable), file=out, flush=True)
     return printable
@@ -199,7 +199,9 @@ def render(cfg: JobConfig) -> str:
 
     lake = Lake(cfg.output.path, cfg.output.storage_options)
     target = cfg.dashboards_dir()
-    loader = _dump_bytes_loader(cfg)
+    cols = cfg.input.columns
+    # dashboards read inline-bytes Parquet dumps with the default column names themselves
+    loader = _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image") else None
     if not is_remote(target):
         return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader))
     with tempfile.TemporaryDirectory(prefix="dashboards-") as tmp:

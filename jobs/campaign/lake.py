@@ -265,8 +265,7 @@ class Lake:
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
         from jobs.campaign.inputs import fsspec_options
 
-        fs, _ = filesystem(self.root, fsspec_options(self.storage_options))
-        d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))[1]
+        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
         data = json.dumps(manifest, default=str).encode()
         if is_remote(self.root):
             fs.pipe(f"{d}/{run_id}.json", data)  # one PUT: atomic
@@ -325,8 +324,6 @@ class Lake:
             files.append(path if "://" in path or path.startswith("/") else f"{self.uri(name)}/{path}")
             consts.append({c: values[c] for c in partition_cols if c in columns})
         schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
-        from jobs.campaign.inputs import fsspec_options
-
         df = read_parquet_files(spark, files, schema, self.storage_options, constants=consts)
         return df.drop("_file")
 
