@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", default=None, help="average with horizontally flipped crops")
     p.add_argument("--config", metavar="YAML", type=Path, help="inference config (see conf/inference.yaml)")
     p.add_argument("--batch-images", type=int, default=32, metavar="N", help="images decoded/scored per batch (memory bound)")
-    sub.add_parser("models", help="list registered emotion models and face detectors")
+    m = sub.add_parser("models", help="list registered emotion models and face detectors")
+    m.add_argument("--fetch", action="store_true",
+                   help="download (once) and sha256-verify every registered weight file into the cache, for offline use")
     return parser
 
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "models":
-            return _cmd_models()
+            return _cmd_models(fetch=args.fetch)
         return _cmd_predict(args)
     except (ConfigError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -65,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------- models
 
 
-def _cmd_models() -> int:
+def _cmd_models(fetch: bool = False) -> int:
     from fer_core.detectors import list_detectors
     from fer_core.models.registry import DEFAULT_MODEL, get_spec, list_models
+    from fer_core.weights import RETINAFACE_MOBILENET_V2, fetch_weights
+
+    if fetch:
+        for spec in [RETINAFACE_MOBILENET_V2] + [get_spec(n).weights for n in list_models()]:
+            print(f"weights {spec.name}: {fetch_weights(spec)} (sha256 verified)")
 
     print("emotion models (--model):")
     for name in list_models():
