@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-detector", default="haar", help="detector for the RSS runs (haar keeps them short)")
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--skip-fer", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (e.g. with small --size)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="bench_job_"))
@@ -180,6 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.campaign.session import build_session
 
     spark = build_session(job_config_from_dict(job_config(work, work, args.detector, args.batch)))
+    if not args.rss_only:
+        compare(spark, photos, work, args)
+    for n in [int(v) for v in args.rss.split(",") if v.strip()]:
+        write_dump(photos, n, work / f"dump_{n}")
+        row, wall, peak = bench_job(spark, work / f"dump_{n}", work / f"lake_{n}", args.rss_detector, args.batch)
+        print(f"rss: {n} images ({args.rss_detector}): {wall:.0f}s, {row['n_scored'] / wall:.1f} images/s, "
+              f"peak RSS driver+JVM+workers {peak / 2**20:.0f} MiB")
+    spark.stop()
+    return 0
+
+
+def compare(spark, photos: list[bytes], work: Path, args: argparse.Namespace) -> None:
+    """Job vs raw fer_core loop vs fer's FER() on the same photos."""
     write_dump(photos, len(photos), work / "dump_n")
     # warm run on a few images so Python workers have loaded TF + models (as in a long scheduled run)
     write_dump(photos[:8], 8, work / "dump_warm")
@@ -195,14 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio job/raw: whole run {job_rate / raw:.2f}, scoring stage {row['images_per_s'] / raw:.2f} (goal >= 0.9)")
     if fer:
         print(f"ratio job/fer: whole run {job_rate / fer:.2f}, scoring stage {row['images_per_s'] / fer:.2f}")
-
-    for n in [int(v) for v in args.rss.split(",") if v.strip()]:
-        write_dump(photos, n, work / f"dump_{n}")
-        row, wall, peak = bench_job(spark, work / f"dump_{n}", work / f"lake_{n}", args.rss_detector, args.batch)
-        print(f"rss: {n} images ({args.rss_detector}): {wall:.0f}s, {row['n_scored'] / wall:.1f} images/s, "
-              f"peak RSS driver+JVM+workers {peak / 2**20:.0f} MiB")
-    spark.stop()
-    return 0
 
 
 if __name__ == "__main__":
