@@ -39,7 +39,7 @@ weights: setup
 	$(BIN)/python -m fer_core models --fetch
 
 demo: setup java-check weights
-	$(BIN)/python jobs/make_sample_dump.py --out $(DEMO_DIR)/dump
+	$(BIN)/python jobs/make_sample_dump.py --out $(DEMO_DIR)
 	$(BIN)/spark-submit --master "local[2]" jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
 	@echo ""
 	@echo "Dashboards: file://$(abspath $(DEMO_DIR))/lake/dashboards/index.html"

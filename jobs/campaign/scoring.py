@@ -1,13 +1,19 @@
 """THE one Spark adapter around fer_core: mapInPandas / pandas UDFs, broadcast weights, worker-side cache.
 
-Plan of one run (all narrow, one Spark stage after the dedupe shuffle; nothing is collected but
-file metadata):
+Plan of one run: ONE mapInPandas pass per Arrow batch (one Spark stage after the dedupe shuffle;
+nothing is collected but file metadata). Inside it, three generator stages are chained:
 
-    input rows ──mapInPandas(detect_faces)──> one row per face (or one faceless row per image):
-        fetch (fsspec) -> FacePipeline.decode -> detect -> align; crops at the model's input size as bytes
-    ──classify pandas UDF (Iterator[Series])──> probabilities per face, predict_on_batch in batches
-    ──mapInPandas(write_tables)──> sentiment, image-level aggregates, Parquet files of images and faces
-        (lake.write_part_files), one metadata row per file for the driver to commit.
+    detect_faces:    fetch (fsspec) -> FacePipeline.decode -> detect -> align; explodes to one row per
+                     face (or one faceless row per image), crops at the model's input size
+    classify_faces:  probabilities for all faces of the Arrow batch, predict_on_batch in batches
+    write_tables:    sentiment, image-level aggregates, Parquet files of images and faces
+                     (lake.write_part_files), one metadata row per file for the driver to commit.
+
+Why one pass and not a mapInPandas + pandas UDF + mapInPandas chain: Spark runs every Python
+evaluation node of a stage in its own Python worker process, so three nodes meant three processes
+per task slot, each importing TensorFlow and loading both models (~0.76 GB and 10-20 s each).
+bench/bench_job.py measured that layout at 0.51x a single-process loop; see the README for the
+one-pass figure.
 
 Models are built from weight bytes broadcast by the driver, once per Python worker, and kept in
 ``MODEL_CACHE`` (a module global of this IMPORTED module, not of ``__main__``: a global in __main__
@@ -27,7 +33,8 @@ import pandas as pd
 from fer_core.errors import FetchError, ImageTooLargeError
 from fer_core.labels import EMOTIONS
 
-__all__ = ["ModelCache", "MODEL_CACHE", "ScoringContext", "make_pipeline_fn", "score", "DETECT_FIELDS"]
+__all__ = ["ModelCache", "MODEL_CACHE", "ScoringContext", "make_pipeline_fn", "score", "DETECT_FIELDS",
+           "detect_faces", "classify_faces", "write_tables"]
 
 PROB_COLUMNS = [f"p_{e}" for e in EMOTIONS]
 
@@ -224,30 +231,25 @@ def detect_faces(batches: Iterator[Any], ctx: ScoringContext, meta_columns: list
             yield pd.DataFrame(rows, columns=out_cols)
 
 
-# ---------------------------------------------------------------- stage 2: classify (batched pandas UDF)
+# ---------------------------------------------------------------- stage 2: classify (batched)
 
 
-def make_classify_udf(ctx: ScoringContext):
-    """Iterator pandas UDF: crop bytes -> array<float> of 7 probabilities (null where no crop)."""
-    from pyspark.sql.functions import pandas_udf
+def classify_faces(frames: Iterator[Any], ctx: ScoringContext) -> Iterator[Any]:
+    """Face-row frames -> the same frames with a ``probs`` column (7 floats, None without a crop).
 
-    pipeline_fn = ctx.pipeline_fn
-
-    @pandas_udf("array<float>")
-    def classify(crops_iter: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        pipe = pipeline_fn()
-        shape = crop_shape(pipe.model.spec)
-        for crops in crops_iter:
-            mask = crops.notna().to_numpy()
-            values: list[Any] = [None] * len(crops)
-            if mask.any():
-                arr = np.stack([np.frombuffer(b, np.uint8) for b in crops[mask]]).reshape((-1, *shape))
-                probs = pipe.classify(arr)  # EmotionModel.predict: predict_on_batch in batch_size chunks
-                for i, p in zip(np.flatnonzero(mask), probs):
-                    values[i] = p
-            yield pd.Series(values, dtype=object)
-
-    return classify
+    All faces of a frame (one Arrow batch) go through one EmotionModel.predict call, which runs
+    predict_on_batch in chunks of inference.batch_size.
+    """
+    pipe = ctx.pipeline_fn()
+    shape = crop_shape(pipe.model.spec)
+    for pdf in frames:
+        mask = pdf["crop"].notna().to_numpy()
+        values: list[Any] = [None] * len(pdf)
+        if mask.any():
+            arr = np.stack([np.frombuffer(b, np.uint8) for b in pdf["crop"][mask]]).reshape((-1, *shape))
+            for i, p in zip(np.flatnonzero(mask), pipe.classify(arr)):
+                values[i] = p
+        yield pdf.drop(columns=["crop"]).assign(probs=values)
 
 
 # ---------------------------------------------------------------- stage 3: aggregate + write Parquet
@@ -368,13 +370,10 @@ def write_tables(batches: Iterator[Any], ctx: ScoringContext, progress: Any) -> 
 
 def score(todo, ctx: ScoringContext, progress: Any = None):
     """todo (standard input rows) -> DataFrame of file metadata rows (FILES_SCHEMA). Lazy: nothing runs yet."""
-    from pyspark.sql import functions as F
-
     meta_columns = [c for c in todo.columns if c not in ("image", "uri")]
-    meta_fields = [f"`{f.name}` {f.dataType.simpleString()}" for f in todo.schema.fields if f.name in meta_columns]
-    det_schema = ", ".join(meta_fields + [f"{n} {t}" for n, t in DETECT_FIELDS])
 
-    detected = todo.mapInPandas(lambda it: detect_faces(it, ctx, meta_columns), det_schema)
-    classify = make_classify_udf(ctx)
-    classified = detected.withColumn("probs", classify(F.col("crop"))).drop("crop")
-    return classified.mapInPandas(lambda it: write_tables(it, ctx, progress), FILES_SCHEMA)
+    def one_pass(batches: Iterator[Any]) -> Iterator[Any]:
+        faces = detect_faces(batches, ctx, meta_columns)
+        return write_tables(classify_faces(faces, ctx), ctx, progress)
+
+    return todo.mapInPandas(one_pass, FILES_SCHEMA)
