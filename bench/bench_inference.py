@@ -1,7 +1,7 @@
 """Inference throughput of the batch API: images/s and faces/s end to end, classifier-only faces/s.
 
-Generates N JPEGs: the astronaut's face (skimage.data, the only real face photo we can ship)
-composited at several scales onto varied backgrounds, 0-3 faces each. Models load once; a
+Generates N JPEGs with jobs/make_sample_dump's compositor (the same generator as the sample dump
+and bench_job): real faces shipped by scikit-image at several scales, 0-3 per scene. Models load once; a
 warm-up batch runs before timing. Usage:
 
     nice -n 10 .venv/bin/python bench/bench_inference.py --n 300 --batch 32
@@ -11,49 +11,34 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def make_images(n: int, seed: int = 0) -> tuple[list[bytes], int]:
-    """n JPEG-encoded scenes with 0-3 astronaut faces of 48-260 px on assorted backgrounds,
-    and the number of faces placed (to read detection recall off the results)."""
-    import cv2
+    """n JPEG scenes with 0-3 real faces (scikit-image photos) composited at 50-160 px onto varied
+    backgrounds by the sample-dump generator, and the number of faces placed (for detection recall)."""
+    import io
+
     from PIL import Image
-    from skimage import data
+
+    from jobs.make_sample_dump import builtin_face_patches, composite_faces
 
     rng = np.random.default_rng(seed)
-    face = data.astronaut()[20:230, 130:330]  # head and shoulders, 210x200
+    patches = builtin_face_patches()
     sizes = [(480, 640), (600, 800), (768, 1024), (720, 1280)]
     out, placed = [], 0
     for i in range(n):
-        h, w = sizes[i % len(sizes)]
-        kind = i % 4
-        if kind == 0:  # smooth colour gradient
-            a, b = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
-            t = np.linspace(0, 1, w)[None, :, None]
-            bg = np.broadcast_to(a * (1 - t) + b * t, (h, w, 3))
-        elif kind == 1:  # coarse noise blown up
-            bg = cv2.resize(rng.integers(0, 255, (h // 40, w // 40, 3)).astype(np.uint8), (w, h))
-        elif kind == 2:  # flat colour with rectangles
-            bg = np.full((h, w, 3), rng.integers(0, 255, 3), np.uint8)
-            for _ in range(6):
-                x0, y0 = rng.integers(0, w - 50), rng.integers(0, h - 50)
-                bg[y0:y0 + rng.integers(20, 200), x0:x0 + rng.integers(20, 200)] = rng.integers(0, 255, 3)
-        else:  # fine noise
-            bg = rng.normal(128, 40, (h, w, 3)).clip(0, 255)
-        img = np.ascontiguousarray(bg, dtype=np.uint8)
-        for _ in range(int(rng.choice([0, 1, 1, 1, 2, 3]))):
-            fw = int(rng.integers(48, 261))
-            fh = int(round(fw * face.shape[0] / face.shape[1]))
-            if fh >= h or fw >= w:
-                continue
-            y0, x0 = int(rng.integers(0, h - fh)), int(rng.integers(0, w - fw))
-            img[y0:y0 + fh, x0:x0 + fw] = cv2.resize(face, (fw, fh), interpolation=cv2.INTER_AREA)
-            placed += 1  # (a later face may overlap and hide part of this one)
+        k = int(rng.choice([0, 1, 1, 1, 2, 3]))
+        img, boxes = composite_faces([patches[int(j)] for j in rng.integers(0, len(patches), k)], rng,
+                                     canvas=sizes[i % len(sizes)], face_px=(50, 160))
+        placed += len(boxes)
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG", quality=90)
         out.append(buf.getvalue())
