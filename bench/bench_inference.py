@@ -24,8 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def make_images(n: int, seed: int = 0) -> tuple[list[bytes], int]:
     """n JPEG scenes with 0-3 real faces (scikit-image photos) composited at 50-160 px onto varied
     backgrounds by the sample-dump generator, and the number of faces placed (for detection recall)."""
-    import io
-
     from PIL import Image
 
     from jobs.make_sample_dump import builtin_face_patches, composite_faces
