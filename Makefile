@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps java-check weights demo test test-fast bench train evaluate clean
+.PHONY: setup system-deps java chromium weights demo test test-fast bench train evaluate clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -25,20 +25,22 @@ $(VENV)/.installed: $(BIN)/python setup.py requirements.lock
 
 setup: $(VENV)/.installed
 
-# Java for Spark; Chromium for the dashboard browser tests. Installs with apt when missing (needs root).
-system-deps:
+# Java for Spark (demo and tests); Chromium for the dashboard browser tests. Installed with apt when
+# missing (needs root); otherwise install them yourself and these are no-ops.
+java:
 	@command -v java >/dev/null || { echo "installing Java 17 for Spark"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+	@java -version 2>&1 | head -1
+
+chromium:
 	@command -v chromium >/dev/null || { echo "installing Chromium for the browser tests"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-java-check:
-	@command -v java >/dev/null || { echo "Spark needs Java 17: apt-get install -y openjdk-17-jre-headless (or run 'make system-deps')"; exit 1; }
-	@java -version 2>&1 | head -1
+system-deps: java chromium
 
 # Fetch and sha256-verify the detector and baseline weights once into $$FER_CORE_HOME (~/.cache/fer_core).
 weights: setup
 	$(BIN)/python -m fer_core models --fetch
 
-demo: setup java-check weights
+demo: setup java weights
 	$(BIN)/python jobs/make_sample_dump.py --out $(DEMO_DIR)
 	$(BIN)/spark-submit --master "local[2]" jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
 	@echo ""
