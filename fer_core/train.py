@@ -108,11 +108,12 @@ def model_spec(cfg: ModelConfig, weights: object = None) -> ModelSpec:
 # ----------------------------------------------------------------------------- data pipeline
 
 
-def augment_fn(cfg: AugmentConfig, input_size: int, seed: int):
-    """A batch-level augmentation function for tf.data (float inputs in the preprocess range)."""
+def augment_fn(cfg: AugmentConfig, spec: ModelSpec, seed: int):
+    """A batch-level augmentation function for tf.data (float inputs in the spec's preprocess range)."""
     import keras
     import tensorflow as tf
 
+    low = -1.0 if spec.scaling == "minus1_1" else 0.0  # the range preprocess() produces
     geometric = []
     if cfg.flip:
         geometric.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -134,13 +135,13 @@ def augment_fn(cfg: AugmentConfig, input_size: int, seed: int):
         if cfg.brightness:
             x = x + tf.random.uniform([n, 1, 1, 1], -cfg.brightness, cfg.brightness)
         if cfg.erasing_prob:
-            x = _random_erasing(x, cfg.erasing_prob, input_size)
-        return tf.clip_by_value(x, -1.0 if True else 0.0, 1.0), y
+            x = _random_erasing(x, cfg.erasing_prob, spec.input_size, low)
+        return tf.clip_by_value(x, low, 1.0), y
 
     return apply
 
 
-def _random_erasing(x, prob: float, size: int):
+def _random_erasing(x, prob: float, size: int, low: float = -1.0):
     """Blank one random rectangle (2-20% of the area, aspect 0.3-3.3) per face with probability `prob`."""
     import tensorflow as tf
 
@@ -157,7 +158,7 @@ def _random_erasing(x, prob: float, size: int):
     box = tf.logical_and(in_y[:, :, None], in_x[:, None, :])
     apply = tf.random.uniform([n]) < prob
     mask = tf.logical_and(box, apply[:, None, None])[..., None]
-    noise = tf.random.uniform(tf.shape(x), -1.0, 1.0)
+    noise = tf.random.uniform(tf.shape(x), low, 1.0)
     return tf.where(mask, noise, x)
 
 
@@ -173,7 +174,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     if training and augment is not None:
-        ds = ds.map(augment_fn(augment, spec.input_size, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(augment_fn(augment, spec, seed), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -409,7 +410,7 @@ def predict_probs(model, images: np.ndarray, spec: ModelSpec, tta: bool = False,
 
 def split_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None, str]:
     """(train, val, test|None, report) from the configured source; val is held out of train when not given."""
-    splits, report = load_dataset(cfg.data.path, cfg.model.input_size if cfg.model.input_size != 48 else 48)
+    splits, report = load_dataset(cfg.data.path, cfg.model.input_size)
     if cfg.data.train_split not in splits:
         raise ValueError(f"data.train_split: {cfg.data.train_split!r} not in {cfg.data.path} (found {sorted(splits)})")
     train = splits[cfg.data.train_split]

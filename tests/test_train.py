@@ -200,3 +200,18 @@ def test_cli_reports_bad_rows(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "1 skipped" in r.stdout and "line 2: 10 pixels, expected 2304" in r.stdout
     assert (tmp_path / "cli" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("scaling,low", [("minus1_1", -1.0), ("unit", 0.0)])
+def test_augmentation_changes_pixels_but_keeps_shape_and_range(scaling, low):
+    from fer_core.train import AugmentConfig, ModelConfig
+
+    spec = model_spec(ModelConfig(scaling=scaling))
+    faces, labels = synthetic_faces(4, seed=5)
+    plain = make_dataset(faces, labels, spec, batch_size=len(faces), training=False)
+    aug = make_dataset(faces, labels, spec, batch_size=len(faces), training=True, augment=AugmentConfig(erasing_prob=1.0))
+    (x0, _), = list(plain.as_numpy_iterator())
+    (x1, y1), = list(aug.as_numpy_iterator())
+    assert x1.shape == x0.shape and y1.shape == (len(faces), 7)
+    assert x1.min() >= low and x1.max() <= 1.0
+    assert np.abs(np.sort(x1.ravel()) - np.sort(x0.ravel())).mean() > 0.01  # not the same pixels, even reordered
