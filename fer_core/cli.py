@@ -73,14 +73,16 @@ def _cmd_models(fetch: bool = False) -> int:
     from fer_core.weights import RETINAFACE_MOBILENET_V2, fetch_weights
 
     if fetch:
-        for spec in [RETINAFACE_MOBILENET_V2] + [get_spec(n).weights for n in list_models()]:
+        weights = {w.sha256: w for w in [RETINAFACE_MOBILENET_V2] + [get_spec(n).weights for n in list_models()]}
+        for spec in weights.values():
             print(f"weights {spec.name}: {fetch_weights(spec)} (sha256 verified)")
 
     print("emotion models (--model):")
     for name in list_models():
         spec = get_spec(name)
         default = "  [default]" if name == DEFAULT_MODEL else ""
-        print(f"  {name}@{spec.version}  input {spec.input_size}x{spec.input_size}x{spec.channels}, "
+        label = name if "@" in name else f"{name}@{spec.version}"  # older versions are listed as name@version
+        print(f"  {label}  input {spec.input_size}x{spec.input_size}x{spec.channels}, "
               f"scaling {spec.scaling}{default}")
         if spec.description:
             print(f"      {spec.description}")

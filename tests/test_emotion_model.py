@@ -52,7 +52,8 @@ def face_like_crops(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
 def test_registered_model_contract(name):
     m = model(name)
     spec = get_spec(name)
-    assert m.spec == spec and isinstance(m.version, str) and m.version.startswith(f"{name}@")
+    assert m.spec == spec and m.version == f"{spec.name}@{spec.version}"
+    assert name in (spec.name, m.version)  # plain name, or a pinned name@version
     crops = face_like_crops(5)
     probs = m.predict(crops)
     assert probs.shape == (5, len(EMOTIONS)) and probs.dtype == np.float32
@@ -233,12 +234,22 @@ def test_models_shipped_in_the_package_register_themselves(tmp_path, monkeypatch
     spec = ModelSpec(name="fer-project", version="1.0", weights=weights, input_size=32)
     (tmp_path / "fer-project-v1.spec.json").write_text(spec_to_json(spec))
     (tmp_path / "no-sidecar.keras").write_bytes(b"ignored")
+    # a newer version shipped beside it (versions compare as numbers: 10 > 9 > 1.0)
+    newer_target = np.array([0.1, 0.0, 0.1, 0.1, 0.5, 0.1, 0.1], np.float32)
+    for version, probs in (("10", newer_target), ("9", target)):
+        p = tmp_path / f"fer-project-v{version}.keras"
+        constant_model(probs + 1e-6).save(p)
+        w = WeightSpec(name="fer-project", filename=p.name, sha256=sha256_file(p), source=p.name)
+        (tmp_path / f"fer-project-v{version}.spec.json").write_text(
+            spec_to_json(ModelSpec(name="fer-project", version=version, weights=w, input_size=32)))
 
-    assert list_models() == ["fer-mini-xception", "fer-project"]
-    assert model_version("fer-project") == "fer-project@1.0"
-    m = create_emotion_model("fer-project")
+    assert list_models() == ["fer-mini-xception", "fer-project", "fer-project@1.0", "fer-project@10", "fer-project@9"]
+    assert model_version("fer-project") == "fer-project@10"  # the plain name is the newest version
+    np.testing.assert_allclose(create_emotion_model("fer-project").predict(face_like_crops(1))[0], newer_target, atol=1e-4)
+    m = create_emotion_model("fer-project@1.0")  # older versions stay loadable, pinned
+    assert m.version == "fer-project@1.0"
     np.testing.assert_allclose(m.predict(face_like_crops(1))[0], target, atol=1e-4)
-    assert load_weight_bytes("fer-project") == path.read_bytes()
+    assert load_weight_bytes("fer-project@1.0") == path.read_bytes()
 
 
 @pytest.mark.s3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "fer-vgg"
-"""What "default" means: the project's own model (fer_core/pretrained/fer-vgg-v1.*, trained by conf/train_default.yaml)."""
+"""What "default" means: the project's own model, the newest ``fer_core/pretrained/fer-vgg-v*.keras``
+(trained by conf/train_default.yaml). Older versions stay loadable as ``fer-vgg@<version>``."""
 
 SIDECAR_SUFFIX = ".spec.json"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -97,12 +99,23 @@ def _package_specs() -> list[ModelSpec]:
     return specs
 
 
+def _version_key(version: str) -> tuple:
+    """Sort key for versions: numeric parts compare as numbers ("10" > "9"), the rest as text."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-]", version))
+
+
 def _ensure_builtins() -> None:
+    """Register the shipped models once. Every package model is also ``name@version``; the plain
+    name is its newest version, so shipping v2 next to v1 moves "default" without hiding v1,
+    whose scores old runs in a lake were made with."""
     global _builtins_done
     if not _builtins_done:
         _builtins_done = True
-        for spec in _builtin_specs() + _package_specs():
+        package = sorted(_package_specs(), key=lambda s: _version_key(s.version), reverse=True)
+        for spec in _builtin_specs() + package:
             _SPECS.setdefault(spec.name, spec)
+        for spec in package:
+            _SPECS.setdefault(f"{spec.name}@{spec.version}", spec)
 
 
 def register_model(spec: ModelSpec, *, overwrite: bool = False) -> None:
