@@ -15,6 +15,8 @@ covers every untrusted string (captions, ids, platforms, error texts).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -33,6 +35,8 @@ from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, Thumbna
                                    chain_loaders, default_loader, load_rgb, make_thumbnail, save_jpeg)
 
 __all__ = ["render_dashboards", "DashboardError"]
+
+log = logging.getLogger(__name__)
 
 MAX_OVERLAY_FACES = 6
 THUMBS_MARKER = ".written-by-dashboards"
@@ -77,10 +81,12 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
         "status_examples", "lineage", "gallery")}
     kpi_rows = agg.kpis.to_pylist()
     page = env.get_template("campaign.html.j2")
+    written = set()
     for row in kpi_rows:
         cid = row["campaign_id"]
         ctx = _campaign_context(row, {k: v.get(cid) for k, v in parts.items()}, cards)
-        _write(out, campaign_page_name(cid), page.render(**common, **ctx))
+        written.add(_write(out, campaign_page_name(cid), page.render(**common, **ctx)).name)
+    _remove_stale_pages(out, keep=written)
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows))
     return _write(out, "index.html", index)
 
@@ -97,6 +103,26 @@ def _write(out: Path, name: str, text: str) -> Path:
     path = inside(out, name)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+_PAGE_NAME = re.compile(r"campaign-[a-z0-9-]+-[0-9a-f]{10}\.html")  # what campaign_page_name() writes
+
+
+def _remove_stale_pages(out: Path, keep: set[str]) -> list[str]:
+    """Delete campaign pages of an earlier render whose campaign is no longer in the tables.
+
+    A campaign deleted from the lake (e.g. a GDPR erasure) must not live on as a page with
+    its faces' scores. Only names campaign_page_name() produces are touched, and only in a
+    folder this module owns (the thumbnails marker was written before this runs).
+    """
+    removed = []
+    for path in out.glob("campaign-*.html"):
+        if path.name not in keep and _PAGE_NAME.fullmatch(path.name):
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        log.info("removed %d page(s) of campaigns no longer in the tables", len(removed))
+    return removed
 
 
 def _write_static(out: Path) -> None:

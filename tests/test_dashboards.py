@@ -133,6 +133,21 @@ def test_gallery_ranks_by_valence_without_repeats(sample):
     assert sides.count("positive") == 3 and sides.count("negative") == 3
 
 
+def test_pages_of_campaigns_gone_from_the_tables_are_removed(tmp_path):
+    """A campaign deleted from the lake (e.g. erased on request) must not live on as a page."""
+    out = tmp_path / "site"
+    two = fx.make_sample_lake(tmp_path / "two", specs=fx.DEFAULT_CAMPAIGNS[:2], n_runs=1)
+    render_dashboards(str(two.root), str(out), gradcam=False, image_bytes_loader=two.loader)
+    kept, gone = (campaign_page_name(c) for c in two.campaigns)
+    assert (out / kept).is_file() and (out / gone).is_file()
+    (out / "campaign-notes.html").write_text("a user's own file")  # not a name the renderer makes
+    one = fx.make_sample_lake(tmp_path / "one", specs=fx.DEFAULT_CAMPAIGNS[:1], n_runs=1)
+    render_dashboards(str(one.root), str(out), gradcam=False, image_bytes_loader=one.loader)
+    assert (out / kept).is_file() and not (out / gone).exists()
+    assert (out / "campaign-notes.html").read_text() == "a user's own file"
+    assert gone not in (out / "index.html").read_text(encoding="utf-8")
+
+
 def test_rescored_campaign_shows_only_the_newest_model(tmp_path):
     """Rows of an older model version must not double the counts."""
     specs = fx.DEFAULT_CAMPAIGNS[:1]
