@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--blur-faces", action="store_true", help="blur every face in thumbnails and Grad-CAM crops")
     render.add_argument("--no-gradcam", dest="gradcam", action="store_false",
                         help="skip Grad-CAM overlays (no TensorFlow/model load)")
+    render.add_argument("--model", action="append", default=[], metavar="PATH_OR_URI",
+                        help="a model file (.keras/.h5) the job was given, for Grad-CAM of the faces it scored; "
+                             "repeatable (registered models need nothing)")
     render.add_argument("--max-gallery", type=int, default=8, help="images per gallery side (default 8)")
     render.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
                         help="storage option for s3:// tables (e.g. AWS_ENDPOINT_URL=http://127.0.0.1:9000); "
@@ -36,13 +39,34 @@ def main(argv: list[str] | None = None) -> int:
     from dashboards.tables import DashboardError
 
     try:
+        models = _model_versions(args.model, dict(args.storage_option) or None)
         index = render_dashboards(args.tables, args.out, storage_options=dict(args.storage_option) or None,
-                                  blur_faces=args.blur_faces, gradcam=args.gradcam, max_gallery=args.max_gallery)
+                                  blur_faces=args.blur_faces, gradcam=args.gradcam, max_gallery=args.max_gallery,
+                                  models=models)
     except DashboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(index)
     return 0
+
+
+def _model_versions(paths: list[str], storage_options: dict | None) -> dict[str, str]:
+    """model_version (as the job stored it) -> path, for each --model file."""
+    if not paths:
+        return {}
+    from dashboards.tables import DashboardError
+
+    try:
+        from fer_core.models.registry import model_version
+    except ImportError as exc:
+        raise DashboardError(f"--model needs fer_core installed ({exc})") from exc
+    out = {}
+    for path in paths:
+        try:
+            out[model_version(path, storage_options=storage_options)] = path
+        except Exception as exc:  # missing file, bad sidecar
+            raise DashboardError(f"--model {path}: {type(exc).__name__}: {exc}") from exc
+    return out
 
 
 if __name__ == "__main__":

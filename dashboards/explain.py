@@ -6,7 +6,7 @@ never loads TensorFlow and the rest of ``dashboards`` knows nothing of models.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -16,15 +16,37 @@ class ExplainError(Exception):
 
 
 class Explainer:
-    """Grad-CAM overlays for gallery faces, loading each model version at most once per render."""
+    """Grad-CAM overlays for gallery faces, loading each model version at most once per render.
 
-    def __init__(self) -> None:
+    ``models`` maps a model_version as stored in the tables to the name or path/URI that loads
+    it: needed for models given to the job as a file, whose version (``<stem>@sha256-…``) is
+    not a registered name.
+    """
+
+    def __init__(self, models: Mapping[str, str] | None = None) -> None:
+        self._sources = dict(models or {})
         self._models: dict[str, Any] = {}
         self._failures: dict[str, str] = {}
 
+    def _source(self, model_version: str | None) -> str:
+        """What to load for ``model_version``: the given mapping, else the exact registered
+        ``name@version`` (an older shipped version), else the name before '@', else "default"."""
+        version = (model_version or "").strip()
+        if version in self._sources:
+            return self._sources[version]
+        if version:
+            try:
+                from fer_core.models.registry import list_models
+
+                if version in list_models():
+                    return version
+            except Exception:  # no fer_core here: the load below reports it
+                pass
+        return version.split("@", 1)[0].strip() or "default"
+
     def _model(self, model_version: str | None) -> tuple[Any, str | None]:
-        """The model that scored ``model_version`` (name before '@'), or "default"; plus a caveat."""
-        name = (model_version or "").split("@", 1)[0].strip() or "default"
+        """The model that scored ``model_version`` (see _source); plus a caveat when it is another version."""
+        name = self._source(model_version)
         if name in self._failures:
             raise ExplainError(self._failures[name])
         if name not in self._models:

@@ -49,13 +49,16 @@ NO_CAMPAIGN = "(missing campaign id)"
 
 def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | None = None,
                       blur_faces: bool = False, gradcam: bool = True, max_gallery: int = 8,
-                      image_bytes_loader: BytesLoader | None = None) -> Path:
+                      image_bytes_loader: BytesLoader | None = None,
+                      models: Mapping[str, str] | None = None) -> Path:
     """Render every campaign page and the index from the Delta tables under ``tables_uri``.
 
     ``max_gallery``: images per gallery side (most positive / most negative).
     ``image_bytes_loader(image_id, source) -> bytes | None``: where thumbnails get image bytes
     when ``source`` is not a readable path/URI (e.g. the dump held the bytes inline); when it
     returns None, ``source`` is read with fsspec (with ``storage_options``).
+    ``models``: model_version -> name or path/URI that loads it, for Grad-CAM of faces scored
+    by a model file (registered names and ``name@version`` are found without it).
     Returns the path of index.html. Raises DashboardError when the tables are unusable.
     """
     lake = Lake(tables_uri, storage_options)
@@ -74,7 +77,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
               "blur_faces": blur_faces, "gradcam": gradcam, "tables_uri": tables_uri}
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
-                           explainer=Explainer() if gradcam else None,
+                           explainer=Explainer(models) if gradcam else None,
                            loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",

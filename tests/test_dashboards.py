@@ -336,3 +336,28 @@ def test_cli_renders(sample, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
     assert cli_main(["render", "--tables", str(tmp_path / "missing"), "--out", str(tmp_path / "p")]) == 2
     assert "no Delta table" in capsys.readouterr().err
+
+
+def test_gradcam_finds_model_files_and_pinned_versions(tmp_path):
+    """Faces scored by a model file get Grad-CAM when the render is told the file; a pinned
+    name@version that is registered loads that exact version, not the newest."""
+    from dashboards.explain import ExplainError, Explainer
+    from fer_core.models.architectures import build_model
+    from fer_core.models.registry import list_models, model_version
+
+    path = tmp_path / "my-campaign-model.keras"
+    build_model("vgg", (48, 48, 1), widths=(4, 8), dense=0).save(path)
+    version = model_version(str(path))
+    assert version.startswith("my-campaign-model@sha256-")
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    face = {"x": 40, "y": 20, "w": 60, "h": 70, "det_score": 0.9, "landmarks": None}
+
+    overlays, caveat = Explainer({version: str(path)}).overlays(image, [face, face], version)
+    assert len(overlays) == 2 and caveat is None
+    assert all(o.dtype == np.uint8 and o.ndim == 3 and o.shape[2] == 3 for o in overlays)
+    with pytest.raises(ExplainError, match="could not be loaded"):  # without the mapping: no such model
+        Explainer().overlays(image, [face], version)
+
+    pinned = next(n for n in list_models() if "@" in n)  # a shipped model's older/pinned version
+    model, caveat = Explainer()._model(pinned)
+    assert model.version == pinned and caveat is None

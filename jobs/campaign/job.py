@@ -202,13 +202,22 @@ def render(cfg: JobConfig) -> str:
     cols = cfg.input.columns
     # dashboards read inline-bytes Parquet dumps with the default column names themselves
     loader = _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image") else None
+    models = _model_file_versions(cfg)
     if not is_remote(target):
-        return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader))
+        return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader,
+                                     models=models))
     with tempfile.TemporaryDirectory(prefix="dashboards-") as tmp:
-        render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader)
+        render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader, models=models)
         fs, path = filesystem(target, fsspec_options(cfg.output.storage_options))
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
     return target.rstrip("/") + "/index.html"
+
+
+def _model_file_versions(cfg: JobConfig) -> dict[str, str]:
+    """{model_version: path} when the job's model is a file, so Grad-CAM can load it for the gallery."""
+    from fer_core.models.registry import is_model_path
+
+    return {resolve_model(cfg.model)[0]: cfg.model} if is_model_path(cfg.model) else {}
 
 
 def _dump_bytes_loader(cfg: JobConfig):
