@@ -131,3 +131,43 @@ def test_wrong_column_type_fails_up_front(spark, tmp_path):  # noqa: F811
     pq.write_table(pa.table({"image_id": ["a"], "campaign_id": ["c"], "image": ["not bytes"]}), d / "part.parquet")
     with pytest.raises(InputError, match="'image'.*binary"):
         read_input(spark, cfg.input)
+
+
+def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F811
+    """A URI that failed to fetch is fetched again by the next run; the image always has exactly
+    one row (the newest) and the campaign counts do not double."""
+    import shutil
+
+    info = make_dump(tmp_path / "u", n_images=3, days=1, mode="uri", bad=True, seed=5)
+    lake = tmp_path / "lake"
+    missing = tmp_path / "u" / "images" / "does-not-exist.jpg"
+
+    def row_of(image_id):
+        images = read_table(f"{lake}/images")
+        assert images.image_id.is_unique
+        return images.set_index("image_id").loc[image_id], len(images)
+
+    first = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="first")
+    row, n_images = row_of("bad-missing-uri")
+    assert row.status == "fetch_error" and first["n_fetch_error"] == 1
+
+    off = run_job_in_process(spark, fast_config(info["dump"], lake, input={"retry_fetch_errors": False}))
+    assert off["n_scored"] == 0 and row_of("bad-missing-uri")[0].run_id == "first"
+
+    still = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="still-missing")
+    assert still["n_scored"] == 1 and "1 earlier fetch errors retried" in still["_log"]
+    row, n = row_of("bad-missing-uri")
+    assert (row.status, row.run_id, n) == ("fetch_error", "still-missing", n_images)
+
+    # the object appears (the outage is over): a good image at the missing path
+    images = read_table(f"{lake}/images")
+    shutil.copy(images[images.status == "ok"].iloc[0].source, missing)
+    fixed = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="fixed")
+    assert fixed["n_scored"] == 1 and fixed["n_fetch_error"] == 0
+    row, n = row_of("bad-missing-uri")
+    assert (row.status, row.run_id, n) == ("ok", "fixed", n_images) and row.n_faces > 0
+    faces = read_table(f"{lake}/faces")
+    camps = read_table(f"{lake}/campaigns")
+    assert len(faces) == read_table(f"{lake}/images").n_faces.sum()
+    assert camps.n_images.sum() == n_images and camps.n_faces.sum() == len(faces)
+    assert run_job_in_process(spark, fast_config(info["dump"], lake))["n_scored"] == 0  # nothing left to retry

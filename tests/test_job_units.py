@@ -220,3 +220,27 @@ def test_bad_parquet_and_missing_column_fail_up_front(tmp_path):
     cfg2 = job_config_from_dict(fast_config(str(tmp_path / "nothing-here"), "x"))
     with pytest.raises(InputError, match="no input"):
         read_input(None, cfg2.input)
+
+
+def test_superseded_fetch_errors_are_dropped_with_quoted_ids(tmp_path):
+    """Only the earlier fetch_error rows of the retried ids go; hostile ids are quoted, not run."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from jobs.campaign.lake import Lake
+
+    ids = ["plain", "it's", "x' OR '1'='1", "keep-me"]
+    rows = [  # (image_id, status, run_id, model_version)
+        ("plain", "fetch_error", "r1", "m@1"), ("plain", "ok", "r2", "m@1"),
+        ("it's", "fetch_error", "r1", "m@1"), ("it's", "fetch_error", "r2", "m@1"),
+        ("x' OR '1'='1", "fetch_error", "r1", "m@1"),
+        ("keep-me", "fetch_error", "r1", "m@1"), ("plain", "fetch_error", "r1", "other@2"),
+    ]
+    table = pa.table({k: [r[i] for r in rows] for i, k in enumerate(("image_id", "status", "run_id", "model_version"))})
+    write_deltalake(str(tmp_path / "images"), table)
+    lake = Lake(str(tmp_path))
+    assert lake.drop_superseded_fetch_errors(ids[:3], "m@1", "r2") == 3
+    left = sorted(tuple(r.values()) for r in lake.table("images").to_pyarrow_table().to_pylist())
+    assert left == sorted([("plain", "ok", "r2", "m@1"), ("it's", "fetch_error", "r2", "m@1"),
+                           ("keep-me", "fetch_error", "r1", "m@1"), ("plain", "fetch_error", "r1", "other@2")])
+    assert lake.drop_superseded_fetch_errors(ids[:3], "m@1", "r2") == 0  # a replay deletes nothing more

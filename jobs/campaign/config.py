@@ -53,6 +53,8 @@ class InputConfig:
     glob_filter: folders only: file-name pattern (Spark pathGlobFilter).
     storage_options: fsspec options for reading URIs and remote dumps (e.g. endpoint_url, key, secret).
     max_fetch_bytes: a fetched URI or file larger than this is status too_large, not read.
+    retry_fetch_errors: images whose fetch failed in an earlier run (status fetch_error, e.g. a
+        timeout or a missing object) are fetched again; a retried image keeps one row, the new one.
     """
 
     format: Literal["parquet", "folders"] = "parquet"
@@ -66,6 +68,7 @@ class InputConfig:
     glob_filter: str = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,gif,bmp}"
     storage_options: dict[str, str] = field(default_factory=dict)
     max_fetch_bytes: int = 64 * 1024 * 1024
+    retry_fetch_errors: bool = True
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     _fail_point("after_faces_commit")
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
+    lake.drop_superseded_fetch_errors(manifest.get("retried", []), manifest["model_version"], run_id)
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id)
     lake.merge_campaigns(rows, run_id)
     _fail_point("after_campaigns_commit")
@@ -119,10 +120,16 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     n_input = df.count()
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
-    existing = lake.spark_read(spark, "images", ["image_id", "model_version"])
+    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status"])
     todo = dedupe(df)
+    retried: list[str] = []
     if existing is not None:
-        existing = existing.where(F.col("model_version") == model_version).select("image_id")
+        existing = existing.where(F.col("model_version") == model_version)
+        if cfg.input.retry_fetch_errors:  # fetch again; commit_run drops the superseded rows
+            failed = existing.where(F.col("status") == "fetch_error").select("image_id").distinct()
+            retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
+            existing = existing.where(F.col("status") != "fetch_error")
+        existing = existing.select("image_id")
         todo = todo.join(existing, "image_id", "left_anti")
         n_todo = ids.join(existing, "image_id", "left_anti").count()
     else:
@@ -130,7 +137,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.inference.images_per_task))))
     spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
     print(f"run {run_id}: {n_input} input rows, {n_input - n_unique} duplicates, "
-          f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks",
+          f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks"
+          + (f" ({len(retried)} earlier fetch errors retried)" if retried else ""),
           file=out, flush=True)
 
     counts: dict[str, int] = {}
@@ -173,7 +181,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         "spark_master": sc.master,
     }
     manifest = {
-        "run_id": run_id, "model_version": model_version, "files": files,
+        "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
         "campaigns": sorted({f["campaign_id"] for f in files["images"]}),
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
     }

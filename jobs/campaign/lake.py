@@ -247,6 +247,23 @@ class Lake:
          .when_matched_update_all().when_not_matched_insert_all().execute())
         return True
 
+    def drop_superseded_fetch_errors(self, image_ids: list[str], model_version: str, run_id: str) -> int:
+        """Delete the earlier fetch_error rows of images this run fetched again (its own rows stay).
+
+        Runs after this run's images commit, so every id has a newer row; idempotent, so a replay
+        after a crash is safe. Returns how many rows were deleted.
+        """
+        dt = self.table("images")
+        if not image_ids or dt is None:
+            return 0
+        deleted = 0
+        for start in range(0, len(image_ids), 1000):  # keep each SQL predicate a sane size
+            ids = ", ".join(_sql_literal(i) for i in image_ids[start:start + 1000])
+            predicate = (f"status = 'fetch_error' AND model_version = {_sql_literal(model_version)} "
+                         f"AND run_id <> {_sql_literal(run_id)} AND image_id IN ({ids})")
+            deleted += int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
+        return deleted
+
     def append_run(self, row: dict[str, Any], run_id: str) -> bool:
         from deltalake import write_deltalake
 
@@ -326,6 +343,11 @@ class Lake:
         schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
         df = read_parquet_files(spark, files, schema, self.storage_options, constants=consts)
         return df.drop("_file")
+
+
+def _sql_literal(value: str) -> str:
+    """A SQL string literal for a delta-rs predicate (ids come from the dump: quote, never trust)."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- campaign recompute
