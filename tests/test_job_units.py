@@ -244,3 +244,41 @@ def test_superseded_fetch_errors_are_dropped_with_quoted_ids(tmp_path):
     assert left == sorted([("plain", "ok", "r2", "m@1"), ("it's", "fetch_error", "r2", "m@1"),
                            ("keep-me", "fetch_error", "r1", "m@1"), ("plain", "fetch_error", "r1", "other@2")])
     assert lake.drop_superseded_fetch_errors(ids[:3], "m@1", "r2") == 0  # a replay deletes nothing more
+
+
+def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsys):
+    """Many small appends -> one file per partition, same rows; vacuum deletes the old files;
+    a pending run's manifest blocks maintenance (its files are not committed yet)."""
+    import os
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from jobs.campaign.lake import Lake
+    from jobs.maintain_lake import main
+
+    uri = str(tmp_path / "images")
+    for i in range(6):  # six runs, two campaigns each
+        write_deltalake(uri, pa.table({"image_id": [f"a{i}", f"b{i}"], "campaign_id": ["a", "b"]}),
+                        mode="append", partition_by=["campaign_id"])
+    rows = sorted(DeltaTable(uri).to_pyarrow_table().column("image_id").to_pylist())
+    parquet_on_disk = lambda: sum(f.endswith(".parquet") for _, _, fs in os.walk(uri) for f in fs)  # noqa: E731
+    assert len(DeltaTable(uri).file_uris()) == 12 == parquet_on_disk()
+
+    assert main(["--lake", str(tmp_path), "--vacuum-hours", "1"]) == 2  # too short: refused
+    assert "below 24" in capsys.readouterr().err
+    assert main(["--lake", str(tmp_path), "--vacuum-hours", "168", "--dry-run"]) == 0
+    assert "images: 12 -> 12 files, would vacuum 0" in capsys.readouterr().out
+    assert main(["--lake", str(tmp_path)]) == 0
+    assert "images: 12 -> 2 files" in capsys.readouterr().out
+    assert sorted(DeltaTable(uri).to_pyarrow_table().column("image_id").to_pylist()) == rows
+    assert parquet_on_disk() == 14  # old files stay until vacuumed (time travel)
+    report = Lake(str(tmp_path)).maintain(vacuum_hours=0)
+    assert report["images"]["vacuumed"] == 12 and parquet_on_disk() == 2
+    assert sorted(DeltaTable(uri).to_pyarrow_table().column("image_id").to_pylist()) == rows
+
+    Lake(str(tmp_path)).write_manifest("run-x", {"run_id": "run-x"})
+    assert main(["--lake", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "run-x" in err and "run the scoring job once" in err
+    assert main(["--lake", str(tmp_path / "nothing")]) == 2

@@ -34,6 +34,7 @@ __all__ = ["Lake", "images_schema", "FACES_SCHEMA", "CAMPAIGNS_SCHEMA", "RUNS_SC
 STATUSES = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
 APP_PREFIX = "score_campaign:"
 PARTITION = "campaign_id"
+TABLES = ("images", "faces", "campaigns", "runs")
 
 
 def _pa():
@@ -274,6 +275,40 @@ class Lake:
         write_deltalake(self.uri("runs"), table, mode="append", storage_options=self.options,
                         commit_properties=self._txn(run_id))
         return True
+
+    # -- maintenance
+    def maintain(self, *, vacuum_hours: int | None = None, dry_run: bool = False,
+                 tables: Iterable[str] = TABLES) -> dict[str, dict[str, Any]]:
+        """Compact each table's small files (one run = one file per campaign, so hourly runs pile
+        them up), then VACUUM files unreferenced for more than ``vacuum_hours`` (None: no vacuum).
+
+        Refuses while a run's manifest is pending: its Parquet files are not committed yet, and a
+        vacuum would delete what the next run's recovery commits. Run it under the job's lock.
+        Returns per table: files before/after, and the files vacuumed (or that would be, if dry_run).
+        """
+        from jobs.campaign.inputs import InputError
+
+        pending = [m["run_id"] for m in self.pending_manifests()]
+        if pending:
+            raise InputError(f"runs {pending} have uncommitted files under {self.root}; run the scoring job once "
+                             "(it completes them) before maintaining the lake")
+        report: dict[str, dict[str, Any]] = {}
+        for name in tables:
+            dt = self.table(name)
+            if dt is None:
+                continue
+            before = len(dt.file_uris())
+            if not dry_run:
+                dt.optimize.compact()
+                dt = self.table(name)
+            vacuumed: list[str] = []
+            if vacuum_hours is not None:
+                # the caller's retention is the contract (jobs/maintain_lake.py asks for >= 24 h)
+                vacuumed = dt.vacuum(retention_hours=int(vacuum_hours), dry_run=dry_run,
+                                     enforce_retention_duration=False)
+            report[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
+                            "vacuumed": len(vacuumed), "version": self.table(name).version()}
+        return report
 
     # -- manifests (write-ahead log of a run's commits)
     def _manifest_dir(self) -> str:

@@ -1,0 +1,67 @@
+"""Compact the lake's small files and VACUUM old unreferenced ones.
+
+    python jobs/maintain_lake.py --lake LAKE_DIR_OR_URI [--vacuum-hours 168] [--dry-run]
+                                 [--storage-option KEY=VALUE ...]
+
+Each scoring run adds one Parquet file per campaign and table, so an hourly schedule piles up
+thousands of small files that slow every read; compaction rewrites them into few large ones.
+VACUUM then deletes files no table version newer than ``--vacuum-hours`` needs (time travel
+further back than that stops working). Refused while a run's commits are pending. Run it under
+the scoring job's lock (conf/schedule/crontab). Exit codes: 0 ok, 2 bad arguments or a pending run.
+No Spark: deltalake only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MIN_VACUUM_HOURS = 24  # a scoring run's uncommitted files must never be old enough to be vacuumed
+
+
+def _storage_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="maintain_lake", description=__doc__.split("\n\n")[0])
+    p.add_argument("--lake", required=True, help="the lake root the scoring job writes (output.path)")
+    p.add_argument("--vacuum-hours", type=int, default=None,
+                   help=f"also VACUUM files unreferenced for longer than this (>= {MIN_VACUUM_HOURS}; Delta's "
+                        "default is 168)")
+    p.add_argument("--dry-run", action="store_true", help="change nothing; report what VACUUM would delete")
+    p.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
+                   help="fsspec-style storage option for s3:// lakes, as in output.storage_options; repeatable")
+    args = p.parse_args(argv)
+    if args.vacuum_hours is not None and args.vacuum_hours < MIN_VACUUM_HOURS:
+        print(f"maintain_lake: --vacuum-hours {args.vacuum_hours} is below {MIN_VACUUM_HOURS}: files of a "
+              "scoring run still in progress could be deleted; pass a larger value", file=sys.stderr)
+        return 2
+
+    from jobs.campaign.inputs import InputError
+    from jobs.campaign.lake import Lake
+
+    try:
+        report = Lake(args.lake, dict(args.storage_option) or None).maintain(
+            vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+    except InputError as e:
+        print(f"maintain_lake: {e}", file=sys.stderr)
+        return 2
+    if not report:
+        print(f"maintain_lake: no Delta tables under {args.lake}; check --lake (the job's output.path)",
+              file=sys.stderr)
+        return 2
+    for name, r in report.items():
+        verb = "would vacuum" if args.dry_run else "vacuumed"
+        print(f"{name}: {r['files_before']} -> {r['files_after']} files, {verb} {r['vacuumed']}, "
+              f"version {r['version']}")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
