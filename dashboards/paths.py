@@ -43,6 +43,14 @@ def campaign_page_name(campaign_id: str | None) -> str:
     return safe_name(campaign_id, prefix="campaign-", suffix=".html")
 
 
+_PAGE_NAME = re.compile(r"campaign-[a-z0-9-]+-[0-9a-f]{%d}\.html" % _HASH_LEN)
+
+
+def is_campaign_page_name(name: str) -> bool:
+    """True for file names campaign_page_name() produces: the only pages a re-render may delete."""
+    return _PAGE_NAME.fullmatch(name) is not None
+
+
 def campaign_asset_dir(campaign_id: str | None) -> str:
     """The folder (relative to the output folder) that holds one campaign's thumbnails."""
     return f"thumbs/{safe_name(campaign_id)}"

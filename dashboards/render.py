@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,7 @@ from markupsafe import Markup
 from dashboards import aggregate, figures
 from dashboards.aggregate import SENTIMENTS, split_by_campaign
 from dashboards.explain import ExplainError, Explainer
-from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, safe_name
+from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, is_campaign_page_name, safe_name
 from dashboards.tables import EMOTIONS, DashboardError, Lake
 from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, ThumbnailError, blur_whole,
                                    chain_loaders, default_loader, load_rgb, make_thumbnail, save_jpeg)
@@ -108,9 +107,6 @@ def _write(out: Path, name: str, text: str) -> Path:
     return path
 
 
-_PAGE_NAME = re.compile(r"campaign-[a-z0-9-]+-[0-9a-f]{10}\.html")  # what campaign_page_name() writes
-
-
 def _remove_stale_pages(out: Path, keep: set[str]) -> list[str]:
     """Delete campaign pages of an earlier render whose campaign is no longer in the tables.
 
@@ -120,7 +116,7 @@ def _remove_stale_pages(out: Path, keep: set[str]) -> list[str]:
     """
     removed = []
     for path in out.glob("campaign-*.html"):
-        if path.name not in keep and _PAGE_NAME.fullmatch(path.name):
+        if path.name not in keep and is_campaign_page_name(path.name):
             path.unlink()
             removed.append(path.name)
     if removed:

@@ -92,3 +92,21 @@ def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
     camps = DeltaTable("s3://lake/emotions/campaigns", storage_options=dopts).to_pandas()
     assert camps.n_images.sum() == n_unique
     assert len(DeltaTable("s3://lake/emotions/runs", storage_options=dopts).to_pandas()) == 1
+
+    # dashboards next to the tables on S3: rendered locally, uploaded; a stale page is removed
+    from dashboards.paths import campaign_page_name
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.job import render
+
+    job_cfg = job_config_from_dict({**cfg, "output": {**cfg["output"], "dashboards": True}})
+    gone = campaign_page_name("a-campaign-deleted-since")
+    fs.pipe(f"lake/emotions/dashboards/{gone}", b"<html>old</html>")
+    fs.pipe("lake/emotions/dashboards/campaign-notes.html", b"a user's own file")
+    assert render(job_cfg) == "s3://lake/emotions/dashboards/index.html"
+    fs.invalidate_cache()
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls("lake/emotions/dashboards")}
+    assert {"index.html", "plotly.min.js", "dashboard.css", "dashboard.js"} <= names
+    assert {campaign_page_name(c) for c in camps.campaign_id} <= names
+    assert gone not in names and "campaign-notes.html" in names
+    index = fs.cat("lake/emotions/dashboards/index.html").decode()
+    assert all(campaign_page_name(c) in index for c in camps.campaign_id)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, TextIO
 
 from jobs.campaign.config import JobConfig, config_hash
@@ -200,6 +201,7 @@ def render(cfg: JobConfig) -> str:
     are rendered locally and uploaded next to the tables (unless output.dashboards_path is local)."""
     import tempfile
 
+    from dashboards.paths import is_campaign_page_name
     from dashboards.render import render_dashboards
 
     from jobs.campaign.inputs import filesystem, fsspec_options, is_remote
@@ -218,6 +220,11 @@ def render(cfg: JobConfig) -> str:
         render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader, models=models)
         fs, path = filesystem(target, fsspec_options(cfg.output.storage_options))
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+        pages = {p.name for p in Path(tmp).glob("campaign-*.html")}
+        stale = [p for p in fs.glob(path.rstrip("/") + "/campaign-*.html")
+                 if is_campaign_page_name(p.rsplit("/", 1)[-1]) and p.rsplit("/", 1)[-1] not in pages]
+        if stale:  # pages of campaigns gone from the tables, as a local re-render removes them
+            fs.rm(stale)
     return target.rstrip("/") + "/index.html"
 
 
