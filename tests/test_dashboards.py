@@ -336,6 +336,9 @@ def test_cli_renders(sample, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
     assert cli_main(["render", "--tables", str(tmp_path / "missing"), "--out", str(tmp_path / "p")]) == 2
     assert "no Delta table" in capsys.readouterr().err
+    assert cli_main(["render", "--tables", str(sample.root), "--out", str(tmp_path / "q"),
+                     "--model", str(tmp_path / "no-such-model.keras")]) == 2
+    assert "--model" in capsys.readouterr().err and not (tmp_path / "q" / "index.html").exists()
 
 
 def test_gradcam_finds_model_files_and_pinned_versions(tmp_path):
