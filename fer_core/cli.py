@@ -78,8 +78,11 @@ def _cmd_models(fetch: bool = False) -> int:
             print(f"weights {spec.name}: {fetch_weights(spec)} (sha256 verified)")
 
     print("emotion models (--model):")
-    for name in list_models():
+    names = list_models()
+    for name in names:
         spec = get_spec(name)
+        if "@" in name and get_spec(name.split("@", 1)[0]) == spec:
+            continue  # the newest version is already listed under its plain name
         default = "  [default]" if name == DEFAULT_MODEL else ""
         label = name if "@" in name else f"{name}@{spec.version}"  # older versions are listed as name@version
         print(f"  {label}  input {spec.input_size}x{spec.input_size}x{spec.channels}, "

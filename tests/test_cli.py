@@ -90,7 +90,10 @@ def test_models_command_lists_models_and_detectors():
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
     assert "fer-mini-xception" in proc.stdout and "fer-vgg" in proc.stdout and "retinaface" in proc.stdout
-    assert [line for line in proc.stdout.splitlines() if "[default]" in line][0].strip().startswith("fer-vgg@")
+    default = [line for line in proc.stdout.splitlines() if "[default]" in line][0].strip().split()[0]
+    assert default.startswith("fer-vgg@")
+    listed = [line.strip().split()[0] for line in proc.stdout.splitlines() if line.startswith("  fer-")]
+    assert len(listed) == len(set(listed)), listed  # each version once
 
 
 def test_usage_errors_exit_2(tmp_path, photo):
