@@ -4,12 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _storage_option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+from fer_core.config import key_value_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a model file (.keras/.h5) the job was given, for Grad-CAM of the faces it scored; "
                              "repeatable (registered models need nothing)")
     render.add_argument("--max-gallery", type=int, default=8, help="images per gallery side (default 8)")
-    render.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
+    render.add_argument("--storage-option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                         help="storage option for s3:// tables (e.g. AWS_ENDPOINT_URL=http://127.0.0.1:9000); "
                              "repeatable")
     return parser

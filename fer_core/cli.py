@@ -78,8 +78,7 @@ def _cmd_models(fetch: bool = False) -> int:
             print(f"weights {spec.name}: {fetch_weights(spec)} (sha256 verified)")
 
     print("emotion models (--model):")
-    names = list_models()
-    for name in names:
+    for name in list_models():
         spec = get_spec(name)
         if "@" in name and get_spec(name.split("@", 1)[0]) == spec:
             continue  # the newest version is already listed under its plain name

@@ -17,7 +17,7 @@ from fer_core.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["load_dataclass", "load_yaml", "dataclass_to_dict"]
+__all__ = ["load_dataclass", "load_yaml", "dataclass_to_dict", "key_value_arg"]
 
 
 def _where(path: str) -> str:
@@ -161,3 +161,13 @@ def dataclass_to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: dataclass_to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def key_value_arg(text: str) -> tuple[str, str]:
+    """argparse ``type=`` for repeatable ``KEY=VALUE`` options (e.g. --storage-option)."""
+    import argparse
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value

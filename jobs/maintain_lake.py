@@ -22,21 +22,16 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 MIN_VACUUM_HOURS = 24  # a scoring run's uncommitted files must never be old enough to be vacuumed
 
 
-def _storage_option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def main(argv: list[str] | None = None) -> int:
+    from fer_core.config import key_value_arg
+
     p = argparse.ArgumentParser(prog="maintain_lake", description=__doc__.split("\n\n")[0])
     p.add_argument("--lake", required=True, help="the lake root the scoring job writes (output.path)")
     p.add_argument("--vacuum-hours", type=int, default=None,
                    help=f"also VACUUM files unreferenced for longer than this (>= {MIN_VACUUM_HOURS}; Delta's "
                         "default is 168)")
     p.add_argument("--dry-run", action="store_true", help="change nothing; report what VACUUM would delete")
-    p.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
+    p.add_argument("--storage-option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="fsspec-style storage option for s3:// lakes, as in output.storage_options; repeatable")
     args = p.parse_args(argv)
     if args.vacuum_hours is not None and args.vacuum_hours < MIN_VACUUM_HOURS:
