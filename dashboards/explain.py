@@ -20,11 +20,14 @@ class Explainer:
 
     ``models`` maps a model_version as stored in the tables to the name or path/URI that loads
     it: needed for models given to the job as a file, whose version (``<stem>@sha256-…``) is
-    not a registered name.
+    not a registered name. ``storage_options`` (delta-rs style AWS_* keys, as for the tables)
+    reach a model file on s3:// translated for s3fs, so one set of options serves the whole render.
     """
 
-    def __init__(self, models: Mapping[str, str] | None = None) -> None:
+    def __init__(self, models: Mapping[str, str] | None = None,
+                 storage_options: Mapping[str, str] | None = None) -> None:
         self._sources = dict(models or {})
+        self._storage_options = dict(storage_options or {})
         self._models: dict[str, Any] = {}
         self._failures: dict[str, str] = {}
 
@@ -53,7 +56,8 @@ class Explainer:
             try:
                 from fer_core.models.registry import create_emotion_model
 
-                self._models[name] = create_emotion_model(name)
+                self._models[name] = create_emotion_model(name, storage_options=model_storage_options(
+                    name, self._storage_options) or None)
             except Exception as exc:  # ImportError, WeightsError, ConfigError, TF errors...
                 self._failures[name] = (f"Grad-CAM unavailable: model {name!r} could not be loaded "
                                         f"({type(exc).__name__}: {exc})")
@@ -85,6 +89,14 @@ class Explainer:
         if len(result) != len(faces):
             raise ExplainError(f"Grad-CAM returned {len(result)} overlays for {len(faces)} faces")
         return [np.asarray(r, dtype=np.uint8) for r in result], caveat
+
+
+def model_storage_options(uri: str, storage_options: Mapping[str, str] | None) -> dict:
+    """fsspec keyword arguments for reading the model file ``uri`` ({} for names and local paths)."""
+    from dashboards.thumbnails import fsspec_options
+
+    protocol = uri.split("://", 1)[0].lower() if "://" in uri else "file"
+    return fsspec_options(storage_options, protocol)
 
 
 def _landmarks(values: Sequence[float] | None) -> np.ndarray:

@@ -76,7 +76,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
               "blur_faces": blur_faces, "gradcam": gradcam, "tables_uri": tables_uri}
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
-                           explainer=Explainer(models) if gradcam else None,
+                           explainer=Explainer(models, storage_options) if gradcam else None,
                            loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",

@@ -45,16 +45,22 @@ def s3_endpoint():
     proc.wait(timeout=10)
 
 
-def test_render_from_s3(s3_endpoint, tmp_path, monkeypatch):
+def _s3(endpoint: str, monkeypatch, bucket: str):
+    """(delta-rs style storage options, boto3 client) with only the options as credentials."""
     import boto3
 
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(key, raising=False)
-    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                       aws_secret_access_key="testing", region_name="us-east-1")
-    s3.create_bucket(Bucket="campaigns")
+    s3.create_bucket(Bucket=bucket)
+    return opts, s3
+
+
+def test_render_from_s3(s3_endpoint, tmp_path, monkeypatch):
+    opts, s3 = _s3(s3_endpoint, monkeypatch, "campaigns")
     specs = fx.DEFAULT_CAMPAIGNS[:1]
     images, faces, _, runs = fx.build_tables(specs, tmp_path / "images")
     for i, source in enumerate(images["source"]):
@@ -69,3 +75,28 @@ def test_render_from_s3(s3_endpoint, tmp_path, monkeypatch):
     thumbs = re.findall(r'<img class="thumb" src="([^"]+)"', html)
     assert len(thumbs) == 4 and all((out / t).is_file() for t in thumbs)
     assert "No thumbnail" not in html
+
+
+def test_gradcam_for_a_model_file_on_s3(s3_endpoint, tmp_path, monkeypatch):
+    """A model the job read from s3:// is found by the dashboards with the tables' storage options
+    (translated for s3fs): the CLI's --model resolves its version and Grad-CAM loads it."""
+    import numpy as np
+
+    from dashboards.__main__ import _model_versions
+    from dashboards.explain import Explainer
+    from fer_core.models.architectures import build_model
+    from fer_core.models.registry import model_version
+
+    opts, s3 = _s3(s3_endpoint, monkeypatch, "models")
+    local = tmp_path / "campaign-model.keras"
+    build_model("vgg", (48, 48, 1), widths=(4, 8), dense=0).save(local)
+    s3.upload_file(str(local), "models", "emotion/campaign-model.keras")
+    uri = "s3://models/emotion/campaign-model.keras"
+
+    versions = _model_versions([uri], opts)
+    assert versions == {model_version(str(local)): uri}  # same bytes, same version as the local copy
+    version = next(iter(versions))
+    image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    face = {"x": 40, "y": 20, "w": 60, "h": 70, "det_score": 0.9, "landmarks": None}
+    overlays, caveat = Explainer(versions, opts).overlays(image, [face], version)
+    assert len(overlays) == 1 and overlays[0].shape[2] == 3 and caveat is None
