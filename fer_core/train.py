@@ -465,7 +465,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 
 ## Training
 - Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}, scaling `{cfg.model.scaling}`.
-- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
+{f"- Initialised from `{cfg.model.init_from}` (architecture and dropout are that file's).{chr(10)}" if cfg.model.init_from else ""}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
   weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
 - Epochs: {len(result.history)} run, best epoch {result.best_epoch}; wall time {result.seconds / 60:.1f} min (this invocation).

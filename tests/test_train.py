@@ -119,6 +119,24 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
     assert [int(r["epoch"]) for r in rows] == list(range(1, more.optim.epochs + 1))
 
 
+def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
+    """init_from starts from a model file's weights (how v3 continued v2, and how users fine-tune
+    the default on their own faces): one near-zero-LR epoch keeps what it knew, and the card says so."""
+    from fer_core.train import build_from_config
+
+    cfg, metrics, csv_path = trained
+    source = str(Path(cfg.output_dir) / "model.keras")
+    tuned = tiny_config(tmp_path, csv_path, model={"init_from": source, "version": "2"},
+                        optim={"epochs": 1, "learning_rate": 1e-6})
+    import keras
+
+    start, original = build_from_config(tuned), keras.models.load_model(source, compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), original.get_weights()))
+    again = train(tuned, command="pytest init_from")
+    assert again["PublicTest_accuracy"] >= metrics["PublicTest_accuracy"] - 0.1 > 0.4  # random init after 1 epoch: ~1/7
+    assert f"Initialised from `{source}`" in (tmp_path / "run" / "model_card.md").read_text()
+
+
 def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
     from fer_core.train import cross_validate
 
