@@ -49,7 +49,7 @@ def _model_versions(paths: list[str], storage_options: dict | None) -> dict[str,
     """model_version (as the job stored it) -> path, for each --model file."""
     if not paths:
         return {}
-    from dashboards.explain import model_storage_options
+    from dashboards.thumbnails import fsspec_options
     from dashboards.tables import DashboardError
 
     try:
@@ -59,7 +59,7 @@ def _model_versions(paths: list[str], storage_options: dict | None) -> dict[str,
     out = {}
     for path in paths:
         try:
-            out[model_version(path, storage_options=model_storage_options(path, storage_options) or None)] = path
+            out[model_version(path, storage_options=fsspec_options(path, storage_options) or None)] = path
         except Exception as exc:  # missing file, bad sidecar
             raise DashboardError(f"--model {path}: {type(exc).__name__}: {exc}") from exc
     return out

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dashboards.thumbnails import fsspec_options
+
 
 class ExplainError(Exception):
     """Grad-CAM could not be computed; the message is shown under the thumbnail."""
@@ -56,8 +58,8 @@ class Explainer:
             try:
                 from fer_core.models.registry import create_emotion_model
 
-                self._models[name] = create_emotion_model(name, storage_options=model_storage_options(
-                    name, self._storage_options) or None)
+                self._models[name] = create_emotion_model(
+                    name, storage_options=fsspec_options(name, self._storage_options) or None)
             except Exception as exc:  # ImportError, WeightsError, ConfigError, TF errors...
                 self._failures[name] = (f"Grad-CAM unavailable: model {name!r} could not be loaded "
                                         f"({type(exc).__name__}: {exc})")
@@ -89,14 +91,6 @@ class Explainer:
         if len(result) != len(faces):
             raise ExplainError(f"Grad-CAM returned {len(result)} overlays for {len(faces)} faces")
         return [np.asarray(r, dtype=np.uint8) for r in result], caveat
-
-
-def model_storage_options(uri: str, storage_options: Mapping[str, str] | None) -> dict:
-    """fsspec keyword arguments for reading the model file ``uri`` ({} for names and local paths)."""
-    from dashboards.thumbnails import fsspec_options
-
-    protocol = uri.split("://", 1)[0].lower() if "://" in uri else "file"
-    return fsspec_options(storage_options, protocol)
 
 
 def _landmarks(values: Sequence[float] | None) -> np.ndarray:

@@ -49,12 +49,14 @@ _S3_CLIENT_KEYS = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_ENDPOINT": "endpoint
                    "AWS_DEFAULT_REGION": "region_name"}
 
 
-def fsspec_options(storage_options: Mapping[str, str] | None, protocol: str) -> dict:
-    """Translate delta-rs style storage options (AWS_*) into s3fs keyword arguments.
+def fsspec_options(uri: str, storage_options: Mapping[str, str] | None) -> dict:
+    """fsspec keyword arguments for reading ``uri``: delta-rs style storage options (AWS_*)
+    translated into s3fs ones for s3:// URIs, {} for anything else (local paths, names).
 
-    The same options reach both readers, so the job passes them once.
+    The same options reach the Delta reader, the thumbnails and the model files, so the job passes them once.
     """
     opts = dict(storage_options or {})
+    protocol = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     if protocol not in ("s3", "s3a"):
         return {}
     out: dict = {}
@@ -82,11 +84,11 @@ def default_loader(storage_options: Mapping[str, str] | None = None) -> BytesLoa
                 "pass image_bytes_loader to render_dashboards to show these thumbnails")
         import fsspec
 
-        protocol = source.split("://", 1)[0] if "://" in source else "file"
+        options = fsspec_options(source, storage_options)
         if source.lower().endswith(PARQUET_SUFFIXES):
-            return _parquet_cell(source, image_id, fsspec_options(storage_options, protocol))
+            return _parquet_cell(source, image_id, options)
         try:
-            with fsspec.open(source, "rb", **fsspec_options(storage_options, protocol)) as fh:
+            with fsspec.open(source, "rb", **options) as fh:
                 data = fh.read(MAX_SOURCE_BYTES + 1)
         except Exception as exc:  # fsspec backends raise many types
             raise ThumbnailError(f"could not read {source[:120]!r}: {type(exc).__name__}: {exc}") from exc

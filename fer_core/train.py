@@ -449,6 +449,8 @@ def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
     import tensorflow as tf
 
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list)))
+    init_line = (f"- Initialised from `{cfg.model.init_from}` (architecture and dropout are that file's).\n"
+                 if cfg.model.init_from else "")
     return f"""# Model card: {cfg.model.name} v{cfg.model.version}
 
 Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}), trained with `fer_core.train`.
@@ -465,7 +467,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 
 ## Training
 - Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}, scaling `{cfg.model.scaling}`.
-{f"- Initialised from `{cfg.model.init_from}` (architecture and dropout are that file's).{chr(10)}" if cfg.model.init_from else ""}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
+{init_line}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
   weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
 - Epochs: {len(result.history)} run, best epoch {result.best_epoch}; wall time {result.seconds / 60:.1f} min (this invocation).
