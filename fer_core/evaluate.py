@@ -17,6 +17,7 @@ import numpy as np
 from fer_core.data import FaceDataset, load_dataset
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_metrics
+from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
 
 DEFAULT_SPLITS = ("PublicTest", "test", "val", "train", "Training")
 
@@ -41,12 +42,22 @@ def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tup
     metrics = classification_metrics(data.labels, probs.argmax(1))
     metrics["model"] = model.version
     metrics["faces_per_s"] = round(len(data) / max(seconds, 1e-9), 1)
+    metrics["sentiment"] = sentiment_metrics(data.labels, probs)
     if tta_compare:
         from fer_core.models.emotion import EmotionModel
 
         tta = EmotionModel(model.keras_model, model.spec, tta=True, batch_size=model.batch_size)
         metrics["accuracy_tta"] = float((tta.predict(data.images).argmax(1) == data.labels).mean())
     return metrics, probs
+
+
+def sentiment_metrics(labels: np.ndarray, probs: np.ndarray, cfg: SentimentConfig | None = None) -> dict:
+    """How well the sentiment read-out agrees with the sentiment group of the true emotion labels."""
+    _, predicted = score_sentiment(probs, cfg)
+    result = classification_metrics(sentiment_of_emotions(labels, cfg), np.array([SENTIMENTS.index(s) for s in predicted]),
+                                    labels=SENTIMENTS)
+    result["label_rule"] = (cfg or SentimentConfig()).label_rule
+    return result
 
 
 def confusion_png(cm: np.ndarray, path: Path, labels: tuple[str, ...] = EMOTIONS) -> None:
@@ -112,6 +123,11 @@ macro-F1 {{ "%.3f"|format(main.macro_f1) }}{% if main.accuracy_tta is defined %}
 {% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ m.faces_per_s }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {% for name, c in main.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
+<h2>Sentiment read-out</h2><p>The product's sentiment label (rule <code>{{ main.sentiment.label_rule }}</code>) against the
+sentiment group of the true emotion (happy and surprise positive, neutral neutral, the rest negative): accuracy
+<b>{{ "%.2f"|format(100*main.sentiment.accuracy) }}%</b>, macro-F1 {{ "%.3f"|format(main.sentiment.macro_f1) }}.</p>
+<table><tr><th>sentiment</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{% for name, c in main.sentiment.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
 <h2>Confusion matrix</h2><div id="cm" style="width:640px;height:560px"></div>
 <script type="application/json" id="cm-data">{{ cm_json }}</script>
 <script>const d=JSON.parse(document.getElementById('cm-data').textContent);

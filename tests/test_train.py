@@ -233,3 +233,43 @@ def test_augmentation_changes_pixels_but_keeps_shape_and_range(scaling, low):
     assert x1.shape == x0.shape and y1.shape == (len(faces), 7)
     assert x1.min() >= low and x1.max() <= 1.0
     assert np.abs(np.sort(x1.ravel()) - np.sort(x0.ravel())).mean() > 0.01  # not the same pixels, even reordered
+
+
+def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
+    """`fer_core.evaluate` on the tiny model: metrics.json agrees with an independent recount."""
+    import cv2
+
+    from fer_core.data import load_dataset
+    from fer_core.evaluate import main as evaluate_main
+    from fer_core.labels import EMOTION_INDEX
+    from fer_core.models import create_emotion_model
+
+    cfg, _, csv_path = trained
+    model_path = str(Path(cfg.output_dir) / "model.keras")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", model_path, "--data", str(csv_path), "--out", str(out),
+                          "--compare", model_path, "--mistakes", "5"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    splits, _ = load_dataset(csv_path)
+    test = splits["PublicTest"]
+    probs = create_emotion_model(model_path).predict(test.images)
+    assert result["split"] == "PublicTest" and result["n"] == len(test)
+    assert result["accuracy"] == pytest.approx(float((probs.argmax(1) == test.labels).mean()))
+    assert np.asarray(result["confusion_matrix"]).sum() == len(test)
+    assert result["compare"][0]["accuracy"] == result["accuracy"]  # same model, same data, same run
+    # sentiment: the group of the true emotion vs the group holding the most predicted probability
+    group = {"happy": 0, "surprise": 0, "neutral": 1, "angry": 2, "disgust": 2, "fear": 2, "sad": 2}
+    to_group = np.zeros((7, 3))
+    for name, g in group.items():
+        to_group[EMOTION_INDEX[name], g] = 1
+    gold = to_group[test.labels].argmax(1)
+    assert result["sentiment"]["accuracy"] == pytest.approx(float(((probs @ to_group).argmax(1) == gold).mean()))
+    assert result["sentiment"]["labels"] == ["positive", "neutral", "negative"]
+    html = (out / "report.html").read_text()
+    assert "Sentiment read-out" in html and f"{100 * result['accuracy']:.2f}%" in html
+    wrong = int((probs.argmax(1) != test.labels).sum())
+    pictures = sorted((out / "misclassified").glob("*.png")) if wrong else []
+    assert len(pictures) == min(5, wrong)
+    assert all(cv2.imread(str(p)) is not None for p in pictures)
+    assert cv2.imread(str(out / "confusion_matrix.png")).shape[2] == 3
+    assert evaluate_main(["--model", model_path, "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
