@@ -49,7 +49,7 @@ def _model_versions(paths: list[str], storage_options: dict | None) -> dict[str,
     """model_version (as the job stored it) -> path, for each --model file."""
     if not paths:
         return {}
-    from dashboards.thumbnails import fsspec_options
+    from fer_core.storage import fsspec_options
     from dashboards.tables import DashboardError
 
     try:

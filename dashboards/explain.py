@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dashboards.thumbnails import fsspec_options
+from fer_core.storage import fsspec_options
 
 
 class ExplainError(Exception):

@@ -14,6 +14,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from fer_core.storage import fsspec_options
+
 BytesLoader = Callable[[str, "str | None"], "bytes | None"]
 
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
@@ -42,34 +44,6 @@ class GalleryImage:
 
 
 # ----------------------------------------------------------------------------- reading bytes
-
-
-_S3_KEYS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
-_S3_CLIENT_KEYS = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_ENDPOINT": "endpoint_url", "AWS_REGION": "region_name",
-                   "AWS_DEFAULT_REGION": "region_name"}
-
-
-def fsspec_options(uri: str, storage_options: Mapping[str, str] | None) -> dict:
-    """fsspec keyword arguments for reading ``uri``: delta-rs style storage options (AWS_*)
-    translated into s3fs ones for s3:// URIs, {} for anything else (local paths, names).
-
-    The same options reach the Delta reader, the thumbnails and the model files, so the job passes them once.
-    """
-    opts = dict(storage_options or {})
-    protocol = uri.split("://", 1)[0].lower() if "://" in uri else "file"
-    if protocol not in ("s3", "s3a"):
-        return {}
-    out: dict = {}
-    client: dict = {}
-    for key, value in opts.items():
-        upper = key.upper()
-        if upper in _S3_KEYS:
-            out[_S3_KEYS[upper]] = value
-        elif upper in _S3_CLIENT_KEYS:
-            client[_S3_CLIENT_KEYS[upper]] = value
-    if client:
-        out["client_kwargs"] = client
-    return out
 
 
 def default_loader(storage_options: Mapping[str, str] | None = None) -> BytesLoader:

@@ -119,14 +119,17 @@ def test_partition_dir_is_safe():
 
 
 def test_storage_option_translation():
-    from jobs.campaign.inputs import fsspec_options
+    from fer_core.storage import fsspec_options
     from jobs.campaign.lake import delta_options
 
     opts = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-            "AWS_REGION": "us-east-1"}
-    f = fsspec_options(opts)
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    f = fsspec_options("s3://bucket/dump", opts)
     assert f == {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9",
                                                               "region_name": "us-east-1"}}
+    assert fsspec_options("S3A://bucket/x", f) == f  # translating twice changes nothing
+    assert fsspec_options("/data/dump", opts) == {} and fsspec_options("file:///data/dump", opts) == {}
+    assert fsspec_options("gs://bucket/x", {**opts, "token": "anon"}) == {"token": "anon"}  # AWS_* only for s3
     assert delta_options(opts)["AWS_ALLOW_HTTP"] == "true"
 
 

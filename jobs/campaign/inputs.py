@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 from fer_core.errors import FerCoreError
+from fer_core.storage import fsspec_options
 
 from jobs.campaign.config import InputConfig
 
-__all__ = ["InputError", "read_input", "dedupe", "read_parquet_files", "fsspec_options", "list_files", "STANDARD"]
+__all__ = ["InputError", "read_input", "dedupe", "read_parquet_files", "list_files", "STANDARD"]
 
 STANDARD = ("image_id", "campaign_id", "posted_at", "platform", "caption", "source", "image", "uri")
 _GLOB = re.compile(r"[*?\[{]")
@@ -46,39 +47,13 @@ def local_path(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
-def fsspec_options(options: dict[str, str] | None) -> dict[str, Any]:
-    """Config storage options -> fsspec/s3fs kwargs. AWS_* keys (deltalake style) are translated,
-    anything else is passed through as an fsspec keyword."""
-    out: dict[str, Any] = {}
-    client: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        k = key.upper()
-        if k == "AWS_ACCESS_KEY_ID":
-            out["key"] = value
-        elif k == "AWS_SECRET_ACCESS_KEY":
-            out["secret"] = value
-        elif k == "AWS_SESSION_TOKEN":
-            out["token"] = value
-        elif k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"):
-            client["endpoint_url"] = value
-        elif k in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-            client["region_name"] = value
-        elif k.startswith("AWS_"):
-            continue  # deltalake-only switches such as AWS_ALLOW_HTTP
-        else:
-            out[key] = value
-    if client:
-        out["client_kwargs"] = {**out.get("client_kwargs", {}), **client}
-    return out
-
-
 def filesystem(path: str, options: dict[str, str] | None):
-    """(fsspec filesystem, path without protocol) for a local path or URI."""
+    """(fsspec filesystem, path without protocol) for a local path or URI; ``options`` in deltalake's spelling."""
     import fsspec
 
     if not is_remote(path):
         return fsspec.filesystem("file"), os.path.abspath(local_path(path))
-    fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=fsspec_options(options))
+    fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=fsspec_options(path, options))
     return fs, fs._strip_protocol(path)
 
 

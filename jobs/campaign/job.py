@@ -204,7 +204,7 @@ def render(cfg: JobConfig) -> str:
     from dashboards.paths import is_campaign_page_name
     from dashboards.render import render_dashboards
 
-    from jobs.campaign.inputs import filesystem, fsspec_options, is_remote
+    from jobs.campaign.inputs import filesystem, is_remote
     from jobs.campaign.lake import Lake
 
     lake = Lake(cfg.output.path, cfg.output.storage_options)
@@ -218,7 +218,7 @@ def render(cfg: JobConfig) -> str:
                                      models=models))
     with tempfile.TemporaryDirectory(prefix="dashboards-") as tmp:
         render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader, models=models)
-        fs, path = filesystem(target, fsspec_options(cfg.output.storage_options))
+        fs, path = filesystem(target, cfg.output.storage_options)
         fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
         pages = {p.name for p in Path(tmp).glob("campaign-*.html")}
         stale = [p for p in fs.glob(path.rstrip("/") + "/campaign-*.html")
@@ -244,10 +244,10 @@ def _dump_bytes_loader(cfg: JobConfig):
             return None
         import pyarrow.parquet as pq
 
-        from jobs.campaign.inputs import filesystem, fsspec_options, local_path
+        from jobs.campaign.inputs import filesystem, local_path
 
         try:
-            fs, path = filesystem(source, fsspec_options(cfg.input.storage_options))
+            fs, path = filesystem(source, cfg.input.storage_options)
             path = local_path(path.replace("file:", "", 1) if path.startswith("file:") else path)
             with fs.open(path, "rb") as f:
                 t = pq.read_table(f, columns=[col_img], filters=[(col_id, "=", image_id)])

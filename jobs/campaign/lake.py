@@ -146,11 +146,9 @@ def write_part_files(table_uri: str, rows: list[dict[str, Any]], schema, run_id:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.campaign.inputs import fsspec_options
-
     df = pd.DataFrame(rows)
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    fs, root = filesystem(table_uri, fsspec_options(options))
+    fs, root = filesystem(table_uri, options)
     out: list[dict[str, Any]] = []
     data_schema = schema.remove(schema.get_field_index(PARTITION))
     for campaign in sorted(df[PARTITION].dropna().unique().tolist()) + ([None] if df[PARTITION].isna().any() else []):
@@ -315,9 +313,7 @@ class Lake:
         return f"{self.root}/_job/pending"
 
     def write_manifest(self, run_id: str, manifest: dict[str, Any]) -> None:
-        from jobs.campaign.inputs import fsspec_options
-
-        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
+        fs, d = filesystem(self._manifest_dir(), self.storage_options)
         data = json.dumps(manifest, default=str).encode()
         if is_remote(self.root):
             fs.pipe(f"{d}/{run_id}.json", data)  # one PUT: atomic
@@ -333,9 +329,7 @@ class Lake:
             os.replace(tmp, f"{d}/{run_id}.json")
 
     def pending_manifests(self) -> list[dict[str, Any]]:
-        from jobs.campaign.inputs import fsspec_options
-
-        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
+        fs, d = filesystem(self._manifest_dir(), self.storage_options)
         if not fs.exists(d):
             return []
         out = []
@@ -346,9 +340,7 @@ class Lake:
         return out
 
     def drop_manifest(self, run_id: str) -> None:
-        from jobs.campaign.inputs import fsspec_options
-
-        fs, d = filesystem(self._manifest_dir(), fsspec_options(self.storage_options))
+        fs, d = filesystem(self._manifest_dir(), self.storage_options)
         path = f"{d}/{run_id}.json"
         if fs.exists(path):
             fs.rm(path)
