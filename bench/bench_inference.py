@@ -5,6 +5,7 @@ and bench_job): real faces shipped by scikit-image at several scales, 0-3 per sc
 warm-up batch runs before timing. Usage:
 
     nice -n 10 .venv/bin/python bench/bench_inference.py --n 300 --batch 32
+    .venv/bin/python bench/bench_inference.py --n 16 --stage-images 8 --model fer-vgg@3   # classifier figures only
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=None, help="TF intra-op threads (default: all cores)")
-    parser.add_argument("--classifier-reps", type=int, default=5)
+    parser.add_argument("--classifier-reps", type=int, default=9)
     parser.add_argument("--stage-images", type=int, default=64, help="images in the per-stage timing pass")
     args = parser.parse_args()
 
@@ -113,14 +114,23 @@ def main() -> None:
     model = pipe.model
     s = model.spec.input_size
     crops = np.random.default_rng(0).integers(0, 255, (256, s, s, 3), dtype=np.uint8)
-    model.predict(crops)  # warm-up at this shape
-    t = time.perf_counter()
-    for _ in range(args.classifier_reps):
-        model.predict(crops)
-    per = (time.perf_counter() - t) / args.classifier_reps
-    print(f"classifier only ({model.version}, tta={model.tta}): {256 / per:.0f} faces/s at batch 256 "
-          f"({per * 1000:.0f} ms per batch, preprocess included)")
+    from fer_core.models.emotion import EmotionModel
 
+    unfolded = EmotionModel(model.keras_model, model.spec, tta=model.tta, batch_size=model.batch_size)
+    unfolded._inference_model = model.keras_model  # as served before BatchNormalization folding
+    timings: dict[str, list[float]] = {"folded": [], "unfolded": []}
+    for m in (model, unfolded):
+        m.predict(crops)  # warm-up at this shape
+    for _ in range(args.classifier_reps):  # interleaved, so both see the same machine load
+        for name, m in (("folded", model), ("unfolded", unfolded)):
+            t = time.perf_counter()
+            m.predict(crops)
+            timings[name].append(time.perf_counter() - t)
+    per = {k: float(np.median(v)) for k, v in timings.items()}
+    print(f"classifier only ({model.version}, tta={model.tta}): {256 / per['folded']:.0f} faces/s at batch 256 "
+          f"({per['folded'] * 1000:.0f} ms per batch, preprocess included, median of {args.classifier_reps}); "
+          f"without BatchNormalization folding {256 / per['unfolded']:.0f} faces/s "
+          f"-> folding x{per['unfolded'] / per['folded']:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ import numpy as np
 
 from fer_core.errors import WeightsError
 from fer_core.labels import EMOTIONS
+from fer_core.models.fold import fold_batch_norm
 from fer_core.models.spec import ModelSpec
 from fer_core.preprocess import preprocess
 
@@ -57,6 +58,8 @@ class EmotionModel:
     tta: also classify the horizontally flipped crops and average (faces are roughly
     mirror-symmetric; this trades 2x compute for a small, steady accuracy gain).
     batch_size: rows per ``predict_on_batch`` call, bounding peak memory on executors.
+    Predictions run on a copy with BatchNormalization folded into the layer before it
+    (``fer_core.models.fold``: same outputs, fewer passes); ``keras_model`` stays as loaded.
     """
 
     def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool = False, batch_size: int = 256) -> None:
@@ -75,6 +78,7 @@ class EmotionModel:
                 f"fix input_size/channels in the spec (sidecar .spec.json) to match the model"
             )
         self.keras_model = keras_model
+        self._inference_model = fold_batch_norm(keras_model)
         self.spec = spec
         self.tta = bool(tta)
         self.batch_size = int(batch_size)
@@ -112,7 +116,7 @@ class EmotionModel:
             padded = _bucket(n, self.batch_size)
             if padded > n:
                 chunk = np.concatenate([chunk, np.zeros((padded - n,) + chunk.shape[1:], np.float32)])
-            out = np.asarray(self.keras_model.predict_on_batch(chunk))[:n]
+            out = np.asarray(self._inference_model.predict_on_batch(chunk))[:n]
             outs.append(out)
         return _as_probabilities(np.concatenate(outs))
 
