@@ -116,8 +116,7 @@ def main() -> None:
     crops = np.random.default_rng(0).integers(0, 255, (256, s, s, 3), dtype=np.uint8)
     from fer_core.models.emotion import EmotionModel
 
-    unfolded = EmotionModel(model.keras_model, model.spec, tta=model.tta, batch_size=model.batch_size)
-    unfolded._inference_model = model.keras_model  # as served before BatchNormalization folding
+    unfolded = EmotionModel(model.keras_model, model.spec, tta=model.tta, batch_size=model.batch_size, fold=False)
     timings: dict[str, list[float]] = {"folded": [], "unfolded": []}
     for m in (model, unfolded):
         m.predict(crops)  # warm-up at this shape

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fer_core.config import load_yaml
     from fer_core.data import load_dataset, stratified_split
-    from fer_core.metrics import classification_metrics
+    from fer_core.evaluate import sentiment_metrics
     from fer_core.models import create_emotion_model
     from fer_core.models.emotion import EmotionModel
     from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
@@ -52,10 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     gold = {name: sentiment_of_emotions(d.labels) for name, d in data.items()}
 
     def agreement(cfg: SentimentConfig, name: str) -> tuple[float, float, np.ndarray]:
-        _, labels = score_sentiment(probs[name], cfg)
-        predicted = np.array([SENTIMENTS.index(s) for s in labels])
-        m = classification_metrics(gold[name], predicted, labels=SENTIMENTS)
-        return m["macro_f1"], m["accuracy"], np.bincount(predicted, minlength=3)
+        m = sentiment_metrics(data[name].labels, probs[name], cfg)
+        return m["macro_f1"], m["accuracy"], np.asarray(m["confusion_matrix"]).sum(axis=0)
 
     grid = np.round(np.arange(-0.6, 0.6001, 0.025), 3)
     fitted = max(((agreement(SentimentConfig(label_rule="valence", negative_threshold=float(n),

@@ -42,6 +42,9 @@ def test_registered_models_fold_to_the_same_outputs(name):
     # EmotionModel serves the folded copy and keeps the loaded model for Grad-CAM
     assert m._inference_model is not m.keras_model
     np.testing.assert_allclose(m.predict_preprocessed(x), m.keras_model.predict_on_batch(x), atol=1e-5)
+    from fer_core.models import EmotionModel
+
+    assert EmotionModel(m.keras_model, m.spec, fold=False)._inference_model is m.keras_model
 
 
 @pytest.mark.parametrize("architecture", ["vgg", "resnet", "mini_xception"])

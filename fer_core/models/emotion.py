@@ -58,11 +58,12 @@ class EmotionModel:
     tta: also classify the horizontally flipped crops and average (faces are roughly
     mirror-symmetric; this trades 2x compute for a small, steady accuracy gain).
     batch_size: rows per ``predict_on_batch`` call, bounding peak memory on executors.
-    Predictions run on a copy with BatchNormalization folded into the layer before it
+    fold: predict with a copy that has BatchNormalization folded into the layer before it
     (``fer_core.models.fold``: same outputs, fewer passes); ``keras_model`` stays as loaded.
     """
 
-    def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool = False, batch_size: int = 256) -> None:
+    def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool = False, batch_size: int = 256,
+                 fold: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n_out = keras_model.output_shape[-1]
@@ -78,7 +79,7 @@ class EmotionModel:
                 f"fix input_size/channels in the spec (sidecar .spec.json) to match the model"
             )
         self.keras_model = keras_model
-        self._inference_model = fold_batch_norm(keras_model)
+        self._inference_model = fold_batch_norm(keras_model) if fold else keras_model
         self.spec = spec
         self.tta = bool(tta)
         self.batch_size = int(batch_size)
