@@ -83,6 +83,10 @@ class OptimConfig:
     fine_tune_lr_factor: float = 0.1
     mixed_precision: Literal["auto", "off"] = "auto"  # auto: mixed_float16 when a GPU is present
     threads: int = 0  # 0: TensorFlow's default
+    # >0: stochastic weight averaging (Izmailov et al. 2018): the mean of the weights after each epoch from
+    # this one on, BatchNormalization statistics re-estimated on the training faces; the averaged model
+    # replaces the best epoch only if its validation accuracy is higher. Pair it with a constant schedule.
+    swa_start_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,9 +296,79 @@ def configure_runtime(cfg: OptimConfig, seed: int) -> bool:
 class FitResult:
     model: object
     history: list[dict]
-    best_val_accuracy: float
-    best_epoch: int
+    best_val_accuracy: float  # of the returned model
+    best_epoch: int  # best single epoch by validation accuracy
     seconds: float
+    selected: str = ""  # "epoch N" or "swa over epochs A-B"
+    swa_val_accuracy: float | None = None
+
+
+class WeightAverage:
+    """Running mean of a model's weights, one sample per epoch (SWA).
+
+    Kept in `path` (npz) with the last epoch it includes, so a resumed run neither loses nor
+    double-counts an epoch.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.count, self.last_epoch = path, 0, 0
+        self.mean: list[np.ndarray] | None = None
+        if path.exists():
+            with np.load(path) as f:
+                self.count, self.last_epoch = int(f["count"]), int(f["last_epoch"])
+                self.mean = [f[f"w{i}"] for i in range(len(f.files) - 2)]
+
+    def add(self, weights: list[np.ndarray], epoch: int) -> None:
+        if epoch <= self.last_epoch:
+            return
+        self.count += 1
+        if self.mean is None:
+            self.mean = [np.asarray(w, np.float64).copy() for w in weights]
+        else:
+            for m, w in zip(self.mean, weights):
+                m += (np.asarray(w, np.float64) - m) / self.count
+        self.last_epoch = epoch
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, count=self.count, last_epoch=self.last_epoch, **{f"w{i}": m for i, m in enumerate(self.mean)})
+        tmp.replace(self.path)
+
+    def weights(self) -> list[np.ndarray]:
+        return [m.astype(np.float32) for m in self.mean or []]
+
+
+def _batch_norm_layers(model) -> list:
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(_batch_norm_layers(layer))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+    return found
+
+
+def recalibrate_batch_norm(model, images: np.ndarray, spec: ModelSpec, batch: int = 256) -> int:
+    """Re-estimate the moving mean/variance of every trainable BatchNormalization over `images`.
+
+    Averaged weights have no statistics of their own; a forward pass in training mode with the
+    momentum set to k/(k+1) at batch k makes the moving values the plain mean over all batches
+    (as torch.optim.swa_utils.update_bn). Frozen BN layers keep theirs. Returns how many were reset.
+    """
+    layers = [layer for layer in _batch_norm_layers(model) if layer.trainable]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    try:
+        for k, i in enumerate(range(0, len(images), batch) if layers else []):
+            for layer in layers:
+                layer.momentum = k / (k + 1)
+            model(preprocess(images[i:i + batch], spec), training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return len(layers)
 
 
 class _EpochLog:
@@ -304,9 +378,11 @@ class _EpochLog:
         import keras
 
         class Impl(keras.callbacks.Callback):
-            def __init__(self, out: Path, total_epochs: int, start_epoch: int):
+            def __init__(self, out: Path, total_epochs: int, start_epoch: int,
+                         average: WeightAverage | None = None, average_from: int = 0):
                 super().__init__()
                 self.out, self.total, self.t0, self.start = out, total_epochs, time.time(), start_epoch
+                self.average, self.average_from = average, average_from
                 self.best = -1.0
                 state = out / "state.json"
                 if state.exists():
@@ -330,11 +406,14 @@ class _EpochLog:
                     self.best = val
                     self.model.save(self.out / "best.keras")
                 self.model.save(self.out / "last.keras")
+                if self.average is not None and done >= self.average_from:
+                    self.average.add(self.model.get_weights(), done)
                 (self.out / "state.json").write_text(json.dumps({"epoch": done, "best_val_accuracy": self.best}))
                 print(
                     f"epoch {done}/{self.total}  loss {logs.get('loss', float('nan')):.4f}  "
                     f"acc {logs.get('accuracy', float('nan')):.4f}  val_acc {val:.4f}  best {self.best:.4f}  "
-                    f"{rate:.0f}s/epoch  ETA {eta / 60:.1f} min",
+                    f"{rate:.0f}s/epoch  ETA {eta / 60:.1f} min"
+                    + (f"  swa {self.average.count}" if self.average is not None and self.average.count else ""),
                     flush=True,
                 )
 
@@ -363,7 +442,8 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path) 
         model = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
     else:
         model = build_from_config(cfg)
-    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch)]
+    average = WeightAverage(ckpt_dir / "swa.npz") if o.swa_start_epoch else None
+    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch, average, o.swa_start_epoch)]
     if o.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=o.early_stopping_patience, mode="max"))
 
@@ -388,7 +468,20 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path) 
     history = list(csv.DictReader(open(ckpt_dir / "history.csv")))
     best_epoch = max(history, key=lambda r: float(r.get("val_accuracy", -1)))["epoch"] if history else 0
     best = keras.models.load_model(ckpt_dir / "best.keras", compile=False, safe_mode=True)
-    return FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0)
+    result = FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0,
+                       selected=f"epoch {best_epoch}")
+    if average is not None and average.count:
+        swa = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
+        swa.set_weights(average.weights())
+        recalibrate_batch_norm(swa, train.images, spec)
+        swa.save(ckpt_dir / "swa.keras")
+        result.swa_val_accuracy = accuracy(swa, val, spec)
+        span = f"{average.last_epoch - average.count + 1}-{average.last_epoch}"
+        print(f"swa over epochs {span}: val_acc {result.swa_val_accuracy:.4f} "
+              f"(best epoch {best_epoch}: {result.best_val_accuracy:.4f})", flush=True)
+        if result.swa_val_accuracy > result.best_val_accuracy:
+            result.model, result.best_val_accuracy, result.selected = swa, result.swa_val_accuracy, f"swa over epochs {span}"
+    return result
 
 
 def accuracy(model, dataset: FaceDataset, spec: ModelSpec, tta: bool = False) -> float:
@@ -449,6 +542,8 @@ def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
     import tensorflow as tf
 
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list)))
+    swa_line = (f" (weights averaged from epoch {cfg.optim.swa_start_epoch} on, BatchNormalization re-estimated;"
+                f" validation {result.swa_val_accuracy:.4f})" if result.swa_val_accuracy is not None else "")
     init_line = (f"- Initialised from `{cfg.model.init_from}` (architecture and dropout are that file's).\n"
                  if cfg.model.init_from else "")
     return f"""# Model card: {cfg.model.name} v{cfg.model.version}
@@ -462,7 +557,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 
 ## Data and splits
 - Source: `{cfg.data.path}` (FER2013, Kaggle schema). Training rows: `{cfg.data.train_split}`; a stratified
-  {cfg.data.val_fraction:.0%} of them is held out for model selection (best epoch by validation accuracy).
+  {cfg.data.val_fraction:.0%} of them is held out for model selection (by validation accuracy).
 - `{cfg.data.test_split}` is reported only; nothing was tuned on it. PrivateTest was never seen.
 
 ## Training
@@ -470,7 +565,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 {init_line}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
   weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
-- Epochs: {len(result.history)} run, best epoch {result.best_epoch}; wall time {result.seconds / 60:.1f} min (this invocation).
+- Epochs: {len(result.history)} run, best epoch {result.best_epoch}, served: {result.selected}{swa_line}; wall time {result.seconds / 60:.1f} min (this invocation).
 - Hardware: {platform.processor() or platform.machine()}, {__import__("os").cpu_count()} CPU cores, GPU: {bool(tf.config.list_physical_devices("GPU"))}; TensorFlow {tf.__version__}.
 - sha256 of model.keras: `{digest}`
 
@@ -520,10 +615,13 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     metrics: dict = {
         "val_accuracy": round(accuracy(result.model, val_set, spec), 4),
         "best_epoch": result.best_epoch,
+        "selected": result.selected,
         "epochs": len(result.history),
         "n_train": len(train_set),
         "n_val": len(val_set),
     }
+    if result.swa_val_accuracy is not None:
+        metrics["swa_val_accuracy"] = round(result.swa_val_accuracy, 4)
     if test_set is not None:
         metrics[f"{cfg.data.test_split}_accuracy"] = round(accuracy(result.model, test_set, spec), 4)
         metrics[f"{cfg.data.test_split}_accuracy_tta"] = round(accuracy(result.model, test_set, spec, tta=True), 4)

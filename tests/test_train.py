@@ -273,3 +273,62 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     assert all(cv2.imread(str(p)) is not None for p in pictures)
     assert cv2.imread(str(out / "confusion_matrix.png")).shape[2] == 3
     assert evaluate_main(["--model", model_path, "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+
+
+def test_weight_average_is_the_mean_and_survives_a_restart(tmp_path):
+    from fer_core.train import WeightAverage
+
+    rng = np.random.default_rng(0)
+    snaps = [[rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)] for _ in range(4)]
+    avg = WeightAverage(tmp_path / "swa.npz")
+    for epoch, w in enumerate(snaps[:2], start=3):
+        avg.add(w, epoch)
+    resumed = WeightAverage(tmp_path / "swa.npz")  # a restarted run reads the saved mean back
+    resumed.add(snaps[1], 4)  # the epoch it already holds (crash between saves) is not counted twice
+    for epoch, w in enumerate(snaps[2:], start=5):
+        resumed.add(w, epoch)
+    assert resumed.count == 4 and resumed.last_epoch == 6
+    for got, i in zip(resumed.weights(), range(2)):
+        np.testing.assert_allclose(got, np.mean([s[i] for s in snaps], axis=0), atol=1e-6)
+
+
+def test_recalibrated_batch_norm_holds_the_statistics_of_its_inputs():
+    """After recalibration each BN's moving mean/variance are the mean over batches of the batch
+    moments of the tensor it normalises, whatever values it held before."""
+    import keras
+
+    from fer_core.models.spec import ModelSpec
+    from fer_core.train import _batch_norm_layers, recalibrate_batch_norm
+
+    spec = ModelSpec(name="t", version="1", weights=None, input_size=48, channels=1, scaling="minus1_1")
+    inp = keras.Input((48, 48, 1))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(conv)
+    model = keras.Model(inp, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(x)))
+    bn = _batch_norm_layers(model)[0]
+    bn.moving_mean.assign(np.full(4, 50.0, np.float32))
+    faces, _ = synthetic_faces(10, seed=3)  # 70 faces: batches of 32, 32, 6
+    assert recalibrate_batch_norm(model, faces, spec, batch=32) == 1
+    feats = keras.Model(inp, conv).predict_on_batch(preprocess(faces, spec))
+    batches = [feats[i:i + 32] for i in range(0, len(feats), 32)]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.99  # restored
+
+
+def test_swa_run_averages_epochs_and_serves_the_better_on_validation(tmp_path):
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 4, "schedule": "constant", "swa_start_epoch": 2})
+    metrics = train(cfg, command="pytest swa")
+    ckpt = tmp_path / "run" / "checkpoints"
+    with np.load(ckpt / "swa.npz") as f:
+        assert int(f["count"]) == 3 and int(f["last_epoch"]) == 4
+    rows = list(csv.DictReader(open(ckpt / "history.csv")))
+    best_epoch = max(float(r["val_accuracy"]) for r in rows)
+    assert 0 <= metrics["swa_val_accuracy"] <= 1
+    if metrics["swa_val_accuracy"] > best_epoch:
+        assert metrics["selected"] == "swa over epochs 2-4" and metrics["val_accuracy"] == metrics["swa_val_accuracy"]
+    else:
+        assert metrics["selected"] == f"epoch {metrics['best_epoch']}"
+    card = (tmp_path / "run" / "model_card.md").read_text()
+    assert f"served: {metrics['selected']}" in card and "weights averaged from epoch 2" in card
