@@ -88,6 +88,11 @@ class OptimConfig:
     # replaces the best epoch only if its validation accuracy is higher. Pair it with a constant schedule.
     swa_start_epoch: int = 0
 
+    def __post_init__(self):
+        if not 0 <= self.swa_start_epoch <= self.epochs:
+            raise ValueError(f"swa_start_epoch: {self.swa_start_epoch} is outside 0..epochs ({self.epochs}); "
+                             "0 turns weight averaging off, otherwise start it at or before the last epoch")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

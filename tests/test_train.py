@@ -196,6 +196,8 @@ def test_config_errors_name_the_key(tmp_path):
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "optim": {"optimizer": "rmsprop"}})
     with pytest.raises(ConfigError, match="model.colour"):
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "model": {"colour": 1}})
+    with pytest.raises(ConfigError, match=r"optim.*swa_start_epoch: 5 is outside 0..epochs \(4\)"):
+        load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "optim": {"epochs": 4, "swa_start_epoch": 5}})
     from fer_core.models.architectures import build_model
 
     with pytest.raises(ConfigError, match="unknown architecture"):
