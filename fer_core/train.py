@@ -476,7 +476,7 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path) 
     result = FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0,
                        selected=f"epoch {best_epoch}")
     if average is not None and average.count:
-        swa = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
+        swa = model  # the last epoch is saved in last.keras; its in-memory copy now takes the average
         swa.set_weights(average.weights())
         recalibrate_batch_norm(swa, train.images, spec)
         swa.save(ckpt_dir / "swa.keras")
