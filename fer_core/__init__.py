@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import warnings
 from typing import Any
 
-# oneDNN kernels train and infer ~2x faster on this project's x86 CPUs (measured in bench/);
-# it must be set before TensorFlow is first imported, which fer_core never does at import time.
+# oneDNN kernels train and infer ~1.5-2x faster on this project's x86 CPUs (measured in bench/; TensorFlow
+# 2.21 leaves them off here unless asked); it must be set before TensorFlow is first imported, which
+# fer_core never does at import time. Too late when the caller imported TensorFlow first: say so.
+if "TF_ENABLE_ONEDNN_OPTS" not in os.environ and "tensorflow" in sys.modules:
+    warnings.warn(
+        "TensorFlow was imported before fer_core, so fer_core could not turn on oneDNN "
+        "(TF_ENABLE_ONEDNN_OPTS=1); CPU inference may run ~1.5x slower. Import fer_core first, "
+        "or export TF_ENABLE_ONEDNN_OPTS=1 (or =0 to keep TensorFlow's default and silence this).",
+        RuntimeWarning, stacklevel=2,
+    )
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

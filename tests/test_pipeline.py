@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,6 +161,24 @@ def test_configure_tensorflow_validates_and_is_idempotent(pipeline):
             configure_tensorflow("gpu")
     used = configure_tensorflow()  # "auto", as the pipeline fixture already applied it
     assert used in ("cpu", "gpu") and configure_tensorflow() == used
+
+
+@pytest.mark.parametrize("first, env, warned", [
+    ("tensorflow", None, True),  # too late to turn oneDNN on: say so
+    ("fer_core", None, False),  # fer_core turns it on before TensorFlow loads
+    ("tensorflow", "0", False),  # the caller chose; nothing to warn about
+])
+def test_importing_tensorflow_before_fer_core_warns_about_onednn(first, env, warned):
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env is not None:
+        environ["TF_ENABLE_ONEDNN_OPTS"] = env
+    second = "fer_core" if first == "tensorflow" else "tensorflow"
+    code = (f"import os, warnings; warnings.simplefilter('always'); import {first}; import {second}; "
+            "print('onednn=' + os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    run = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ("could not turn on oneDNN" in run.stderr) is warned
+    assert f"onednn={env or '1'}" in run.stdout
 
 
 def test_from_config_fails_fast_on_unknown_model():
