@@ -95,14 +95,40 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015; "born-again" when the teacher is the student's own start).
+
+    FER2013's labels are noisy (human agreement is about 65%): a trained teacher's probabilities on the
+    training faces say which labels are doubtful and which classes a face resembles. The target becomes
+    (1 - weight) * one-hot label + weight * teacher probabilities (flip-averaged when tta), computed once
+    on the unaugmented training faces. The teacher must not have trained on the validation hold-out,
+    or model selection is biased (same data.path, val_fraction and seed as the teacher's run keep it out).
+    """
+
+    teacher: str = ""  # registered model name ("fer-vgg@5") or model file; "" turns distillation off
+    weight: float = 0.5
+    tta: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight: {self.weight} is outside 0..1 (the teacher's share of the training target)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig
     output_dir: str
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     cv_folds: int = 0  # >=2: k-fold cross-validation on the training split instead of one run
     seed: int = 0
+
+    def __post_init__(self):
+        if self.distill.teacher and self.cv_folds >= 2:
+            raise ValueError("distill.teacher is set with cv_folds: a teacher trained on the training split has seen "
+                             "every validation fold, so CV scores would be inflated; run CV without distillation")
 
 
 def model_spec(cfg: ModelConfig, weights: object = None) -> ModelSpec:
@@ -172,12 +198,20 @@ def _random_erasing(x, prob: float, size: int, low: float = -1.0):
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_size: int, *,
-                 training: bool, augment: AugmentConfig | None = None, seed: int = 0):
-    """tf.data over preprocess(images) with one-hot labels; augmented and shuffled when training."""
+                 training: bool, augment: AugmentConfig | None = None, seed: int = 0,
+                 soft_targets: np.ndarray | None = None, soft_weight: float = 0.0):
+    """tf.data over preprocess(images) with one-hot labels; augmented and shuffled when training.
+
+    soft_targets (N, 7), e.g. a teacher's probabilities, are blended into the targets with soft_weight.
+    """
     import tensorflow as tf
 
     x = preprocess(images, spec)
     y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    if soft_targets is not None and soft_weight:
+        if soft_targets.shape != y.shape:
+            raise ValueError(f"soft_targets: shape {soft_targets.shape}, expected {y.shape} (one row per face)")
+        y = ((1.0 - soft_weight) * y + soft_weight * soft_targets).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -425,15 +459,32 @@ class _EpochLog:
         return Impl(*args, **kwargs)
 
 
-def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path) -> FitResult:
-    """Train one model with checkpoints in ckpt_dir; resumes from ckpt_dir/last.keras if present."""
+def teacher_targets(cfg: DistillConfig, images: np.ndarray) -> np.ndarray:
+    """The teacher's (N, 7) EMOTIONS-order probabilities for uint8 faces, through its own preprocessing."""
+    from fer_core.models.registry import create_emotion_model
+
+    teacher = create_emotion_model(cfg.teacher, tta=cfg.tta)
+    t0 = time.time()
+    probs = teacher.predict(images)
+    print(f"distillation: {teacher.version}{' with flip TTA' if cfg.tta else ''} labelled {len(images)} training "
+          f"faces in {time.time() - t0:.0f}s; target = {1 - cfg.weight:g} x label + {cfg.weight:g} x teacher", flush=True)
+    return probs
+
+
+def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
+        soft_targets: np.ndarray | None = None) -> FitResult:
+    """Train one model with checkpoints in ckpt_dir; resumes from ckpt_dir/last.keras if present.
+
+    soft_targets: the teacher's probabilities for ``train`` (see DistillConfig), or None.
+    """
     import keras
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     configure_runtime(cfg.optim, cfg.seed)
     spec = model_spec(cfg.model)
     o = cfg.optim
-    train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
+    train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment,
+                            seed=cfg.seed, soft_targets=soft_targets, soft_weight=cfg.distill.weight)
     val_ds = make_dataset(val.images, val.labels, spec, 256, training=False)
     steps = len(train) // o.batch_size
     loss = make_loss(o, class_weights(train.labels, o.class_weighting))
@@ -551,6 +602,9 @@ def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
                 f" validation {result.swa_val_accuracy:.4f})" if result.swa_val_accuracy is not None else "")
     init_line = (f"- Initialised from `{cfg.model.init_from}` (architecture and dropout are that file's).\n"
                  if cfg.model.init_from else "")
+    if cfg.distill.teacher:
+        init_line += (f"- Distilled from `{cfg.distill.teacher}`{' (flip-averaged)' if cfg.distill.tta else ''}: training target "
+                      f"{1 - cfg.distill.weight:g} x label + {cfg.distill.weight:g} x the teacher's probabilities.\n")
     return f"""# Model card: {cfg.model.name} v{cfg.model.version}
 
 Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}), trained with `fer_core.train`.
@@ -615,7 +669,8 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     train_set, val_set, test_set, report = split_data(cfg)
     print(report, flush=True)
     print(f"train {len(train_set)}  val {len(val_set)}  test {len(test_set) if test_set is not None else 0}", flush=True)
-    result = fit(cfg, train_set, val_set, out / "checkpoints")
+    soft = teacher_targets(cfg.distill, train_set.images) if cfg.distill.teacher else None
+    result = fit(cfg, train_set, val_set, out / "checkpoints", soft_targets=soft)
     spec = model_spec(cfg.model)
     metrics: dict = {
         "val_accuracy": round(accuracy(result.model, val_set, spec), 4),

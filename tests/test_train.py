@@ -29,7 +29,7 @@ def tiny_config(tmp_path: Path, csv_path: Path, **over) -> TrainConfig:
         "seed": 1,
     }
     for k, v in over.items():
-        raw[k] = {**raw[k], **v} if isinstance(v, dict) else v
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return load_dataclass(TrainConfig, raw)
 
 
@@ -334,3 +334,46 @@ def test_swa_run_averages_epochs_and_serves_the_better_on_validation(tmp_path):
         assert metrics["selected"] == f"epoch {metrics['best_epoch']}"
     card = (tmp_path / "run" / "model_card.md").read_text()
     assert f"served: {metrics['selected']}" in card and "weights averaged from epoch 2" in card
+
+
+def test_make_dataset_blends_soft_targets_into_the_labels():
+    images, labels = synthetic_faces(2)
+    spec = model_spec(tiny_config(Path("."), Path("x.csv")).model)
+    soft = np.random.default_rng(0).dirichlet(np.ones(7), len(labels)).astype(np.float32)
+    ds = make_dataset(images, labels, spec, 64, training=False, soft_targets=soft, soft_weight=0.25)
+    y = np.concatenate([b[1].numpy() for b in ds])
+    np.testing.assert_allclose(y, 0.75 * np.eye(7)[labels] + 0.25 * soft, rtol=1e-6)
+    with pytest.raises(ValueError, match="soft_targets: shape"):
+        make_dataset(images, labels, spec, 64, training=False, soft_targets=soft[:3], soft_weight=0.25)
+
+
+def test_distillation_trains_towards_the_teachers_targets(tmp_path):
+    """With weight 1 the labels are ignored: a 'teacher' that calls every class c class c+1 is what the
+    student learns, so the soft targets really drive the gradient."""
+    from fer_core.train import fit
+
+    images, labels = synthetic_faces(24, seed=3)
+    shifted = (labels + 1) % 7
+    train_set, val_set = FaceDataset(images[::2], labels[::2], "t"), FaceDataset(images[1::2], shifted[1::2], "v")
+    cfg = tiny_config(tmp_path, tmp_path / "unused.csv", distill={"teacher": "unused", "weight": 1.0})
+    result = fit(cfg, train_set, val_set, tmp_path / "ckpt", soft_targets=np.eye(7, dtype=np.float32)[shifted[::2]])
+    spec = model_spec(cfg.model)
+    pred = np.asarray(result.model.predict_on_batch(preprocess(images[1::2], spec))).argmax(1)
+    assert (pred == shifted[1::2]).mean() > 0.5 > (pred == labels[1::2]).mean()
+
+
+def test_training_with_a_teacher_model_file_names_it_in_the_card(trained, tmp_path, capsys):
+    cfg, _, csv_path = trained
+    teacher = str(Path(cfg.output_dir) / "model.keras")
+    student = tiny_config(tmp_path, csv_path, optim={"epochs": 1}, distill={"teacher": teacher, "weight": 0.5})
+    metrics = train(student, command="pytest distill")
+    assert 0 <= metrics["val_accuracy"] <= 1
+    assert "target = 0.5 x label + 0.5 x teacher" in capsys.readouterr().out
+    assert f"Distilled from `{teacher}` (flip-averaged)" in (tmp_path / "run" / "model_card.md").read_text()
+
+
+def test_distillation_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"distill.*weight: 1.5 is outside 0..1"):
+        load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "distill": {"weight": 1.5}})
+    with pytest.raises(ConfigError, match="distill.teacher is set with cv_folds"):
+        load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "cv_folds": 3, "distill": {"teacher": "fer-vgg@5"}})
