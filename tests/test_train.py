@@ -49,6 +49,24 @@ def test_tiny_training_lowers_the_loss_and_learns(trained):
     assert len(losses) == cfg.optim.epochs
     assert losses[-1] < 0.7 * losses[0]
     assert metrics["PublicTest_accuracy"] > 0.5  # chance is 1/7
+    # the per-epoch fixed-sample check (inference mode, unaugmented training faces) tracks the same learning
+    fit_losses = [float(r["fit_loss"]) for r in rows]
+    assert fit_losses[-1] < fit_losses[0] and float(rows[-1]["fit_accuracy"]) > 0.5
+
+
+def test_fixed_sample_fit_is_accuracy_and_cross_entropy_of_the_model(trained):
+    import keras
+
+    from fer_core.train import fixed_sample_fit
+
+    cfg, _, _ = trained
+    model = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False)
+    images, labels = synthetic_faces(5, seed=9)
+    x = preprocess(images, model_spec(cfg.model))
+    got = fixed_sample_fit(model, x, labels, batch=8)  # several batches
+    probs = np.asarray(model(x, training=False))
+    assert got["fit_accuracy"] == pytest.approx((probs.argmax(1) == labels).mean())
+    assert got["fit_loss"] == pytest.approx(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean(), rel=1e-4)
 
 
 def test_outputs_spec_sha256_and_card(trained):
