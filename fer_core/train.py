@@ -454,7 +454,10 @@ class _EpochLog:
                 row = {"epoch": done, **logs, "seconds": round(rate, 1)}
                 hist = self.out / "history.csv"
                 new = not hist.exists()
-                fields = list(row) if new else next(csv.reader(open(hist)))  # a resumed run keeps its columns
+                fields = list(row)
+                if not new:  # a resumed run keeps the columns its history.csv was started with
+                    with open(hist, newline="") as fh:
+                        fields = next(csv.reader(fh))
                 with open(hist, "a", newline="") as fh:
                     w = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
                     if new:
