@@ -413,7 +413,7 @@ def recalibrate_batch_norm(model, images: np.ndarray, spec: ModelSpec, batch: in
 FIT_SAMPLE = 2048  # training faces in the per-epoch fit check (about 5 s per epoch on 2 cores)
 
 
-def fixed_sample_fit(model, x: np.ndarray, labels: np.ndarray, batch: int = 512) -> dict[str, float]:
+def fixed_sample_fit(model, images: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> dict[str, float]:
     """Accuracy and cross-entropy of `model` (inference mode) on fixed, unaugmented training faces.
 
     Keras's logged `accuracy`/`loss` are running means in training mode (dropout, batch statistics) on
@@ -421,7 +421,7 @@ def fixed_sample_fit(model, x: np.ndarray, labels: np.ndarray, batch: int = 512)
     the checkpoints themselves fitted the training faces equally well (fer-vgg-v5 model card). This
     is the figure that says what the model at the end of the epoch fits.
     """
-    probs = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch])) for i in range(0, len(x), batch)])
+    probs = predict_probs(model, images, spec)
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     return {"fit_accuracy": float((probs.argmax(1) == labels).mean()), "fit_loss": float(-np.log(picked).mean())}
 
@@ -435,10 +435,10 @@ class _EpochLog:
         class Impl(keras.callbacks.Callback):
             def __init__(self, out: Path, total_epochs: int, start_epoch: int,
                          average: WeightAverage | None = None, average_from: int = 0,
-                         probe: tuple[np.ndarray, np.ndarray] | None = None):
+                         fit_sample: tuple[np.ndarray, np.ndarray, ModelSpec] | None = None):
                 super().__init__()
                 self.out, self.total, self.t0, self.start = out, total_epochs, time.time(), start_epoch
-                self.average, self.average_from, self.probe = average, average_from, probe
+                self.average, self.average_from, self.fit_sample = average, average_from, fit_sample
                 self.best = -1.0
                 state = out / "state.json"
                 if state.exists():
@@ -446,8 +446,8 @@ class _EpochLog:
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = {k: float(v) for k, v in (logs or {}).items()}
-                if self.probe is not None:
-                    logs.update(fixed_sample_fit(self.model, *self.probe))
+                if self.fit_sample is not None:
+                    logs.update(fixed_sample_fit(self.model, *self.fit_sample))
                 done = epoch + 1
                 rate = (time.time() - self.t0) / max(1, done - self.start)
                 eta = rate * (self.total - done)
@@ -524,8 +524,8 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
         model = build_from_config(cfg)
     average = WeightAverage(ckpt_dir / "swa.npz") if o.swa_start_epoch else None
     sample = np.random.default_rng(cfg.seed).permutation(len(train))[:FIT_SAMPLE]
-    probe = (preprocess(train.images[sample], spec), train.labels[sample])
-    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch, average, o.swa_start_epoch, probe)]
+    fit_sample = (train.images[sample], train.labels[sample], spec)
+    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch, average, o.swa_start_epoch, fit_sample)]
     if o.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=o.early_stopping_patience, mode="max"))
 

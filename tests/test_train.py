@@ -62,9 +62,9 @@ def test_fixed_sample_fit_is_accuracy_and_cross_entropy_of_the_model(trained):
     cfg, _, _ = trained
     model = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False)
     images, labels = synthetic_faces(5, seed=9)
-    x = preprocess(images, model_spec(cfg.model))
-    got = fixed_sample_fit(model, x, labels, batch=8)  # several batches
-    probs = np.asarray(model(x, training=False))
+    spec = model_spec(cfg.model)
+    got = fixed_sample_fit(model, images, labels, spec)
+    probs = np.asarray(model(preprocess(images, spec), training=False))
     assert got["fit_accuracy"] == pytest.approx((probs.argmax(1) == labels).mean())
     assert got["fit_loss"] == pytest.approx(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean(), rel=1e-4)
 
