@@ -108,6 +108,10 @@ class DistillConfig:
     teacher: str = ""  # registered model name ("fer-vgg@5") or model file; "" turns distillation off
     weight: float = 0.5
     tta: bool = True
+    # True: the teacher labels every augmented batch as it is drawn (its target matches the face the student
+    # sees, shifted, rotated or erased), at the cost of one or two teacher passes per step; the teacher must
+    # take the student's input (same size, channels and scaling). False: once, on the unaugmented faces.
+    online: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.weight <= 1.0:
@@ -199,10 +203,12 @@ def _random_erasing(x, prob: float, size: int, low: float = -1.0):
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, seed: int = 0,
-                 soft_targets: np.ndarray | None = None, soft_weight: float = 0.0):
+                 soft_targets: np.ndarray | None = None, soft_weight: float = 0.0, teacher_fn=None):
     """tf.data over preprocess(images) with one-hot labels; augmented and shuffled when training.
 
     soft_targets (N, 7), e.g. a teacher's probabilities, are blended into the targets with soft_weight.
+    teacher_fn (model-input batch -> (n, 7) EMOTIONS-order probabilities, see online_teacher) instead labels
+    each batch after augmentation, blended the same way.
     """
     import tensorflow as tf
 
@@ -218,6 +224,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_
     ds = ds.batch(batch_size, drop_remainder=training)
     if training and augment is not None:
         ds = ds.map(augment_fn(augment, spec, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    if teacher_fn is not None and soft_weight:
+        ds = ds.map(lambda xb, yb: (xb, (1.0 - soft_weight) * yb + soft_weight * teacher_fn(xb)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -495,6 +503,33 @@ def teacher_targets(cfg: DistillConfig, images: np.ndarray) -> np.ndarray:
     return probs
 
 
+def online_teacher(cfg: DistillConfig, spec: ModelSpec):
+    """A tf function: the student's model-input batch -> the teacher's (n, 7) EMOTIONS-order probabilities."""
+    import tensorflow as tf
+
+    from fer_core.errors import ConfigError
+    from fer_core.models.registry import create_emotion_model
+
+    teacher = create_emotion_model(cfg.teacher)
+    t = teacher.spec
+    if (t.input_size, t.channels, t.scaling) != (spec.input_size, spec.channels, spec.scaling):
+        raise ConfigError(f"distill.online: teacher {teacher.version} takes {t.input_size}x{t.input_size}x{t.channels} "
+                          f"scaled {t.scaling!r}, the student {spec.input_size}x{spec.input_size}x{spec.channels} "
+                          f"scaled {spec.scaling!r}; use online: false (the teacher then sees its own preprocessing)")
+    net = teacher.inference_model
+    order = tf.constant([list(t.labels).index(e) for e in EMOTIONS])
+
+    def probs(x):
+        p = net(x, training=False)
+        if cfg.tta:
+            p = (p + net(tf.reverse(x, axis=[2]), training=False)) / 2.0
+        return tf.gather(tf.cast(p, tf.float32), order, axis=1)
+
+    print(f"distillation: {teacher.version}{' with flip TTA' if cfg.tta else ''} labels every augmented batch; "
+          f"target = {1 - cfg.weight:g} x label + {cfg.weight:g} x teacher", flush=True)
+    return probs
+
+
 def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
         soft_targets: np.ndarray | None = None) -> FitResult:
     """Train one model with checkpoints in ckpt_dir; resumes from ckpt_dir/last.keras if present.
@@ -507,8 +542,10 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
     configure_runtime(cfg.optim, cfg.seed)
     spec = model_spec(cfg.model)
     o = cfg.optim
+    teacher_fn = online_teacher(cfg.distill, spec) if cfg.distill.teacher and cfg.distill.online else None
     train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment,
-                            seed=cfg.seed, soft_targets=soft_targets, soft_weight=cfg.distill.weight)
+                            seed=cfg.seed, soft_targets=soft_targets, soft_weight=cfg.distill.weight,
+                            teacher_fn=teacher_fn)
     val_ds = make_dataset(val.images, val.labels, spec, 256, training=False)
     steps = len(train) // o.batch_size
     loss = make_loss(o, class_weights(train.labels, o.class_weighting))
@@ -630,7 +667,8 @@ def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
                  if cfg.model.init_from else "")
     if cfg.distill.teacher:
         init_line += (f"- Distilled from `{cfg.distill.teacher}`{' (flip-averaged)' if cfg.distill.tta else ''}: training target "
-                      f"{1 - cfg.distill.weight:g} x label + {cfg.distill.weight:g} x the teacher's probabilities.\n")
+                      f"{1 - cfg.distill.weight:g} x label + {cfg.distill.weight:g} x the teacher's probabilities"
+                      f"{' on each augmented batch' if cfg.distill.online else ''}.\n")
     return f"""# Model card: {cfg.model.name} v{cfg.model.version}
 
 Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}), trained with `fer_core.train`.
@@ -695,7 +733,7 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     train_set, val_set, test_set, report = split_data(cfg)
     print(report, flush=True)
     print(f"train {len(train_set)}  val {len(val_set)}  test {len(test_set) if test_set is not None else 0}", flush=True)
-    soft = teacher_targets(cfg.distill, train_set.images) if cfg.distill.teacher else None
+    soft = teacher_targets(cfg.distill, train_set.images) if cfg.distill.teacher and not cfg.distill.online else None
     result = fit(cfg, train_set, val_set, out / "checkpoints", soft_targets=soft)
     spec = model_spec(cfg.model)
     metrics: dict = {

@@ -395,3 +395,30 @@ def test_distillation_config_errors_name_the_key():
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "distill": {"weight": 1.5}})
     with pytest.raises(ConfigError, match="distill.teacher is set with cv_folds"):
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "cv_folds": 3, "distill": {"teacher": "fer-vgg@5"}})
+
+
+def test_online_teacher_labels_each_batch_as_the_model_file_predicts_it(trained):
+    """distill.online: the targets of a batch are the blend with the teacher's flip-averaged prediction for
+    exactly that batch, through the same preprocessing and label order as create_emotion_model(...).predict."""
+    from fer_core.models.registry import create_emotion_model
+    from fer_core.train import DistillConfig, online_teacher
+
+    cfg, _, _ = trained
+    teacher = str(Path(cfg.output_dir) / "model.keras")
+    spec = model_spec(cfg.model)
+    images, labels = synthetic_faces(3, seed=5)
+    fn = online_teacher(DistillConfig(teacher=teacher, weight=0.3, online=True), spec)
+    ds = make_dataset(images, labels, spec, 8, training=False, soft_weight=0.3, teacher_fn=fn)
+    y = np.concatenate([b[1].numpy() for b in ds])
+    expected = 0.7 * np.eye(7)[labels] + 0.3 * create_emotion_model(teacher, tta=True).predict(images)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert not np.allclose(y, 0.7 * np.eye(7)[labels] + 0.3 / 7, atol=1e-3)  # the teacher is not uniform
+
+
+def test_online_teacher_refuses_a_teacher_with_other_input(trained):
+    from fer_core.train import DistillConfig, online_teacher
+
+    cfg, _, _ = trained
+    other = replace(model_spec(cfg.model), input_size=64)
+    with pytest.raises(ConfigError, match="distill.online: teacher .* takes 48x48x1 .* the student 64x64x1"):
+        online_teacher(DistillConfig(teacher=str(Path(cfg.output_dir) / "model.keras"), online=True), other)

@@ -87,6 +87,12 @@ class EmotionModel:
         self._order = np.array([list(spec.labels).index(e) for e in EMOTIONS], dtype=np.int64)
 
     @property
+    def inference_model(self) -> Any:
+        """The Keras model ``predict`` runs (BatchNormalization folded unless fold=False), in the spec's
+        label order and input range: for callers that need it inside a TensorFlow graph (online distillation)."""
+        return self._inference_model
+
+    @property
     def version(self) -> str:
         """Stable id stored in every result row, e.g. ``fer-mini-xception@25.10.3``."""
         return version_of(self.spec)
