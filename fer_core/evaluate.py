@@ -1,8 +1,8 @@
 """Evaluate emotion models on labelled face crops: `python -m fer_core.evaluate --model default --data CSV_OR_DIR --out DIR`.
 
 Writes DIR/metrics.json (top-level `accuracy`), DIR/report.html (confusion matrix, per-class table,
-TTA comparison, model comparison, misclassified faces with Grad-CAM overlays), and
-DIR/confusion_matrix.png. Every model goes through the same `preprocess` as in training.
+TTA comparison, model comparison, calibration with a reliability diagram, misclassified faces with
+Grad-CAM overlays), and DIR/confusion_matrix.png. Every model goes through the same `preprocess` as in training.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from fer_core.data import FaceDataset, load_dataset
 from fer_core.labels import EMOTIONS
-from fer_core.metrics import classification_metrics
+from fer_core.metrics import calibration_metrics, classification_metrics
 from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
 
 DEFAULT_SPLITS = ("PublicTest", "test", "val", "train", "Training")
@@ -43,11 +43,14 @@ def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tup
     metrics["model"] = model.version
     metrics["faces_per_s"] = round(len(data) / max(seconds, 1e-9), 1)
     metrics["sentiment"] = sentiment_metrics(data.labels, probs)
+    metrics["calibration"] = calibration_metrics(data.labels, probs)
     if tta_compare:
         from fer_core.models.emotion import EmotionModel
 
         tta = EmotionModel(model.keras_model, model.spec, tta=True, batch_size=model.batch_size)
-        metrics["accuracy_tta"] = float((tta.predict(data.images).argmax(1) == data.labels).mean())
+        tta_probs = tta.predict(data.images)
+        metrics["accuracy_tta"] = float((tta_probs.argmax(1) == data.labels).mean())
+        metrics["calibration_tta"] = calibration_metrics(data.labels, tta_probs)
     return metrics, probs
 
 
@@ -119,8 +122,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.gallery{dis
 <h1>Evaluation of {{ main.model }}</h1>
 <p>Data: {{ data_name }} ({{ main.n }} faces, split <code>{{ split }}</code>). Accuracy <b>{{ "%.2f"|format(100*main.accuracy) }}%</b>,
 macro-F1 {{ "%.3f"|format(main.macro_f1) }}{% if main.accuracy_tta is defined %}, with flip TTA {{ "%.2f"|format(100*main.accuracy_tta) }}%{% endif %}.</p>
-{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>faces/s</th></tr>
-{% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ m.faces_per_s }}</td></tr>{% endfor %}</table>{% endif %}
+{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>ECE</th><th>faces/s</th></tr>
+{% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ "%.3f"|format(m.calibration.ece) }}</td><td>{{ m.faces_per_s }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {% for name, c in main.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
 <h2>Sentiment read-out</h2><p>The product's sentiment label (rule <code>{{ main.sentiment.label_rule }}</code>) against the
@@ -128,15 +131,33 @@ sentiment group of the true emotion (happy and surprise positive, neutral neutra
 <b>{{ "%.2f"|format(100*main.sentiment.accuracy) }}%</b>, macro-F1 {{ "%.3f"|format(main.sentiment.macro_f1) }}.</p>
 <table><tr><th>sentiment</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {% for name, c in main.sentiment.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
+<h2>Calibration</h2><p>Valence and the sentiment label are sums of these probabilities, so they should mean what they say:
+of the faces given about 70% confidence, about 70% should be right. ECE is the face-weighted gap between accuracy and mean
+confidence over {{ main.calibration.n_bins }} confidence bins (0 is perfect).</p>
+<table><tr><th>prediction</th><th>ECE</th><th>largest bin gap</th><th>NLL</th><th>Brier</th><th>mean confidence</th><th>accuracy</th></tr>
+{% for name, c in calibrations %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.ece) }}</td><td>{{ "%.3f"|format(c.mce) }}</td><td>{{ "%.3f"|format(c.nll) }}</td><td>{{ "%.3f"|format(c.brier) }}</td><td>{{ "%.3f"|format(c.mean_confidence) }}</td><td>{{ "%.3f"|format(c.accuracy) }}</td></tr>{% endfor %}</table>
+<div id="reliability" style="width:640px;height:420px"></div>
+<script type="application/json" id="reliability-data">{{ reliability_json }}</script>
+<script>const r=JSON.parse(document.getElementById('reliability-data').textContent);
+Plotly.newPlot('reliability',[{type:'scatter',mode:'lines',x:[0,1],y:[0,1],name:'perfectly calibrated',line:{dash:'dot',color:'#999'}}].concat(
+r.map(s=>({type:'scatter',mode:'lines+markers',name:s.name,x:s.confidence,y:s.accuracy,text:s.count,hovertemplate:'confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{text} faces'}))),
+{xaxis:{title:{text:'mean confidence in bin'},range:[0,1]},yaxis:{title:{text:'accuracy in bin'},range:[0,1]},margin:{t:20}},{displayModeBar:false});</script>
 <h2>Confusion matrix</h2><div id="cm" style="width:640px;height:560px"></div>
 <script type="application/json" id="cm-data">{{ cm_json }}</script>
 <script>const d=JSON.parse(document.getElementById('cm-data').textContent);
 Plotly.newPlot('cm',[{type:'heatmap',z:d.z,x:d.labels,y:d.labels,text:d.counts,texttemplate:'%{z:.2f}<br>%{text}',colorscale:'Blues'}],
-{xaxis:{title:'predicted'},yaxis:{title:'true',autorange:'reversed'},margin:{t:20}},{displayModeBar:false});</script>
+{xaxis:{title:{text:'predicted'}},yaxis:{title:{text:'true'},autorange:'reversed'},margin:{t:20}},{displayModeBar:false});</script>
 <p><img src="confusion_matrix.png" alt="confusion matrix (PNG)" width="400"></p>
 <h2>Most confident mistakes, with Grad-CAM</h2><div class="gallery">
 {% for m in mistakes %}<figure><img src="{{ m.file }}" alt="misclassified face"><figcaption>true {{ m.true }} / predicted {{ m.predicted }} ({{ "%.2f"|format(m.confidence) }})</figcaption></figure>{% endfor %}
 </div></body></html>"""
+
+
+def _json_for_script(text: str) -> str:
+    """JSON safe inside <script type="application/json">: no '<', '>' or '&' can close the tag."""
+    from markupsafe import Markup
+
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def write_report(out: Path, main: dict, compare: list[dict], mistakes: list[dict], data_name: str, split: str) -> None:
@@ -146,13 +167,20 @@ def write_report(out: Path, main: dict, compare: list[dict], mistakes: list[dict
     cm = np.asarray(main["confusion_matrix"])
     norm = (cm / np.maximum(cm.sum(1, keepdims=True), 1)).round(3).tolist()
     cm_json = json.dumps({"z": norm, "counts": cm.tolist(), "labels": main["labels"]})
-    cm_json = cm_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    calibrations = [("single pass", main["calibration"])]
+    if "calibration_tta" in main:
+        calibrations.append(("flip TTA", main["calibration_tta"]))
+    reliability_json = json.dumps([{"name": name, "confidence": [b["confidence"] for b in c["bins"]],
+                                    "accuracy": [b["accuracy"] for b in c["bins"]], "count": [b["count"] for b in c["bins"]]}
+                                   for name, c in calibrations])
+    cm_json, reliability_json = (_json_for_script(t) for t in (cm_json, reliability_json))
     js = out / "plotly.min.js"
     if not js.exists():
         js.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
     env = jinja2.Environment(autoescape=True)
-    html = env.from_string(REPORT_TEMPLATE).render(main=main, compare=compare, mistakes=mistakes,
-                                                   data_name=data_name, split=split, cm_json=jinja2.Markup(cm_json) if hasattr(jinja2, "Markup") else __import__("markupsafe").Markup(cm_json))
+    html = env.from_string(REPORT_TEMPLATE).render(main=main, compare=compare, mistakes=mistakes, data_name=data_name,
+                                                   split=split, calibrations=calibrations, cm_json=cm_json,
+                                                   reliability_json=reliability_json)
     (out / "report.html").write_text(html, encoding="utf-8")
 
 

@@ -44,3 +44,45 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple
         "labels": list(labels),
         "n": int(len(y_true)),
     }
+
+
+def calibration_metrics(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
+    """Do the probabilities mean what they say? The job's valence and sentiment are sums of them.
+
+    ECE (Guo et al. 2017): faces binned by top-class confidence into n_bins equal-width bins
+    (lo, hi]; the count-weighted mean of |accuracy - mean confidence| per bin. MCE is the largest
+    such gap over non-empty bins. NLL is scikit-learn's log_loss; Brier is the multi-class Brier score
+    (sum over classes of the squared error, averaged over faces; 0 is perfect, 2 the worst).
+    """
+    y_true = np.asarray(y_true, np.int64)
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim != 2 or probs.shape[0] != y_true.shape[0]:
+        raise ValueError(f"probs has shape {probs.shape} but y_true {y_true.shape}: need (n, classes) and (n,)")
+    n = len(y_true)
+    if n == 0:
+        raise ValueError("calibration needs at least one face")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, n_bins - 1)
+    bins, ece, mce = [], 0.0, 0.0
+    for b in range(n_bins):
+        members = which == b
+        count = int(members.sum())
+        if count == 0:
+            continue
+        acc, conf = float(correct[members].mean()), float(confidence[members].mean())
+        ece += count / n * abs(acc - conf)
+        mce = max(mce, abs(acc - conf))
+        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count, "accuracy": acc, "confidence": conf})
+    onehot = np.eye(probs.shape[1])[y_true]
+    return {
+        "ece": float(ece),
+        "mce": float(mce),
+        "nll": float(-np.mean(np.log(np.clip(probs[np.arange(n), y_true], 1e-15, 1.0)))),
+        "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
+        "mean_confidence": float(confidence.mean()),
+        "accuracy": float(correct.mean()),
+        "n_bins": n_bins,
+        "bins": bins,
+    }

@@ -35,6 +35,24 @@ def find_chromium() -> str | None:
     return None
 
 
+def require_browser() -> None:
+    """Skip the calling test without Chromium or websocket-client; fail instead under CI, which installs both."""
+    import pytest
+
+    missing = []
+    if find_chromium() is None:
+        missing.append("chromium (apt-get install -y chromium)")
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        missing.append("websocket-client (pip install websocket-client)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 class BrowserError(RuntimeError):
     pass
 

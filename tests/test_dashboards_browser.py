@@ -6,13 +6,12 @@ Needs Debian's chromium and the websocket-client package; skipped without them (
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 import _dash_fixtures as fx
-from _browser import CHARTS_DRAWN, PAGE_REPORT, Chromium, find_chromium
+from _browser import CHARTS_DRAWN, PAGE_REPORT, Chromium, require_browser
 from dashboards.paths import campaign_page_name
 from dashboards.render import render_dashboards
 
@@ -21,24 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
 
-def _need_browser() -> None:
-    missing = []
-    if find_chromium() is None:
-        missing.append("chromium (apt-get install -y chromium)")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        missing.append("websocket-client (pip install websocket-client)")
-    if missing:
-        message = "browser tests need " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> tuple[fx.SampleLake, Path]:
-    _need_browser()
+    require_browser()
     tmp = tmp_path_factory.mktemp("browser")
     lake = fx.make_sample_lake(tmp)
     out = tmp / "site"
@@ -48,7 +32,7 @@ def site(tmp_path_factory) -> tuple[fx.SampleLake, Path]:
 
 @pytest.fixture(scope="module")
 def browser():
-    _need_browser()
+    require_browser()
     with Chromium() as chromium:
         page = chromium.new_page()
         yield page

@@ -32,3 +32,44 @@ def test_confusion_matrix_rows_are_truth():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         classification_metrics(np.zeros(3), np.zeros(4))
+
+
+def _softmax_rows(rng, n, sharpness):
+    logits = rng.normal(size=(n, 7)) * sharpness
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_equals_scikit_learn_and_a_recount(seed):
+    from sklearn.calibration import calibration_curve
+
+    from fer_core.metrics import calibration_metrics
+
+    rng = np.random.default_rng(seed)
+    probs = _softmax_rows(rng, 800, 2.0)
+    y = np.where(rng.random(800) < 0.6, probs.argmax(1), rng.integers(0, 7, 800))
+    m = calibration_metrics(y, probs, n_bins=10)
+    assert m["nll"] == pytest.approx(skm.log_loss(y, probs, labels=list(range(7))))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, probs, labels=list(range(7)), scale_by_half=False))
+    conf, correct = probs.max(1), (probs.argmax(1) == y)
+    frac_right, mean_conf = calibration_curve(correct, conf, n_bins=10, strategy="uniform")
+    assert [b["accuracy"] for b in m["bins"]] == pytest.approx(list(frac_right))
+    assert [b["confidence"] for b in m["bins"]] == pytest.approx(list(mean_conf))
+    counts = np.array([b["count"] for b in m["bins"]])
+    assert counts.sum() == 800
+    assert m["ece"] == pytest.approx(float(np.sum(counts / 800 * np.abs(frac_right - mean_conf))))
+    assert m["mce"] == pytest.approx(float(np.abs(frac_right - mean_conf).max()))
+
+
+def test_calibration_extremes():
+    from fer_core.metrics import calibration_metrics
+
+    y = np.arange(10) % 7
+    sure = np.eye(7)[y] * 0.97 + 0.005  # confident and always right: ECE = 1 - 0.975
+    assert calibration_metrics(y, sure)["ece"] == pytest.approx(0.025)
+    wrong = np.eye(7)[(y + 1) % 7] * 0.97 + 0.005  # just as confident, always wrong
+    m = calibration_metrics(y, wrong)
+    assert m["ece"] == pytest.approx(0.975) and m["accuracy"] == 0 and len(m["bins"]) == 1
+    with pytest.raises(ValueError, match="shape"):
+        calibration_metrics(y, sure[:5])

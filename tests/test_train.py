@@ -285,14 +285,53 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     gold = to_group[test.labels].argmax(1)
     assert result["sentiment"]["accuracy"] == pytest.approx(float(((probs @ to_group).argmax(1) == gold).mean()))
     assert result["sentiment"]["labels"] == ["positive", "neutral", "negative"]
+    # calibration of the single pass: the bins recount the faces, and ECE is their weighted gap
+    cal = result["calibration"]
+    conf, right = probs.max(1), probs.argmax(1) == test.labels
+    assert sum(b["count"] for b in cal["bins"]) == len(test)
+    assert cal["mean_confidence"] == pytest.approx(float(conf.mean()), abs=1e-6)
+    assert cal["ece"] == pytest.approx(sum(b["count"] / len(test) * abs(b["accuracy"] - b["confidence"]) for b in cal["bins"]))
+    top = max(cal["bins"], key=lambda b: b["high"])
+    in_top = conf > top["low"]
+    assert top["count"] == int(in_top.sum()) and top["accuracy"] == pytest.approx(float(right[in_top].mean()))
+    assert result["calibration_tta"]["accuracy"] == pytest.approx(result["accuracy_tta"])
     html = (out / "report.html").read_text()
     assert "Sentiment read-out" in html and f"{100 * result['accuracy']:.2f}%" in html
+    assert "Calibration" in html and f"{cal['ece']:.3f}" in html
     wrong = int((probs.argmax(1) != test.labels).sum())
     pictures = sorted((out / "misclassified").glob("*.png")) if wrong else []
     assert len(pictures) == min(5, wrong)
     assert all(cv2.imread(str(p)) is not None for p in pictures)
     assert cv2.imread(str(out / "confusion_matrix.png")).shape[2] == 3
     assert evaluate_main(["--model", model_path, "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+
+
+@pytest.mark.browser
+def test_evaluation_report_draws_in_chromium(trained, tmp_path):
+    """report.html opened from disk: the confusion matrix and the reliability diagram draw, nothing errors."""
+    from _browser import Chromium, require_browser
+    from fer_core.evaluate import main as evaluate_main
+
+    require_browser()
+    cfg, _, csv_path = trained
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", str(Path(cfg.output_dir) / "model.keras"), "--data", str(csv_path),
+                          "--out", str(out), "--mistakes", "2"]) == 0
+    with Chromium() as chromium:
+        page = chromium.new_page()
+        try:
+            page.goto((out / "report.html").resolve().as_uri())
+            drawn = "['cm', 'reliability'].every(id => document.getElementById(id).querySelector('svg.main-svg'))"
+            assert page.wait_for(drawn, timeout=30)
+            # the diagonal, the single pass and the flip-TTA curve
+            assert page.evaluate("document.getElementById('reliability').data.length") == 3
+            assert page.evaluate("document.getElementById('reliability').data[1].x.length") == len(
+                json.loads((out / "metrics.json").read_text())["calibration"]["bins"])
+            titles = page.evaluate("Array.from(document.querySelectorAll('.g-xtitle text, .g-ytitle text'), t => t.textContent)")
+            assert {"predicted", "true", "mean confidence in bin", "accuracy in bin"} <= set(titles)
+            assert page.console_errors() == []
+        finally:
+            page.close()
 
 
 def test_weight_average_is_the_mean_and_survives_a_restart(tmp_path):
