@@ -16,7 +16,7 @@ import numpy as np
 
 from fer_core.data import FaceDataset, load_dataset
 from fer_core.labels import EMOTIONS
-from fer_core.metrics import calibration_metrics, classification_metrics
+from fer_core.metrics import calibration_metrics, classification_metrics, mcnemar_exact, wilson_interval
 from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
 
 DEFAULT_SPLITS = ("PublicTest", "test", "val", "train", "Training")
@@ -34,13 +34,15 @@ def pick_split(splits: dict[str, FaceDataset], wanted: str | None) -> tuple[str,
     raise ValueError(f"no usable split in the data ({sorted(splits)})")
 
 
-def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tuple[dict, np.ndarray]:
-    """Metrics (and TTA accuracy) for one EmotionModel; returns (metrics, probabilities)."""
+def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics (and TTA accuracy) for one EmotionModel; returns (metrics, {"single": probs, "tta": probs})."""
     t0 = time.perf_counter()
     probs = model.predict(data.images)
     seconds = time.perf_counter() - t0
     metrics = classification_metrics(data.labels, probs.argmax(1))
+    metrics["accuracy_ci95"] = list(wilson_interval(int((probs.argmax(1) == data.labels).sum()), len(data)))
     metrics["model"] = model.version
+    outputs = {"single": probs}
     metrics["faces_per_s"] = round(len(data) / max(seconds, 1e-9), 1)
     metrics["sentiment"] = sentiment_metrics(data.labels, probs)
     metrics["calibration"] = calibration_metrics(data.labels, probs)
@@ -48,10 +50,23 @@ def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tup
         from fer_core.models.emotion import EmotionModel
 
         tta = EmotionModel(model.keras_model, model.spec, tta=True, batch_size=model.batch_size)
-        tta_probs = tta.predict(data.images)
-        metrics["accuracy_tta"] = float((tta_probs.argmax(1) == data.labels).mean())
-        metrics["calibration_tta"] = calibration_metrics(data.labels, tta_probs)
-    return metrics, probs
+        outputs["tta"] = tta.predict(data.images)
+        metrics["accuracy_tta"] = float((outputs["tta"].argmax(1) == data.labels).mean())
+        metrics["calibration_tta"] = calibration_metrics(data.labels, outputs["tta"])
+    return metrics, outputs
+
+
+def paired_test(labels: np.ndarray, main: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict:
+    """McNemar's exact test of another model against the main one on the same faces, per prediction mode.
+
+    Accuracy differences of a point or two on a few thousand faces are often noise; this says which are not.
+    """
+    out = {}
+    for mode in ("single", "tta"):
+        if mode in main and mode in other:
+            test = mcnemar_exact(main[mode].argmax(1) == labels, other[mode].argmax(1) == labels)
+            out[mode] = {"only_main_right": test["only_a"], "only_this_right": test["only_b"], "p_value": test["p_value"]}
+    return out
 
 
 def sentiment_metrics(labels: np.ndarray, probs: np.ndarray, cfg: SentimentConfig | None = None) -> dict:
@@ -120,10 +135,14 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:12px}
 .gallery figure{margin:0;font-size:12px;text-align:center}</style></head><body>
 <h1>Evaluation of {{ main.model }}</h1>
-<p>Data: {{ data_name }} ({{ main.n }} faces, split <code>{{ split }}</code>). Accuracy <b>{{ "%.2f"|format(100*main.accuracy) }}%</b>,
+<p>Data: {{ data_name }} ({{ main.n }} faces, split <code>{{ split }}</code>). Accuracy <b>{{ "%.2f"|format(100*main.accuracy) }}%</b>
+(95% interval {{ "%.1f"|format(100*main.accuracy_ci95[0]) }}-{{ "%.1f"|format(100*main.accuracy_ci95[1]) }}%),
 macro-F1 {{ "%.3f"|format(main.macro_f1) }}{% if main.accuracy_tta is defined %}, with flip TTA {{ "%.2f"|format(100*main.accuracy_tta) }}%{% endif %}.</p>
-{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>ECE</th><th>faces/s</th></tr>
-{% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ "%.3f"|format(m.calibration.ece) }}</td><td>{{ m.faces_per_s }}</td></tr>{% endfor %}</table>{% endif %}
+{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>ECE</th><th>faces/s</th><th>vs {{ main.model }}: faces only it / only this model got right, McNemar p</th></tr>
+{% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ "%.3f"|format(m.calibration.ece) }}</td><td>{{ m.faces_per_s }}</td>
+<td>{% for mode, t in (m.vs_main or {}).items() %}{{ mode }}: {{ t.only_main_right }} / {{ t.only_this_right }}, p = {{ "%.3f"|format(t.p_value) }}{% if not loop.last %}; {% endif %}{% endfor %}</td></tr>{% endfor %}</table>
+<p>McNemar's exact test counts only the faces exactly one of the two models got right; p &lt; 0.05 means a difference this
+data can show, larger p means the accuracies may differ by chance alone.</p>{% endif %}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {% for name, c in main.per_class.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(c.precision) }}</td><td>{{ "%.3f"|format(c.recall) }}</td><td>{{ "%.3f"|format(c.f1) }}</td><td>{{ c.support }}</td></tr>{% endfor %}</table>
 <h2>Sentiment read-out</h2><p>The product's sentiment label (rule <code>{{ main.sentiment.label_rule }}</code>) against the
@@ -197,14 +216,16 @@ def evaluate(model_name: str, data_path: str, out_dir: str, *, split: str | None
         data = data.subset(np.arange(min(limit, len(data))))
     print(report.summary(), flush=True)
     model = create_emotion_model(model_name)
-    main, probs = evaluate_model(model, data, tta_compare=tta)
+    main, outputs = evaluate_model(model, data, tta_compare=tta)
     print(f"{model.version}: accuracy {main['accuracy']:.4f}" + (f", TTA {main['accuracy_tta']:.4f}" if tta else ""), flush=True)
     others = []
     for name in compare:
-        m, _ = evaluate_model(create_emotion_model(name), data, tta_compare=tta)
-        print(f"{m['model']}: accuracy {m['accuracy']:.4f}" + (f", TTA {m['accuracy_tta']:.4f}" if tta else ""), flush=True)
+        m, other_outputs = evaluate_model(create_emotion_model(name), data, tta_compare=tta)
+        m["vs_main"] = paired_test(data.labels, outputs, other_outputs)
+        print(f"{m['model']}: accuracy {m['accuracy']:.4f}" + (f", TTA {m['accuracy_tta']:.4f}" if tta else "")
+              + f" (vs {main['model']}: McNemar p = {m['vs_main']['single']['p_value']:.3f})", flush=True)
         others.append(m)
-    mistakes = misclassified_gallery(model, data, probs, out, n_mistakes)
+    mistakes = misclassified_gallery(model, data, outputs["single"], out, n_mistakes)
     confusion_png(np.asarray(main["confusion_matrix"]), out / "confusion_matrix.png")
     result = {**main, "data": str(data_path), "split": split_name, "compare": others}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))

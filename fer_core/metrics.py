@@ -86,3 +86,45 @@ def calibration_metrics(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15)
         "n_bins": n_bins,
         "bins": bins,
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% (by default) Wilson score interval for a proportion such as accuracy.
+
+    Why Wilson and not +-1.96 SE: it stays inside [0, 1] and is honest for small n or extreme rates.
+    """
+    if n <= 0:
+        raise ValueError(f"n={n}: an interval needs at least one face")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} is outside 0..n={n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no rounding past the rate itself
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return float(low), float(high)
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Are two models' accuracies on the same faces different? McNemar's exact (binomial) test.
+
+    Only the faces exactly one model gets right count: under "no difference" each such face is a
+    fair coin. Two-sided p-value = min(1, 2 * P(X <= min(only_a, only_b))) for X ~ Binomial(only_a + only_b, 1/2).
+    """
+    a = np.asarray(correct_a, bool)
+    b = np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"the two models were scored on different faces: shapes {a.shape} and {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        p_value = 1.0
+    else:
+        from math import lgamma, log
+
+        log_terms = [lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) - n * log(2) for i in range(k + 1)]
+        top = max(log_terms)
+        tail = float(np.exp(top) * np.sum(np.exp(np.array(log_terms) - top)))
+        p_value = min(1.0, 2 * tail)
+    return {"only_a": only_a, "only_b": only_b, "p_value": p_value}

@@ -73,3 +73,34 @@ def test_calibration_extremes():
     assert m["ece"] == pytest.approx(0.975) and m["accuracy"] == 0 and len(m["bins"]) == 1
     with pytest.raises(ValueError, match="shape"):
         calibration_metrics(y, sure[:5])
+
+
+@pytest.mark.parametrize("successes,n", [(0, 10), (7, 10), (10, 10), (2403, 3589), (1, 1)])
+def test_wilson_interval_equals_scipy(successes, n):
+    from scipy.stats import binomtest
+
+    from fer_core.metrics import wilson_interval
+
+    lo, hi = wilson_interval(successes, n)
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-6)
+    assert lo <= successes / n <= hi
+    with pytest.raises(ValueError, match="outside"):
+        wilson_interval(n + 1, n)
+
+
+@pytest.mark.parametrize("only_a,only_b,both", [(90, 71, 2000), (0, 0, 5), (30, 3, 10), (1, 0, 0), (500, 520, 900)])
+def test_mcnemar_exact_equals_scipy_binomial_test(only_a, only_b, both):
+    from scipy.stats import binomtest
+
+    from fer_core.metrics import mcnemar_exact
+
+    a = np.array([True] * only_a + [False] * only_b + [True] * both + [False] * 7)
+    b = np.array([False] * only_a + [True] * only_b + [True] * both + [False] * 7)
+    order = np.random.default_rng(0).permutation(len(a))
+    m = mcnemar_exact(a[order], b[order])
+    assert (m["only_a"], m["only_b"]) == (only_a, only_b)
+    expected = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert m["p_value"] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="different faces"):
+        mcnemar_exact(a, b[:-1])

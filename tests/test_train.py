@@ -277,6 +277,11 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     assert result["accuracy"] == pytest.approx(float((probs.argmax(1) == test.labels).mean()))
     assert np.asarray(result["confusion_matrix"]).sum() == len(test)
     assert result["compare"][0]["accuracy"] == result["accuracy"]  # same model, same data, same run
+    # the paired test of a model against itself: no face separates them
+    assert result["compare"][0]["vs_main"]["single"] == {"only_main_right": 0, "only_this_right": 0, "p_value": 1.0}
+    right = int((probs.argmax(1) == test.labels).sum())
+    lo, hi = result["accuracy_ci95"]
+    assert lo <= right / len(test) <= hi and 0 < hi - lo < 0.5
     # sentiment: the group of the true emotion vs the group holding the most predicted probability
     group = {"happy": 0, "surprise": 0, "neutral": 1, "angry": 2, "disgust": 2, "fear": 2, "sad": 2}
     to_group = np.zeros((7, 3))
