@@ -28,6 +28,7 @@ EXTRAS = {
         "boto3",
         "websocket-client>=1.7",  # drives headless Chromium over the DevTools protocol
         "scikit-image>=0.24",  # ships real face photos (astronaut) for tests
+        "scipy>=1.11",  # reference binomial test and Wilson interval for fer_core.metrics
     ],
     "bench": [
         "setuptools<81",  # fer imports pkg_resources
