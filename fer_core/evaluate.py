@@ -39,10 +39,11 @@ def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tup
     t0 = time.perf_counter()
     probs = model.predict(data.images)
     seconds = time.perf_counter() - t0
-    metrics = classification_metrics(data.labels, probs.argmax(1))
-    metrics["accuracy_ci95"] = list(wilson_interval(int((probs.argmax(1) == data.labels).sum()), len(data)))
-    metrics["model"] = model.version
     outputs = {"single": probs}
+    predicted = probs.argmax(1)
+    metrics = classification_metrics(data.labels, predicted)
+    metrics["accuracy_ci95"] = list(wilson_interval(int((predicted == data.labels).sum()), len(data)))
+    metrics["model"] = model.version
     metrics["faces_per_s"] = round(len(data) / max(seconds, 1e-9), 1)
     metrics["sentiment"] = sentiment_metrics(data.labels, probs)
     metrics["calibration"] = calibration_metrics(data.labels, probs)
