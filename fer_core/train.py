@@ -657,6 +657,24 @@ def write_outputs(cfg: TrainConfig, result: FitResult, metrics: dict, command: s
     return model_path
 
 
+def splits_text(cfg: TrainConfig) -> str:
+    """The model card's account of which rows trained, selected and tested the model (no split is hidden)."""
+    d = cfg.data
+    if d.val_split:
+        lines = [f"- Source: `{d.path}`. Training rows: `{d.train_split}`, all of them; the `{d.val_split}` split is the "
+                 "validation set for model selection (by validation accuracy)."]
+    else:
+        lines = [f"- Source: `{d.path}`. Training rows: `{d.train_split}`; a stratified {d.val_fraction:.0%} of them is held "
+                 "out for model selection (by validation accuracy)."]
+    if d.test_split and d.test_split == d.val_split:
+        lines.append(f"- `{d.test_split}` is both the validation and the reported test split: it chose the served weights, "
+                     "so its accuracy below is optimistic. Judge this model on data it never saw.")
+    elif d.test_split:
+        lines.append(f"- `{d.test_split}` is reported only; nothing was tuned on it.")
+    lines.append("- Splits not named here (e.g. FER2013's PrivateTest) were not read.")
+    return "\n".join(lines)
+
+
 def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str, digest: str) -> str:
     import tensorflow as tf
 
@@ -679,9 +697,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 ```
 
 ## Data and splits
-- Source: `{cfg.data.path}` (FER2013, Kaggle schema). Training rows: `{cfg.data.train_split}`; a stratified
-  {cfg.data.val_fraction:.0%} of them is held out for model selection (by validation accuracy).
-- `{cfg.data.test_split}` is reported only; nothing was tuned on it. PrivateTest was never seen.
+{splits_text(cfg)}
 
 ## Training
 - Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}, scaling `{cfg.model.scaling}`.

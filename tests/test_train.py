@@ -466,3 +466,15 @@ def test_online_teacher_refuses_a_teacher_with_other_input(trained):
     other = replace(model_spec(cfg.model), input_size=64)
     with pytest.raises(ConfigError, match="distill.online: teacher .* takes 48x48x1 .* the student 64x64x1"):
         online_teacher(DistillConfig(teacher=str(Path(cfg.output_dir) / "model.keras"), online=True), other)
+
+
+def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
+    """A refit that validates on the reported split must not claim that split is untouched."""
+    from fer_core.train import DataConfig, TrainConfig, splits_text
+
+    held_out = splits_text(TrainConfig(data=DataConfig(path="fer.csv", test_split="PublicTest"), output_dir=str(tmp_path)))
+    assert "10% of them is held out" in held_out and "reported only; nothing was tuned on it" in held_out
+    refit = splits_text(TrainConfig(data=DataConfig(path="fer.csv", val_split="PublicTest", test_split="PublicTest"),
+                                   output_dir=str(tmp_path)))
+    assert "both the validation and the reported test split" in refit and "optimistic" in refit
+    assert "nothing was tuned" not in refit and "held out" not in refit
