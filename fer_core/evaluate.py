@@ -139,7 +139,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.gallery{dis
 <p>Data: {{ data_name }} ({{ main.n }} faces, split <code>{{ split }}</code>). Accuracy <b>{{ "%.2f"|format(100*main.accuracy) }}%</b>
 (95% interval {{ "%.1f"|format(100*main.accuracy_ci95[0]) }}-{{ "%.1f"|format(100*main.accuracy_ci95[1]) }}%),
 macro-F1 {{ "%.3f"|format(main.macro_f1) }}{% if main.accuracy_tta is defined %}, with flip TTA {{ "%.2f"|format(100*main.accuracy_tta) }}%{% endif %}.</p>
-{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>ECE</th><th>faces/s</th><th>vs {{ main.model }}: faces only it / only this model got right, McNemar p</th></tr>
+{% if compare %}<h2>Models compared in this run</h2><table><tr><th>model</th><th>accuracy</th><th>accuracy (TTA)</th><th>macro-F1</th><th>ECE</th><th>faces/s</th><th>vs {{ main.model }}: faces right only by it / only by this model, McNemar p</th></tr>
 {% for m in [main] + compare %}<tr><td>{{ m.model }}</td><td>{{ "%.4f"|format(m.accuracy) }}</td><td>{{ "%.4f"|format(m.accuracy_tta) if m.accuracy_tta is defined else "" }}</td><td>{{ "%.4f"|format(m.macro_f1) }}</td><td>{{ "%.3f"|format(m.calibration.ece) }}</td><td>{{ m.faces_per_s }}</td>
 <td>{% for mode, t in (m.vs_main or {}).items() %}{{ mode }}: {{ t.only_main_right }} / {{ t.only_this_right }}, p = {{ "%.3f"|format(t.p_value) }}{% if not loop.last %}; {% endif %}{% endfor %}</td></tr>{% endfor %}</table>
 <p>McNemar's exact test counts only the faces exactly one of the two models got right; p &lt; 0.05 means a difference this

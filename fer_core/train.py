@@ -293,6 +293,11 @@ def build_from_config(cfg: TrainConfig):
     from fer_core.models.architectures import build_model
 
     if cfg.model.init_from:
+        if not Path(cfg.model.init_from).is_file():
+            from fer_core.errors import ConfigError
+
+            raise ConfigError(f"model.init_from: {cfg.model.init_from} is not a file; train that model first (a config's "
+                              "header says how it was made) or point init_from at a .keras model")
         return keras.models.load_model(cfg.model.init_from, compile=False, safe_mode=True)
     kwargs = dict(cfg.model.options)
     kwargs.setdefault("dropout", cfg.model.dropout)

@@ -153,6 +153,9 @@ def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
     again = train(tuned, command="pytest init_from")
     assert again["PublicTest_accuracy"] >= metrics["PublicTest_accuracy"] - 0.1 > 0.4  # random init after 1 epoch: ~1/7
     assert f"Initialised from `{source}`" in (tmp_path / "run" / "model_card.md").read_text()
+    missing = tiny_config(tmp_path, csv_path, model={"init_from": str(tmp_path / "gone.keras")})
+    with pytest.raises(ConfigError, match="gone.keras is not a file; train that model first"):
+        build_from_config(missing)
 
 
 def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
