@@ -314,6 +314,7 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     assert evaluate_main(["--model", model_path, "--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_evaluation_report_draws_in_chromium(trained, tmp_path):
     """report.html opened from disk: the confusion matrix and the reliability diagram draw, nothing errors."""
