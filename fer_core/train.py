@@ -23,6 +23,7 @@ import numpy as np
 from fer_core.config import dataclass_to_dict, load_yaml
 from fer_core.data import FaceDataset, load_dataset, stratified_kfold, stratified_split
 from fer_core.labels import EMOTIONS
+from fer_core.metrics import wilson_interval
 from fer_core.models.spec import ModelSpec
 from fer_core.preprocess import preprocess
 
@@ -768,7 +769,10 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     if result.swa_val_accuracy is not None:
         metrics["swa_val_accuracy"] = round(result.swa_val_accuracy, 4)
     if test_set is not None:
-        metrics[f"{cfg.data.test_split}_accuracy"] = round(accuracy(result.model, test_set, spec), 4)
+        test_accuracy = accuracy(result.model, test_set, spec)
+        metrics[f"{cfg.data.test_split}_accuracy"] = round(test_accuracy, 4)
+        low, high = wilson_interval(round(test_accuracy * len(test_set)), len(test_set))
+        metrics[f"{cfg.data.test_split}_accuracy_95ci"] = f"{low:.4f}-{high:.4f}"  # Wilson: how far the figure may be noise
         metrics[f"{cfg.data.test_split}_accuracy_tta"] = round(accuracy(result.model, test_set, spec, tta=True), 4)
         metrics["n_test"] = len(test_set)
     write_outputs(cfg, result, metrics, command)

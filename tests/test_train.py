@@ -82,6 +82,8 @@ def test_outputs_spec_sha256_and_card(trained):
     card = (out / "model_card.md").read_text()
     assert "python -m fer_core.train" not in card or "pytest" in card
     assert f"{metrics['PublicTest_accuracy']}" in card and "Responsible use" in card
+    low, high = (float(v) for v in metrics["PublicTest_accuracy_95ci"].split("-"))
+    assert low <= metrics["PublicTest_accuracy"] <= high and f"| PublicTest_accuracy_95ci | {low:.4f}-{high:.4f} |" in card
     assert json.loads((out / "metrics.json").read_text())["PublicTest_accuracy"] == metrics["PublicTest_accuracy"]
 
 
