@@ -84,7 +84,6 @@ def main() -> None:
         sys.exit(f"{DATA} not found: this benchmark needs the FER2013 CSV beside the repository")
 
     from fer_core.data import load_fer2013_csv
-    from fer_core.labels import EMOTIONS
     from fer_core.models.registry import create_emotion_model
     from fer_core.preprocess import preprocess
 
@@ -94,7 +93,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     calibration = preprocess(train.images[rng.choice(len(train), args.calibration, replace=False)], model.spec)
     x = preprocess(test.images, model.spec)
-    order = [list(model.spec.labels).index(e) for e in EMOTIONS]
+    order = list(model.spec.emotion_order)
     threads = os.cpu_count() or 1
 
     def keras_forward(xb: np.ndarray) -> np.ndarray:

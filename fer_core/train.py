@@ -523,7 +523,7 @@ def online_teacher(cfg: DistillConfig, spec: ModelSpec):
                           f"scaled {t.scaling!r}, the student {spec.input_size}x{spec.input_size}x{spec.channels} "
                           f"scaled {spec.scaling!r}; use online: false (the teacher then sees its own preprocessing)")
     net = teacher.inference_model
-    order = tf.constant([list(t.labels).index(e) for e in EMOTIONS])
+    order = tf.constant(t.emotion_order)
 
     def probs(x):
         p = net(x, training=False)

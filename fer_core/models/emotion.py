@@ -84,7 +84,7 @@ class EmotionModel:
         self.tta = bool(tta)
         self.batch_size = int(batch_size)
         # column j of the result is model output column _order[j]
-        self._order = np.array([list(spec.labels).index(e) for e in EMOTIONS], dtype=np.int64)
+        self._order = np.array(spec.emotion_order, dtype=np.int64)
 
     @property
     def inference_model(self) -> Any:

@@ -38,3 +38,8 @@ class ModelSpec:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, self.channels)
+
+    @property
+    def emotion_order(self) -> tuple[int, ...]:
+        """Output column of each of EMOTIONS: ``outputs[:, spec.emotion_order]`` is in EMOTIONS order."""
+        return tuple(self.labels.index(e) for e in EMOTIONS)
