@@ -26,6 +26,7 @@ from fer_core.labels import EMOTIONS
 from fer_core.metrics import wilson_interval
 from fer_core.models.spec import ModelSpec
 from fer_core.preprocess import preprocess
+from fer_core.quantify import mix_calibration
 
 log = logging.getLogger("fer_core.train")
 
@@ -136,12 +137,12 @@ class TrainConfig:
                              "every validation fold, so CV scores would be inflated; run CV without distillation")
 
 
-def model_spec(cfg: ModelConfig, weights: object = None) -> ModelSpec:
+def model_spec(cfg: ModelConfig, weights: object = None, mix_calibration: dict | None = None) -> ModelSpec:
     """The ModelSpec a trained model is registered with; also drives preprocessing in training."""
     return ModelSpec(
         name=cfg.name, version=cfg.version, weights=weights, input_size=cfg.input_size,
         channels=cfg.channels, scaling=cfg.scaling, labels=EMOTIONS, crop_margin=cfg.crop_margin,
-        description=f"{cfg.architecture} trained with fer_core.train",
+        description=f"{cfg.architecture} trained with fer_core.train", mix_calibration=mix_calibration or {},
     )
 
 
@@ -647,8 +648,9 @@ def split_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset 
     return train, val, test, report.summary()
 
 
-def write_outputs(cfg: TrainConfig, result: FitResult, metrics: dict, command: str) -> Path:
-    """model.keras + model.spec.json (with sha256) + metrics.json + model_card.md in output_dir."""
+def write_outputs(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
+                  mix_calibration: dict | None = None) -> Path:
+    """model.keras + model.spec.json (with sha256 and the mix calibration) + metrics.json + model_card.md."""
     from fer_core.models.registry import spec_to_json
     from fer_core.weights import WeightSpec, sha256_file
 
@@ -656,7 +658,8 @@ def write_outputs(cfg: TrainConfig, result: FitResult, metrics: dict, command: s
     model_path = out / "model.keras"
     result.model.save(model_path)
     digest = sha256_file(model_path)
-    spec = model_spec(cfg.model, WeightSpec(name=cfg.model.name, filename=model_path.name, sha256=digest, source=str(model_path.name)))
+    spec = model_spec(cfg.model, WeightSpec(name=cfg.model.name, filename=model_path.name, sha256=digest,
+                                            source=str(model_path.name)), mix_calibration)
     (out / "model.spec.json").write_text(spec_to_json(spec))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "model_card.md").write_text(model_card(cfg, result, metrics, command, digest))
@@ -758,8 +761,9 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     soft = teacher_targets(cfg.distill, train_set.images) if cfg.distill.teacher and not cfg.distill.online else None
     result = fit(cfg, train_set, val_set, out / "checkpoints", soft_targets=soft)
     spec = model_spec(cfg.model)
+    val_probs = predict_probs(result.model, val_set.images, spec)
     metrics: dict = {
-        "val_accuracy": round(accuracy(result.model, val_set, spec), 4),
+        "val_accuracy": round(float((val_probs.argmax(1) == val_set.labels).mean()), 4),
         "best_epoch": result.best_epoch,
         "selected": result.selected,
         "epochs": len(result.history),
@@ -775,7 +779,13 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
         metrics[f"{cfg.data.test_split}_accuracy_95ci"] = f"{low:.4f}-{high:.4f}"  # Wilson: how far the figure may be noise
         metrics[f"{cfg.data.test_split}_accuracy_tta"] = round(accuracy(result.model, test_set, spec, tta=True), 4)
         metrics["n_test"] = len(test_set)
-    write_outputs(cfg, result, metrics, command)
+    try:  # the job's confusion-adjusted campaign mix (fer_core.quantify) needs this profile
+        calibration = mix_calibration(val_probs, predict_probs(result.model, val_set.images, spec, tta=True),
+                                      val_set.labels, source=f"{val_set.name} ({len(val_set)} faces)")
+    except ValueError as e:
+        calibration = None
+        print(f"mix calibration skipped ({e}); campaigns scored with this model get no adjusted mix", flush=True)
+    write_outputs(cfg, result, metrics, command, calibration)
     print(json.dumps(metrics, indent=2), flush=True)
     return metrics
 

@@ -85,6 +85,19 @@ def test_outputs_spec_sha256_and_card(trained):
     low, high = (float(v) for v in metrics["PublicTest_accuracy_95ci"].split("-"))
     assert low <= metrics["PublicTest_accuracy"] <= high and f"| PublicTest_accuracy_95ci | {low:.4f}-{high:.4f} |" in card
     assert json.loads((out / "metrics.json").read_text())["PublicTest_accuracy"] == metrics["PublicTest_accuracy"]
+    # the mix calibration (fer_core.quantify) is the served model's mean probabilities per class on validation
+    from fer_core import create_emotion_model
+    from fer_core.quantify import class_conditional_probs
+    from fer_core.train import split_data
+
+    _, val, _, _ = split_data(cfg)
+    model = create_emotion_model(str(out / "model.keras"))
+    np.testing.assert_allclose(spec.mix_matrix(tta=False), class_conditional_probs(model.predict(val.images), val.labels),
+                               atol=1e-4)
+    model.tta = True
+    np.testing.assert_allclose(spec.mix_matrix(tta=True), class_conditional_probs(model.predict(val.images), val.labels),
+                               atol=1e-4)
+    assert spec.mix_calibration["faces"] == len(val)
 
 
 def test_save_load_round_trip_gives_identical_outputs(trained):

@@ -33,6 +33,7 @@ __all__ = [
     "load_weight_bytes",
     "model_version",
     "spec_to_json",
+    "resolve_spec",
     "spec_from_json",
     "SIDECAR_SUFFIX",
 ]
@@ -276,6 +277,18 @@ def _sidecar_candidates(uri: str) -> list[str]:
     return [uri + SIDECAR_SUFFIX, uri[: len(uri) - len(suffix)] + SIDECAR_SUFFIX]
 
 
+def resolve_spec(
+    name_or_path: str = "default", weights_bytes: bytes | None = None, *, storage_options: dict[str, Any] | None = None
+) -> ModelSpec:
+    """The ModelSpec ``create_emotion_model(name_or_path)`` would use, without Keras (for the Spark
+    driver). Files: their sidecar's fields; pass ``weights_bytes`` to avoid reading them twice."""
+    if not is_model_path(name_or_path):
+        return get_spec(name_or_path)
+    if weights_bytes is None:
+        weights_bytes = load_weight_bytes(name_or_path, storage_options=storage_options)
+    return _path_spec(name_or_path, weights_bytes, storage_options=storage_options)
+
+
 def model_version(
     name_or_path: str = "default", weights_bytes: bytes | None = None, *, storage_options: dict[str, Any] | None = None
 ) -> str:
@@ -286,11 +299,7 @@ def model_version(
     """
     from fer_core.models.emotion import version_of
 
-    if not is_model_path(name_or_path):
-        return version_of(get_spec(name_or_path))
-    if weights_bytes is None:
-        weights_bytes = load_weight_bytes(name_or_path, storage_options=storage_options)
-    return version_of(_path_spec(name_or_path, weights_bytes, storage_options=storage_options))
+    return version_of(resolve_spec(name_or_path, weights_bytes, storage_options=storage_options))
 
 
 def create_emotion_model(

@@ -26,6 +26,9 @@ class ModelSpec:
     crop_margin: float = 0.1
     description: str = ""
     extra: dict = field(default_factory=dict)
+    # {"single": KxK, "tta": KxK, "faces": n, "source": "..."}: mean probabilities per true class on
+    # held-out faces, rows and columns in EMOTIONS order (fer_core.quantify); empty = unknown.
+    mix_calibration: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -34,10 +37,26 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name}: scaling must be one of {SCALINGS}, got {self.scaling!r}")
         if sorted(self.labels) != sorted(EMOTIONS):
             raise ValueError(f"ModelSpec {self.name}: labels must be a permutation of {EMOTIONS}")
+        for key in ("single", "tta"):
+            if key in self.mix_calibration:
+                rows = self.mix_calibration[key]
+                k = len(EMOTIONS)
+                if not (isinstance(rows, list) and len(rows) == k and all(isinstance(r, list) and len(r) == k for r in rows)
+                        and all(abs(sum(r) - 1) < 1e-3 and min(r) >= 0 for r in rows)):
+                    raise ValueError(f"ModelSpec {self.name}: mix_calibration.{key} must be {k} rows of {k} "
+                                     "probabilities summing to 1 (fer_core.quantify.mix_calibration writes it)")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, self.channels)
+
+    def mix_matrix(self, tta: bool) -> "np.ndarray | None":
+        """The confusion profile ``fer_core.quantify.adjusted_mix`` needs, for plain or flip-TTA
+        predictions; None when this model was never calibrated."""
+        import numpy as np
+
+        rows = self.mix_calibration.get("tta" if tta else "single")
+        return None if rows is None else np.asarray(rows, np.float64)
 
     @property
     def emotion_order(self) -> tuple[int, ...]:
