@@ -4,6 +4,7 @@ Fast config (Haar detector, 320x240 photos) except test_default_retinaface_path.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests._spark import (campaigns_comparable, fast_config, make_dump, read_table, run_job_in_process, spark,  # noqa: F401
@@ -52,11 +53,25 @@ def test_one_run_writes_every_row_once(one_shot, dump):
     # campaigns: recomputed from the tables
     camps = read_table(f"{lake}/campaigns")
     assert camps.n_images.sum() == n_unique and camps.n_faces.sum() == len(faces)
+    from fer_core.labels import EMOTIONS
+    from fer_core.models.registry import get_spec
+    from fer_core.quantify import adjusted_mix
+
+    matrix = get_spec("default").mix_matrix(tta=False)  # fast_config: the default model, no TTA
+    adjusted = [f"adjusted_share_{e}" for e in EMOTIONS]
     for _, c in camps.iterrows():
         f = faces[faces.campaign_id == c.campaign_id]
         if len(f):
             assert abs(c.share_happy - (f.emotion == "happy").mean()) < 1e-9
             assert abs(c.net_sentiment - (c.share_positive - c.share_negative)) < 1e-9
+            # the confusion-adjusted mix, recomputed here from the faces' probabilities
+            expected = adjusted_mix(f[[f"p_{e}" for e in EMOTIONS]].to_numpy().mean(0), matrix)
+            np.testing.assert_allclose(c[adjusted].to_numpy(float), expected, atol=1e-9)
+            assert abs(c.adjusted_share_positive - c.adjusted_share_happy - c.adjusted_share_surprise) < 1e-9
+            assert abs(c.adjusted_share_neutral_sentiment - c.adjusted_share_neutral) < 1e-9
+            assert abs(c.adjusted_net_sentiment - (c.adjusted_share_positive - c.adjusted_share_negative)) < 1e-9
+        else:
+            assert c[adjusted].isna().all()
     runs = read_table(f"{lake}/runs")
     assert len(runs) == 1 and runs.iloc[0].n_scored == n_unique
     assert sum(runs.iloc[0][f"n_{s}"] for s in ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")) == n_unique

@@ -149,6 +149,29 @@ def test_write_part_files_one_file_per_campaign(tmp_path):
     assert "campaign_id" not in t.column_names and t.num_rows == meta[0]["num_records"]
 
 
+def test_campaigns_table_from_before_the_adjusted_columns_gains_them(tmp_path):
+    """A lake written by an older version (no adjusted_share_* columns) takes the new rows: MERGE
+    evolves the schema, and the campaign the new run did not touch reads null there."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from jobs.campaign.lake import Lake, campaigns_schema
+
+    schema = campaigns_schema()
+    old_schema = pa.schema([f for f in schema if not f.name.startswith("adjusted_")])
+    def rows(campaign, table_schema, value):
+        return pa.Table.from_pylist([{f.name: (campaign if f.name == "campaign_id" else value if
+                                               pa.types.is_floating(f.type) else None) for f in table_schema}],
+                                    schema=table_schema)
+    lake = Lake(str(tmp_path))
+    write_deltalake(lake.uri("campaigns"), pa.concat_tables([rows("old", old_schema, 0.5), rows("new", old_schema, 0.5)]))
+    assert lake.merge_campaigns(rows("new", schema, 0.25), "run-2")
+    got = DeltaTable(lake.uri("campaigns")).to_pandas().set_index("campaign_id")
+    assert set(schema.names) <= set(got.columns) | {"campaign_id"}
+    assert got.loc["new", "adjusted_share_happy"] == 0.25 and got.loc["new", "share_happy"] == 0.25
+    assert got.loc["old", "share_happy"] == 0.5 and got.loc["old", "adjusted_share_happy"] != got.loc["old", "adjusted_share_happy"]
+
+
 # ---------------------------------------------------------------- sample dump
 
 

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
+from fer_core.models.spec import ModelSpec
 from jobs.campaign.config import JobConfig, config_hash
 
 __all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id", "FAIL_ENV"]
@@ -33,12 +34,15 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def resolve_model(name: str) -> tuple[str, bytes]:
-    """(model_version as EmotionModel.version reports it, the model file bytes to broadcast). No Keras here."""
-    from fer_core.models.registry import load_weight_bytes, model_version
+def resolve_model(name: str) -> tuple[str, bytes, ModelSpec]:
+    """(model_version as EmotionModel.version reports it, the model file bytes to broadcast, its spec).
+    No Keras here."""
+    from fer_core.models.emotion import version_of
+    from fer_core.models.registry import load_weight_bytes, resolve_spec
 
     data = load_weight_bytes(name)
-    return model_version(name, weights_bytes=data), data
+    spec = resolve_spec(name, weights_bytes=data)
+    return version_of(spec), data, spec
 
 
 def resolve_detector(cfg: JobConfig) -> tuple[str, bytes | None]:
@@ -74,7 +78,8 @@ def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
     lake.drop_superseded_fetch_errors(manifest.get("retried", []), manifest["model_version"], run_id)
-    rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id)
+    rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id,
+                               mix_matrix=manifest.get("mix_matrix"), sentiment_groups=manifest.get("sentiment_groups"))
     lake.merge_campaigns(rows, run_id)
     _fail_point("after_campaigns_commit")
     row = dict(manifest["run"])
@@ -112,7 +117,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     lake = Lake(cfg.output.path, cfg.output.storage_options)
 
     recover_pending(spark, lake, out)
-    model_version, model_bytes = resolve_model(cfg.model)
+    model_version, model_bytes, model_spec = resolve_model(cfg.model)
+    mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
 
     df = read_input(spark, cfg.input)
@@ -183,6 +189,9 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     }
     manifest = {
         "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
+        # campaign mix adjustment (fer_core.quantify): the model's profile for this run's TTA setting
+        "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
+        "sentiment_groups": cfg.sentiment.groups,
         "campaigns": sorted({f["campaign_id"] for f in files["images"]}),
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
     }

@@ -89,6 +89,10 @@ def campaigns_schema():
         pa.field("mean_valence", pa.float64()), pa.field("first_posted_at", _ts()),
         pa.field("last_posted_at", _ts()), pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
         pa.field("updated_at", _ts()),
+        # the mix corrected for the model's confusions (fer_core.quantify); null when the model has no profile
+        *[pa.field(f"adjusted_share_{e}", pa.float64()) for e in EMOTIONS],
+        pa.field("adjusted_share_positive", pa.float64()), pa.field("adjusted_share_negative", pa.float64()),
+        pa.field("adjusted_share_neutral_sentiment", pa.float64()), pa.field("adjusted_net_sentiment", pa.float64()),
     ])
 
 
@@ -241,8 +245,9 @@ class Lake:
         if self.committed("campaigns", run_id) or rows.num_rows == 0:
             return False
         self.ensure("campaigns", campaigns_schema(), None)
+        # merge_schema: lakes written before a column was added gain it (older rows read null)
         (self.table("campaigns").merge(rows, predicate="t.campaign_id = s.campaign_id", source_alias="s",
-                                       target_alias="t", commit_properties=self._txn(run_id))
+                                       target_alias="t", merge_schema=True, commit_properties=self._txn(run_id))
          .when_matched_update_all().when_not_matched_insert_all().execute())
         return True
 
@@ -380,10 +385,17 @@ def _sql_literal(value: str) -> str:
 # ---------------------------------------------------------------- campaign recompute
 
 
-def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: str, run_id: str):
+def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: str, run_id: str, *,
+                        mix_matrix: list[list[float]] | None = None, sentiment_groups: dict[str, str] | None = None):
     """Campaign rows recomputed from the images and faces tables (current model version only), as a
     pyarrow Table: equal to what one run over all the data gives. Runs in Spark; only one row per
-    campaign reaches the driver."""
+    campaign reaches the driver.
+
+    mix_matrix: the model's confusion profile (``ModelSpec.mix_matrix``); with it the adjusted_share_*
+    columns hold ``fer_core.quantify.adjusted_mix`` of each campaign's mean face probabilities, grouped
+    into sentiments by ``sentiment_groups`` (emotion -> positive/neutral/negative).
+    """
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     from pyspark.sql import functions as F
@@ -393,8 +405,9 @@ def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: 
         return schema.empty_table()
     images = lake.spark_read(spark, "images", ["campaign_id", "status", "n_faces", "posted_at", "model_version"],
                              campaigns)
-    faces = lake.spark_read(spark, "faces", ["campaign_id", "emotion", "sentiment", "valence", "model_version"],
-                            campaigns)
+    prob_columns = [f"p_{e}" for e in EMOTIONS]
+    faces = lake.spark_read(spark, "faces", ["campaign_id", "emotion", "sentiment", "valence", "model_version",
+                                             *prob_columns], campaigns)
     if images is None:
         return schema.empty_table()
     images = images.where(F.col("model_version") == model_version)
@@ -414,6 +427,7 @@ def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: 
             share("sentiment", "negative").alias("share_negative"),
             share("sentiment", "neutral").alias("share_neutral_sentiment"),
             F.avg("valence").alias("mean_valence"),
+            *[F.avg(c).alias(f"mean_{c}") for c in prob_columns],
         )
         joined = img.join(fc, "campaign_id", "left")
     else:
@@ -425,9 +439,28 @@ def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: 
             pdf[f.name] = None
     pdf["n_faces"] = pdf["n_faces"].fillna(0).astype("int64")
     pdf["net_sentiment"] = pdf["share_positive"] - pdf["share_negative"]
+    has_faces = (pdf["n_faces"] > 0).to_numpy()
+    if mix_matrix is not None and has_faces.any():
+        from fer_core.quantify import adjusted_mix
+
+        mix = adjusted_mix(pdf.loc[has_faces, [f"mean_{c}" for c in prob_columns]].to_numpy(np.float64),
+                           np.asarray(mix_matrix, np.float64))
+        for i, e in enumerate(EMOTIONS):
+            pdf.loc[has_faces, f"adjusted_share_{e}"] = mix[:, i]
+        from fer_core.sentiment import SentimentConfig
+
+        groups = sentiment_groups or SentimentConfig().groups
+        for group, column in (("positive", "adjusted_share_positive"), ("negative", "adjusted_share_negative"),
+                              ("neutral", "adjusted_share_neutral_sentiment")):
+            members = [i for i, e in enumerate(EMOTIONS) if groups.get(e) == group]
+            pdf.loc[has_faces, column] = mix[:, members].sum(axis=1)
+        pdf["adjusted_net_sentiment"] = pdf["adjusted_share_positive"] - pdf["adjusted_share_negative"]
     pdf["model_version"] = model_version
     pdf["run_id"] = run_id
     pdf["updated_at"] = now
     for c in ("first_posted_at", "last_posted_at"):
         pdf[c] = pd.to_datetime(pdf[c], utc=True)
+    for c in schema.names:
+        if c.startswith("adjusted_"):
+            pdf[c] = pd.to_numeric(pdf[c], errors="coerce").astype("float64")
     return pa.Table.from_pandas(pdf[schema.names], schema=schema, preserve_index=False)
