@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dashboards.tables import PROB_COLUMNS, Lake
+from dashboards.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, Lake
 
 SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
 GOOD_STATUSES: tuple[str, ...] = ("ok", "no_face")
@@ -42,6 +42,7 @@ class Aggregates:
     kpis: pa.Table
     emotions: pa.Table
     emotion_means: pa.Table
+    adjusted_mix: pa.Table
     timeline: pa.Table
     platforms: pa.Table
     faces_per_image: pa.Table
@@ -340,6 +341,15 @@ def emotions(faces: pa.Table) -> tuple[pa.Table, pa.Table]:
     return counts, means
 
 
+def adjusted_mix(lake: Lake, images: pa.Table) -> pa.Table:
+    """The campaigns table's confusion-adjusted mix, for campaigns whose row was computed with the
+    model version the pages show (a row from another version would not describe these faces)."""
+    rows = lake.read("campaigns", ["campaign_id", "model_version", *ADJUSTED_COLUMNS], optional_table=True)
+    rows = rows.filter(pc.is_valid(rows[ADJUSTED_COLUMNS[0]]))
+    shown = images.group_by(["campaign_id", "model_version"]).aggregate([])
+    return rows.join(shown, keys=["campaign_id", "model_version"], join_type="inner").drop_columns(["model_version"])
+
+
 def faces_per_image(images: pa.Table) -> pa.Table:
     """Histogram of faces per decoded image; the last bucket holds MAX_FACES_BUCKET or more."""
     looked = images.filter(pc.is_in(images["status"], pa.array(GOOD_STATUSES)))
@@ -415,6 +425,7 @@ def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
     status_counts, status_examples = statuses(images)
     return Aggregates(
         kpis=kpis(images, faces), emotions=emo_counts, emotion_means=emo_means,
+        adjusted_mix=adjusted_mix(lake, images),
         timeline=timeline(images, faces), platforms=platforms(images, faces),
         faces_per_image=faces_per_image(images), det_scores=det_scores(faces),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),

@@ -63,8 +63,10 @@ def _pct(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else round(100.0 * v, 2) for v in values]
 
 
-def emotion_figure(counts: list[dict], means: dict[str, float | None]) -> Figure:
-    """Share of faces whose top emotion is X (bars) and mean probability of X (diamonds)."""
+def emotion_figure(counts: list[dict], means: dict[str, float | None], adjusted: dict[str, float | None] | None = None
+                   ) -> Figure:
+    """Share of faces whose top emotion is X (bars), mean probability of X (diamonds) and, when the
+    campaigns table has it, the mix corrected for the model's confusions (dashes)."""
     by_emotion = {r["emotion"]: r["n"] for r in counts}
     total = sum(by_emotion.values()) or 1
     shares = [by_emotion.get(e, 0) / total for e in EMOTIONS]
@@ -78,8 +80,15 @@ def emotion_figure(counts: list[dict], means: dict[str, float | None]) -> Figure
          "y": _pct(mean_p), "marker": {"symbol": "diamond", "size": 10, "color": "#2b2f36"},
          "hovertemplate": "%{x}: mean probability %{y:.1f}%<extra></extra>"},
     ]
-    return {"data": data, "layout": _layout(showlegend=False, margin={"b": 36},
-                                            yaxis={"title": {"text": "% of faces"}, "rangemode": "tozero"})}
+    if adjusted:
+        data.append(
+            {"type": "scatter", "mode": "markers", "name": "corrected for the model's confusions",
+             "x": list(EMOTIONS), "y": _pct([adjusted.get(f"adjusted_share_{e}") for e in EMOTIONS]),
+             "marker": {"symbol": "line-ew-open", "size": 30, "color": "#2b2f36", "line": {"width": 3, "color": "#2b2f36"}},
+             "hovertemplate": "%{x}: %{y:.1f}% after correcting for the model's confusions<extra></extra>"})
+    layout = _layout(showlegend=bool(adjusted), margin={"b": 36},
+                     yaxis={"title": {"text": "% of faces"}, "rangemode": "tozero"})
+    return {"data": data, "layout": layout}
 
 
 def timeline_figure(rows: list[dict]) -> Figure:

@@ -79,7 +79,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
                            explainer=Explainer(models, storage_options) if gradcam else None,
                            loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
-        "emotions", "emotion_means", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
+        "emotions", "emotion_means", "adjusted_mix", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
         "status_examples", "lineage", "gallery")}
     kpi_rows = agg.kpis.to_pylist()
     page = env.get_template("campaign.html.j2")
@@ -359,10 +359,14 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
     no_faces = "No faces in this campaign yet, so there is nothing to chart."
     emotion_rows = _rows(parts["emotions"])
     means = (_rows(parts["emotion_means"]) or [{}])[0]
+    adjusted = (_rows(parts["adjusted_mix"]) or [None])[0]
     timeline_rows = _rows(parts["timeline"])
     charts = [
-        _chart("emotions", "Emotion mix", "Share of faces by their most likely emotion; diamonds: mean probability.",
-               figures.emotion_figure(emotion_rows, means) if has_faces else None, no_faces),
+        _chart("emotions", "Emotion mix",
+               "Share of faces by their most likely emotion; diamonds: mean probability"
+               + ("; dashes: the mix corrected for the model's known confusions (see README, "
+                  "\"Reading the emotion mix\")." if adjusted else "."),
+               figures.emotion_figure(emotion_rows, means, adjusted) if has_faces else None, no_faces),
         _chart("platforms", "By platform", "Sentiment mix of faces per platform.",
                figures.platform_figure(_rows(parts["platforms"])) if has_faces else None, no_faces),
         _chart("timeline", "Sentiment and valence over time",

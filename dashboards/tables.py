@@ -16,6 +16,8 @@ import pyarrow.dataset as ds
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 order; the ``p_<emotion>`` columns of images and faces follow it."""
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
+ADJUSTED_COLUMNS: tuple[str, ...] = tuple(f"adjusted_share_{e}" for e in EMOTIONS)
+"""campaigns: the mix corrected for the model's confusions (fer_core.quantify); absent in older lakes."""
 TABLE_NAMES: tuple[str, ...] = ("images", "faces", "campaigns", "runs")
 
 # Column types the dashboards expect. A column missing from an older table is filled
@@ -36,6 +38,8 @@ COLUMN_TYPES: dict[str, dict[str, pa.DataType]] = {
         **{c: pa.float64() for c in PROB_COLUMNS}, "sentiment": pa.string(), "valence": pa.float64(),
         "model_version": pa.string(), "run_id": pa.string(),
     },
+    "campaigns": {"campaign_id": pa.string(), "model_version": pa.string(),
+                  **{c: pa.float64() for c in ADJUSTED_COLUMNS}},
     "runs": {
         "run_id": pa.string(), "started_at": pa.timestamp("us", tz="UTC"),
         "finished_at": pa.timestamp("us", tz="UTC"), "status": pa.string(), "input": pa.string(),

@@ -173,6 +173,39 @@ def test_rescored_campaign_shows_only_the_newest_model(tmp_path):
     assert row["share_negative"] == pytest.approx(1.0)  # the newer model's rows, not the old ones
 
 
+def _chart_json(html: str, chart: str) -> dict:
+    block = re.search(rf'<script type="application/json" data-chart="{chart}">(.*?)</script>', html, flags=re.S)
+    return json.loads(block.group(1))
+
+
+def test_adjusted_mix_comes_from_the_campaigns_table_for_the_shown_model(tmp_path):
+    """The emotion chart adds the campaigns table's confusion-adjusted mix only when that row was
+    computed with the model version the page shows; the fixture's own campaigns table (no such
+    columns, like a lake from before them) gives no third trace."""
+    from deltalake import write_deltalake
+
+    from dashboards.tables import ADJUSTED_COLUMNS
+
+    specs = fx.DEFAULT_CAMPAIGNS[:2]
+    lake = fx.make_sample_lake(tmp_path / "a", specs=specs, n_runs=1)
+    before = render_dashboards(str(lake.root), str(tmp_path / "before"), gradcam=False, image_bytes_loader=lake.loader)
+    fig = _chart_json(page(before.parent, specs[0].campaign_id), "chart-emotions")
+    assert len(fig["data"]) == 2 and not fig["layout"]["showlegend"]
+
+    mix = [0.05, 0.0, 0.05, 0.5, 0.1, 0.1, 0.2]
+    rows = [{"campaign_id": specs[0].campaign_id, "model_version": fx.MODEL, **dict(zip(ADJUSTED_COLUMNS, mix))},
+            {"campaign_id": specs[1].campaign_id, "model_version": "fer-older@1", **dict(zip(ADJUSTED_COLUMNS, mix))}]
+    write_deltalake(str(lake.root / "campaigns"), pa.Table.from_pylist(rows), mode="overwrite", schema_mode="overwrite")
+    after = render_dashboards(str(lake.root), str(tmp_path / "after"), gradcam=False, image_bytes_loader=lake.loader)
+    html = page(after.parent, specs[0].campaign_id)
+    fig = _chart_json(html, "chart-emotions")
+    assert len(fig["data"]) == 3 and fig["layout"]["showlegend"]
+    assert fig["data"][2]["y"] == [round(100 * v, 2) for v in mix]
+    assert "corrected for the model" in html
+    other = _chart_json(page(after.parent, specs[1].campaign_id), "chart-emotions")
+    assert len(other["data"]) == 2  # that row describes another model's scores
+
+
 def test_only_needed_columns_are_read(sample, tmp_path, monkeypatch):
     """Captions and sources (the bulky columns) are read only for gallery images, through a filter."""
     calls: list[tuple[str, list[str], object]] = []
@@ -188,7 +221,7 @@ def test_only_needed_columns_are_read(sample, tmp_path, monkeypatch):
         assert "landmarks" not in columns or filt is not None
         if "caption" in columns or "source" in columns:
             assert filt is not None, f"{name} read {columns} without a filter"
-    assert {c[0] for c in calls} <= {"images", "faces", "runs"}
+    assert {c[0] for c in calls} <= {"images", "faces", "runs", "campaigns"}
 
 
 # ----------------------------------------------------------------------------- pages

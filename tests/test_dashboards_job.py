@@ -56,6 +56,7 @@ def test_job_output_renders_and_opens(job_site):
     assert len(pages) == len(campaigns) >= 1
     with Chromium() as chromium:
         browser = chromium.new_page()
+        adjusted_pages = 0
         for path in [job_site / "index.html", *pages]:
             browser.goto(path.resolve().as_uri())
             assert browser.wait_for(CHARTS_DRAWN, timeout=30), path.name
@@ -63,6 +64,13 @@ def test_job_output_renders_and_opens(job_site):
             assert browser.console_errors() == [], path.name
             assert all(c["svg"] for c in report["charts"]), path.name
             assert all(i["ok"] for i in report["images"]), (path.name, report["images"])
+            if path.name.startswith("campaign-") and "chart-emotions" in {c["id"] for c in report["charts"]}:
+                # the default model has a mix calibration: the chart draws the adjusted mix with a legend
+                legend = browser.evaluate("Array.from(document.querySelectorAll('#chart-emotions .legendtext'))"
+                                          ".map(e => e.textContent)")
+                assert "corrected for the model's confusions" in legend, (path.name, legend)
+                adjusted_pages += 1
+        assert adjusted_pages >= 1
         # thumbnails came from the inline-bytes dump through the job's image_bytes_loader
         thumbs = list((job_site / "thumbs").rglob("*.jpg"))
         assert thumbs, "no gallery thumbnails were written"
@@ -101,4 +109,8 @@ def test_dashboard_numbers_match_the_jobs_campaigns_table(job_site):
                 assert (a is None) == (b is None or math.isnan(b)), (cid, ours_key, a, b)
             else:
                 assert a == pytest.approx(b, abs=1e-9), (cid, ours_key)
+    shown = {r["campaign_id"]: r for r in aggregate.compute(Lake(str(lake_root)), max_gallery=1).adjusted_mix.to_pylist()}
+    for cid, job in job_rows.items():
+        if job["n_faces"]:
+            assert shown[cid] == {k: job[k] for k in shown[cid]}, cid  # the pages draw the job's adjusted mix
 
