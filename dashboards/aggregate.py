@@ -263,10 +263,11 @@ def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
         "one": pa.chunked_array([pa.array(np.ones(faces.num_rows, dtype=np.int64))]),
         **{s: _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
         "valence": faces["valence"],
+        "valence_sq": pc.multiply(faces["valence"], faces["valence"]),
     })
     gf = fc.group_by("campaign_id").aggregate([("one", "sum"), *[(s, "sum") for s in SENTIMENTS],
-                                               ("valence", "mean")])
-    gf = _rename(gf, {"one_sum": "n_faces", "valence_mean": "mean_valence",
+                                               ("valence", "mean"), ("valence_sq", "mean")])
+    gf = _rename(gf, {"one_sum": "n_faces", "valence_mean": "mean_valence", "valence_sq_mean": "mean_valence_sq",
                       **{f"{s}_sum": f"n_{s}" for s in SENTIMENTS}})
     table = gi.join(gf, "campaign_id", join_type="left outer")
     for c in ("n_faces", *[f"n_{s}" for s in SENTIMENTS]):
@@ -279,19 +280,74 @@ def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
 
 KPI_FIELDS: tuple[str, ...] = ("n_images", "share_with_faces", "n_faces", "share_positive", "share_neutral",
                                "share_negative", "net_sentiment", "mean_valence")
+CHANGE_TESTED: dict[str, str] = {
+    # KPI that is a mean over units: those units ("images" or "faces", counted in n_<units>)
+    "share_with_faces": "images", "share_positive": "faces", "share_neutral": "faces",
+    "share_negative": "faces", "net_sentiment": "faces", "mean_valence": "faces",
+}
+NOISE_P = 0.05
+"""A change whose p-value is at least this is drawn as within sampling noise."""
+
+
+def _second_moment(table: pa.Table, field: str, suffix: str = "") -> np.ndarray:
+    """Mean of the squared per-unit values behind a KPI: a 0/1 share is its own; net sentiment is
+    the mean of +1/0/-1, so positive + negative share; valence has its own column."""
+    col = lambda name: table[name + suffix].to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
+    if field == "net_sentiment":
+        return col("share_positive") + col("share_negative")
+    if field == "mean_valence":
+        return col("mean_valence_sq")
+    return col(field)
+
+
+def change_p_values(table: pa.Table) -> pa.Table:
+    """Append ``<kpi>_change_p``: is the latest slice different from the baseline it is compared with?
+
+    The baseline is a subset of the current rows, so the new slice is recovered from the two sets of
+    means (n, mean, mean of squares). Pooled two-sample z-test of new vs baseline units (faces or
+    images) with the variance of all current units, which for shares is the two-proportion z-test
+    (= chi-square without continuity correction). Null where either side has no units. Faces of
+    one image are not independent, so this is a lower bound on the noise.
+    """
+    from math import erfc, sqrt
+
+    for field, unit in CHANGE_TESTED.items():
+        count = f"n_{unit}"
+        n_now = table[count].to_numpy(zero_copy_only=False).astype(np.float64)
+        n_base = table[count + "_base"].to_numpy(zero_copy_only=False).astype(np.float64)
+        m_now = table[field].to_numpy(zero_copy_only=False).astype(np.float64)
+        m_base = table[field + "_base"].to_numpy(zero_copy_only=False).astype(np.float64)
+        q_now = _second_moment(table, field)
+        p_values: list[float | None] = []
+        for nn, nb, mn, mb, qn in zip(n_now, n_base, m_now, m_base, q_now):
+            n_new = nn - nb
+            if not (n_new > 0 and nb > 0) or np.isnan([mn, mb, qn]).any():
+                p_values.append(None)
+                continue
+            mean_new = (nn * mn - nb * mb) / n_new
+            variance = max(qn - mn * mn, 0.0)
+            se = sqrt(variance * (1 / n_new + 1 / nb))
+            if se < 1e-12:
+                p_values.append(1.0 if abs(mean_new - mb) < 1e-12 else 0.0)
+            else:
+                p_values.append(erfc(abs(mean_new - mb) / se / sqrt(2)))
+        table = table.append_column(f"{field}_change_p", pa.array(p_values, pa.float64()))
+    return table
 
 
 def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
-    """One row per campaign: the KPI tiles, plus the same numbers for the baseline (``*_base``)."""
+    """One row per campaign: the KPI tiles, the same numbers for the baseline (``*_base``) and how
+    likely the change is noise (``*_change_p``)."""
     now = _kpi_table(images, faces)
     mask_i, mask_f = images["in_baseline"], faces["in_baseline"]
-    base = _kpi_table(images.filter(mask_i), faces.filter(mask_f)).select(["campaign_id", *KPI_FIELDS])
-    base = base.rename_columns(["campaign_id", *[f"{c}_base" for c in KPI_FIELDS]])
+    base_fields = [*KPI_FIELDS, "mean_valence_sq"]
+    base = _kpi_table(images.filter(mask_i), faces.filter(mask_f)).select(["campaign_id", *base_fields])
+    base = base.rename_columns(["campaign_id", *[f"{c}_base" for c in base_fields]])
     meta = images.group_by("campaign_id", use_threads=False).aggregate([
         ("baseline_mode", "first"), ("latest_run", "first"), ("latest_week", "first"), ("n_runs", "first")])
     meta = _rename(meta, {f"{c}_first": c for c in ("baseline_mode", "latest_run", "latest_week", "n_runs")})
     table = now.join(base, "campaign_id", join_type="left outer").join(meta, "campaign_id", join_type="left outer")
-    return table.sort_by("campaign_id")
+    return change_p_values(table.sort_by("campaign_id"))
 
 
 def _sentiment_counts(faces: pa.Table, keys: list[str]) -> pa.Table:

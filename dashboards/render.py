@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from dashboards import aggregate, figures
-from dashboards.aggregate import SENTIMENTS, split_by_campaign
+from dashboards.aggregate import CHANGE_TESTED, NOISE_P, SENTIMENTS, split_by_campaign
 from dashboards.explain import ExplainError, Explainer
 from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, is_campaign_page_name, safe_name
 from dashboards.tables import EMOTIONS, DashboardError, Lake
@@ -264,10 +264,13 @@ def _fmt_range(first: Any, last: Any) -> str:
     return a if a == b else f"{a} – {b}"
 
 
-def _delta(now: float | None, base: float | None, kind: str, good: int = 0) -> dict | None:
-    """A change vs. the baseline: text, direction (arrow) and tone (colour).
+def _delta(now: float | None, base: float | None, kind: str, good: int = 0, p_value: float | None = None,
+           unit: str | None = None) -> dict | None:
+    """A change vs. the baseline: text, direction (arrow), tone (colour) and a tooltip.
 
     ``good`` says which way is good news: +1 up, -1 down, 0 neither (volumes, neutral share).
+    ``unit`` ("faces" or "images"): the KPI is a mean over those, and ``p_value`` says whether the change
+    could be sampling noise; a change with p >= NOISE_P (or nothing to test) is then drawn muted.
     """
     if now is None or base is None:
         return None
@@ -280,8 +283,16 @@ def _delta(now: float | None, base: float | None, kind: str, good: int = 0) -> d
         text = f"{d:+.2f}"
     eps = 0.0005 if kind != "count" else 0.5
     direction = 1 if d > eps else -1 if d < -eps else 0
-    tone = "tone-neutral" if direction == 0 or good == 0 else "tone-good" if direction == good else "tone-bad"
-    return {"text": text, "dir": {1: "up", -1: "down", 0: "flat"}[direction], "tone": tone}
+    noise = unit is not None and direction != 0 and (p_value is None or p_value >= NOISE_P)
+    tone = ("tone-neutral" if direction == 0 or good == 0 or noise
+            else "tone-good" if direction == good else "tone-bad")
+    title = ""
+    if unit is not None and direction != 0:
+        title = (f"no new or no earlier {unit} to compare" if p_value is None else
+                 f"{'within sampling noise' if noise else 'unlikely to be noise'}: p = {p_value:.2g} "
+                 f"(the new {unit} vs the earlier ones, two-sample z-test)")
+    return {"text": text, "dir": {1: "up", -1: "down", 0: "flat"}[direction], "tone": tone, "noise": noise,
+            "title": title}
 
 
 TILES: tuple[tuple[str, str, str, int, str], ...] = (
@@ -345,7 +356,8 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
     for field, label, kind, good, help_text in TILES:
         value, unit = _tile_value(row.get(field), kind, field)
         tiles.append({"label": label, "value": value, "unit": unit, "help": help_text,
-                      "delta": _delta(row.get(field), row.get(f"{field}_base"), kind, good)})
+                      "delta": _delta(row.get(field), row.get(f"{field}_base"), kind, good,
+                                      row.get(f"{field}_change_p"), CHANGE_TESTED.get(field))})
     n_looked = row["n_images"] - row["n_bad"]
     has_faces = row["n_faces"] > 0
     if n_looked == 0:
@@ -388,7 +400,11 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
             gallery[pick["side"]].append(card)
     return {
         "campaign_id": cid or NO_CAMPAIGN, "title_id": cid or NO_CAMPAIGN, "row": row, "tiles": tiles,
-        "comparison": _comparison(row), "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
+        "comparison": _comparison(row) + (f" Changes marked ~ (grey) are within sampling noise (p ≥ {NOISE_P}: the new "
+                                          "faces or images do not differ from the earlier ones by more than chance); "
+                                          "hover a change for its test." if row.get("baseline_mode") in ("run", "week")
+                                          else ""),
+        "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
         "quality": _quality(row, _rows(parts["statuses"]), _rows(parts["status_examples"])),
         "lineage": [_lineage_row(r) for r in _rows(parts["lineage"])],
         "first_posted": _fmt_time(row.get("first_posted")), "last_posted": _fmt_time(row.get("last_posted")),
@@ -425,7 +441,8 @@ def _lineage_row(r: dict) -> dict:
 def _index_context(rows: list[dict]) -> dict:
     table = []
     for r in rows:
-        d = _delta(r.get("net_sentiment"), r.get("net_sentiment_base"), "share", good=1)
+        d = _delta(r.get("net_sentiment"), r.get("net_sentiment_base"), "share", good=1,
+                   p_value=r.get("net_sentiment_change_p"), unit="faces")
         table.append({
             "campaign_id": r["campaign_id"] or NO_CAMPAIGN, "href": campaign_page_name(r["campaign_id"]),
             "n_images": r["n_images"], "share_with_faces": r["share_with_faces"], "n_faces": r["n_faces"],
@@ -444,7 +461,7 @@ def _index_context(rows: list[dict]) -> dict:
               "faces": _fmt_int(sum(r["n_faces"] for r in rows)), "bad": _fmt_int(sum(r["n_bad"] for r in rows))}
     with_faces = [r for r in rows if r["n_faces"]]
     comparison = figures.comparison_figure(rows) if with_faces else None
-    return {"campaigns": table, "totals": totals, "comparison": comparison,
+    return {"campaigns": table, "totals": totals, "comparison": comparison, "noise_p": NOISE_P,
             "comparison_note": (f"The {min(40, len(with_faces))} campaigns with the most faces, of "
                                 f"{len(with_faces)} with any faces." if len(with_faces) > 40 else
                                 "Every campaign with at least one face.")}

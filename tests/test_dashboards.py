@@ -100,6 +100,76 @@ def test_kpis_match_a_hand_count(sample):
     assert row["mean_valence_base"] == pytest.approx(np.mean([r["valence"] for r in before]), abs=1e-6)
 
 
+def test_change_p_values_match_scipy_and_the_raw_faces(sample):
+    """*_change_p compares the new slice with the baseline from aggregates alone; recompute it from
+    the raw rows: shares against SciPy's chi-square (no continuity correction), net sentiment and
+    valence against a pooled z-test on the faces themselves."""
+    from math import erfc, sqrt
+
+    stats = pytest.importorskip("scipy.stats")
+    images, faces = aggregate.load_current(Lake(str(sample.root)))
+    rows = {r["campaign_id"]: r for r in aggregate.kpis(images, faces).to_pylist()}
+    cid = "spring-sale-2026"  # two runs: the baseline is the first run's rows
+    f = faces.filter(pa.compute.equal(faces["campaign_id"], cid)).to_pydict()
+    base = np.array(f["in_baseline"], bool)
+    assert 0 < base.sum() < len(base)
+    for s in ("positive", "neutral", "negative"):
+        hit = np.array(f["sentiment"]) == s
+        table = [[(hit & ~base).sum(), (~hit & ~base).sum()], [(hit & base).sum(), (~hit & base).sum()]]
+        _, p_ref, _, _ = stats.chi2_contingency(table, correction=False)
+        assert rows[cid][f"share_{s}_change_p"] == pytest.approx(p_ref, rel=1e-6), s
+    score = {"positive": 1.0, "neutral": 0.0, "negative": -1.0}
+    for field, values in (("net_sentiment", np.array([score[s] for s in f["sentiment"]])),
+                          ("mean_valence", np.array(f["valence"], np.float64))):
+        se = sqrt(values.var() * (1 / (~base).sum() + 1 / base.sum()))
+        p_ref = erfc(abs(values[~base].mean() - values[base].mean()) / se / sqrt(2))
+        assert rows[cid][f"{field}_change_p"] == pytest.approx(p_ref, rel=1e-6), field
+    img = images.filter(pa.compute.equal(images["campaign_id"], cid)).to_pydict()
+    ibase, with_faces = np.array(img["in_baseline"], bool), np.array(img["n_faces"]) > 0
+    table = [[(with_faces & ~ibase).sum(), (~with_faces & ~ibase).sum()],
+             [(with_faces & ibase).sum(), (~with_faces & ibase).sum()]]
+    assert rows[cid]["share_with_faces_change_p"] == pytest.approx(stats.chi2_contingency(table, correction=False)[1],
+                                                                   rel=1e-6)
+
+
+def test_only_changes_beyond_noise_are_coloured(tmp_path):
+    """The latest run turns every face negative: that change is coloured; the untouched campaign's
+    small changes are muted and marked ~, and every tile agrees with its p-value."""
+    specs = fx.DEFAULT_CAMPAIGNS[:1]
+    images, faces, _, runs = fx.build_tables(specs, tmp_path / "images", n_runs=2)
+    for i, run in enumerate(faces["run_id"]):
+        if run == runs[-1]:
+            faces["sentiment"][i], faces["valence"][i] = "negative", -0.8
+    fx.write_lake(tmp_path / "lake", images, faces, runs)
+    out = tmp_path / "site"
+    render_dashboards(str(tmp_path / "lake"), str(out), gradcam=False)
+    html = page(out, specs[0].campaign_id)
+    tiles = dict(re.findall(r'<div class="tile-label">([^<]+)</div>.*?<span class="delta ([^"]+)"', html, flags=re.S))
+    assert "tone-bad" in tiles["Negative"] and "noise" not in tiles["Negative"]
+    assert "tone-bad" in tiles["Net sentiment"] and "tone-bad" in tiles["Mean valence"]
+    assert "tone-bad" in tiles["Positive"]  # positive share fell
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'<span class="delta down tone-bad"', index)
+
+
+def test_noise_marks_agree_with_the_p_values(site, sample):
+    rows = {r["campaign_id"]: r for r in aggregate.compute(Lake(str(sample.root)), max_gallery=1).kpis.to_pylist()}
+    labels = {"Positive": "share_positive", "Neutral": "share_neutral", "Negative": "share_negative",
+              "Net sentiment": "net_sentiment", "Mean valence": "mean_valence", "With faces": "share_with_faces"}
+    checked = muted = 0
+    for cid, row in rows.items():
+        html = page(site, cid)
+        for label, cls in re.findall(r'<div class="tile-label">([^<]+)</div>.*?<span class="delta ([^"]+)"', html,
+                                     flags=re.S):
+            if label not in labels or " flat " in f" {cls} " or cls == "none":
+                continue
+            p = row[f"{labels[label]}_change_p"]
+            assert ("noise" in cls.split()) == (p is None or p >= 0.05), (cid, label, cls, p)
+            checked += 1
+            muted += "noise" in cls.split()
+    assert checked >= 5 and muted >= 1  # the fixture's runs share one mood: some changes are noise
+
+
 def test_baseline_falls_back_to_posted_week_then_to_none(sample):
     rows = {r["campaign_id"]: r for r in aggregate.compute(Lake(str(sample.root)), max_gallery=1).kpis.to_pylist()}
     assert rows["winter-clearance"]["baseline_mode"] == "week"  # one run, three posted weeks
