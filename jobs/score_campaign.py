@@ -1,7 +1,7 @@
 """Score campaign images for facial emotion and write the Delta tables (and dashboards).
 
     spark-submit jobs/score_campaign.py [--config conf/<file>.yaml] [--input PATH_OR_GLOB_OR_URI]
-                                        [--output LAKE_DIR_OR_URI] [--run-id ID]
+                                        [--output LAKE_DIR_OR_URI] [--run-id ID] [--dry-run]
     python jobs/score_campaign.py ...        (same flags; local[*] unless the config names a master)
 
 Thin entry point: parse flags, load the config, build the session, call jobs.campaign.job.run_job,
@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="override output.path: the lake root, local dir or s3://bucket/prefix")
     p.add_argument("--run-id", help="run id (default: UTC time + random); rerunning an id that committed is a no-op")
     p.add_argument("--no-dashboards", action="store_true", help="skip rendering the dashboards")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what a run would score (per campaign) and an estimated time; write nothing")
     return p.parse_args(argv)
 
 
@@ -48,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.campaign.job import render, run_job
 
         try:
-            run_job(spark, cfg, args.run_id)
+            run_job(spark, cfg, args.run_id, dry_run=args.dry_run)
         except (ConfigError, InputError) as e:
             print(f"score_campaign: {e}", file=sys.stderr)
             return 2
-        if cfg.output.dashboards and not args.no_dashboards:
+        if cfg.output.dashboards and not args.no_dashboards and not args.dry_run:
             index = render(cfg)
             print(f"dashboards: {index}")
         return 0

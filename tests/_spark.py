@@ -81,8 +81,8 @@ def spark():
     session.stop()
 
 
-def run_job_in_process(spark, cfg_dict: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-    """run_job with a validated config dict, on the shared session."""
+def run_job_in_process(spark, cfg_dict: dict[str, Any], run_id: str | None = None, **kw: Any) -> dict[str, Any]:
+    """run_job with a validated config dict, on the shared session (``kw``: e.g. dry_run=True)."""
     import io
 
     from jobs.campaign.config import job_config_from_dict
@@ -94,7 +94,7 @@ def run_job_in_process(spark, cfg_dict: dict[str, Any], run_id: str | None = Non
         if key.startswith("spark.sql."):
             spark.conf.set(key, value)
     buf = io.StringIO()
-    row = run_job(spark, cfg, run_id, out=buf)
+    row = run_job(spark, cfg, run_id, out=buf, **kw)
     row["_log"] = buf.getvalue()
     return row
 

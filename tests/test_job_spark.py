@@ -89,6 +89,24 @@ def test_rerun_changes_nothing(spark, one_shot, dump):  # noqa: F811
     assert table_version(f"{lake}/runs") == runs_v and len(read_table(f"{lake}/runs")) == 2
 
 
+def test_dry_run_plans_without_writing(spark, one_shot, dump, tmp_path):  # noqa: F811
+    lake, row = one_shot
+    tables = ("images", "faces", "campaigns", "runs")
+    before = {t: table_version(f"{lake}/{t}") for t in tables}
+    plan = run_job_in_process(spark, fast_config(dump["dump"], lake), dry_run=True)
+    assert plan["dry_run"] and plan["n_to_score"] == 0 and plan["by_campaign"] == {}
+    assert plan["n_already_scored"] == row["n_scored"] and plan["estimated_s"] == 0.0
+    assert plan["images_per_s"] == pytest.approx(row["images_per_s"])  # the one-shot run's speed
+    assert {t: table_version(f"{lake}/{t}") for t in tables} == before
+    # a new lake: everything is to score, counted per campaign; nothing is created there
+    fresh = tmp_path / "fresh-lake"
+    plan = run_job_in_process(spark, fast_config(dump["dump"], fresh), dry_run=True)
+    scored = read_table(f"{lake}/images").campaign_id.value_counts().to_dict()
+    assert plan["by_campaign"] == scored and plan["n_to_score"] == sum(scored.values())
+    assert plan["estimated_s"] is None and "unknown (no earlier run" in plan["_log"]
+    assert not fresh.exists() or not any(fresh.iterdir())
+
+
 def test_incremental_day_by_day_equals_one_shot(spark, one_shot, dump, tmp_path):  # noqa: F811
     lake_a, _ = one_shot
     lake_b = tmp_path / "lake_incremental"

@@ -100,8 +100,13 @@ def recover_pending(spark, lake, out: TextIO) -> int:
     return len(manifests)
 
 
-def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | None = None) -> dict[str, Any]:
-    """Score ``cfg.input`` into the lake at ``cfg.output.path``; returns the runs-table row."""
+def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | None = None,
+            dry_run: bool = False) -> dict[str, Any]:
+    """Score ``cfg.input`` into the lake at ``cfg.output.path``; returns the runs-table row.
+
+    dry_run: read the input and the lake, print what a run would score (per campaign) and how long it
+    should take (from earlier runs' speed), write nothing; returns that plan (see ``_dry_run_plan``).
+    """
     from pyspark.sql import functions as F
 
     from jobs.campaign.inputs import dedupe, read_input
@@ -116,7 +121,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     sc = spark.sparkContext
     lake = Lake(cfg.output.path, cfg.output.storage_options)
 
-    recover_pending(spark, lake, out)
+    if not dry_run:
+        recover_pending(spark, lake, out)
     model_version, model_bytes, model_spec = resolve_model(cfg.model)
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
@@ -147,6 +153,9 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
           f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks"
           + (f" ({len(retried)} earlier fetch errors retried)" if retried else ""),
           file=out, flush=True)
+    if dry_run:
+        return _dry_run_plan(lake, todo, run_id, n_input, n_unique, n_todo, len(retried), model_version,
+                             detector_version, out)
 
     counts: dict[str, int] = {}
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
@@ -203,6 +212,40 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     printable = {**run_row, "started_at": started, "finished_at": finished}
     print(format_summary(printable), file=out, flush=True)
     return printable
+
+
+def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_unique: int, n_todo: int, n_retried: int,
+                  model_version: str, detector_version: str, out: TextIO) -> dict[str, Any]:
+    """What a run would do: images to score per campaign, and an estimate of the scoring time from the
+    median speed of the last five succeeded runs with the same model and detector (None without one)."""
+    from pyspark.sql import functions as F
+
+    by_campaign = {r["campaign_id"]: int(r["count"])
+                   for r in todo.groupBy("campaign_id").count().orderBy(F.desc("count"), "campaign_id").collect()}
+    speeds: list[float] = []
+    runs = lake.table("runs")
+    if runs is not None:
+        df = runs.to_pandas(columns=["started_at", "status", "images_per_s", "model_version", "detector_version"])
+        df = df[(df.status.isin(["succeeded", "recovered"])) & (df.model_version == model_version)
+                & (df.detector_version == detector_version) & (df.images_per_s > 0)]
+        speeds = df.sort_values("started_at").images_per_s.tail(5).tolist()
+    speed = float(sorted(speeds)[len(speeds) // 2]) if speeds else None
+    estimate = round(n_todo / speed, 1) if speed and n_todo else (0.0 if not n_todo else None)
+    pending = len(lake.pending_manifests())
+    print(f"dry run {run_id}: nothing written. {n_todo} images to score in {len(by_campaign)} campaign(s)"
+          + (f", {pending} interrupted run(s) would be completed first" if pending else ""), file=out)
+    for cid, n in list(by_campaign.items())[:20]:
+        print(f"  {cid}: {n}", file=out)
+    if len(by_campaign) > 20:
+        print(f"  ... and {len(by_campaign) - 20} more campaigns", file=out)
+    print(f"  estimated scoring time: {estimate:.0f} s at {speed:.2f} images/s (median of the last {len(speeds)} "
+          f"runs with {model_version} and {detector_version})" if speed and n_todo else
+          "  estimated scoring time: nothing to score" if not n_todo else
+          "  estimated scoring time: unknown (no earlier run with this model and detector)", file=out, flush=True)
+    return {"dry_run": True, "run_id": run_id, "n_input": n_input, "n_duplicates": n_input - n_unique,
+            "n_already_scored": n_unique - n_todo, "n_to_score": n_todo, "n_retried": n_retried,
+            "by_campaign": by_campaign, "images_per_s": speed, "estimated_s": estimate, "pending_runs": pending,
+            "model_version": model_version, "detector_version": detector_version}
 
 
 def render(cfg: JobConfig) -> str:
