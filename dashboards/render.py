@@ -89,8 +89,46 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
         ctx = _campaign_context(row, {k: v.get(cid) for k, v in parts.items()}, cards)
         written.add(_write(out, campaign_page_name(cid), page.render(**common, **ctx)).name)
     _remove_stale_pages(out, keep=written)
-    index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows))
+    adjusted = {r["campaign_id"]: r for r in agg.adjusted_mix.to_pylist()}
+    _write(out, CSV_NAME, campaigns_csv(kpi_rows, adjusted))
+    index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows), csv_name=CSV_NAME)
     return _write(out, "index.html", index)
+
+
+CSV_NAME = "campaigns.csv"
+CSV_COLUMNS: tuple[str, ...] = (
+    "campaign_id", "n_images", "n_with_faces", "share_with_faces", "n_faces", "share_positive", "share_neutral",
+    "share_negative", "net_sentiment", "net_sentiment_base", "net_sentiment_change_p", "mean_valence", "n_bad",
+    "first_posted", "last_posted", "baseline_mode",
+)
+
+
+def _csv_cell(value: Any) -> Any:
+    """Spreadsheet-safe: text that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a
+    leading apostrophe; campaign ids come from untrusted dumps."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def campaigns_csv(rows: list[dict], adjusted: Mapping[str, dict]) -> str:
+    """The index table as CSV (one row per campaign, the tile numbers and, where the campaigns table has
+    them, the confusion-adjusted emotion shares), for spreadsheets."""
+    import csv
+    import io
+
+    adjusted_columns = [f"adjusted_share_{e}" for e in EMOTIONS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *adjusted_columns])
+    for r in rows:
+        adj = adjusted.get(r["campaign_id"], {})
+        writer.writerow([_csv_cell(r.get(c)) for c in CSV_COLUMNS] + [_csv_cell(adj.get(c)) for c in adjusted_columns])
+    return buf.getvalue()
 
 
 def _loader(job_loader: BytesLoader | None, storage_options: Mapping[str, str] | None) -> BytesLoader:

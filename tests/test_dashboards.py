@@ -424,6 +424,35 @@ def test_hostile_campaign_ids_render_inside_out_dir(tmp_path):
     assert not (tmp_path / "etc").exists()
 
 
+def test_index_offers_the_campaign_table_as_csv(site, sample):
+    import csv
+
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert 'href="campaigns.csv" download' in index
+    with open(site / "campaigns.csv", newline="", encoding="utf-8") as fh:
+        got = {r["campaign_id"]: r for r in csv.DictReader(fh)}
+    rows = {r["campaign_id"]: r for r in aggregate.compute(Lake(str(sample.root)), max_gallery=1).kpis.to_pylist()}
+    assert set(got) == set(rows) == set(sample.campaigns)
+    for cid, r in rows.items():
+        assert int(got[cid]["n_images"]) == r["n_images"] and int(got[cid]["n_faces"]) == r["n_faces"]
+        if r["n_faces"]:
+            assert float(got[cid]["share_positive"]) == pytest.approx(r["share_positive"], abs=1e-6)
+        else:
+            assert got[cid]["share_positive"] == ""
+
+
+def test_csv_cannot_smuggle_spreadsheet_formulas():
+    from dashboards.render import campaigns_csv
+
+    rows = [{"campaign_id": cid, "n_images": 1, "n_faces": 0} for cid in
+            ('=HYPERLINK("http://x","click")', "+1+1", "-2", "@SUM(A1)", "safe-id", "\tx")]
+    import csv
+    import io
+
+    first = [r[0] for r in csv.reader(io.StringIO(campaigns_csv(rows, {})))][1:]
+    assert first == ["'" + rows[0]["campaign_id"], "'+1+1", "'-2", "'@SUM(A1)", "safe-id", "'\tx"]
+
+
 # ----------------------------------------------------------------------------- errors and CLI
 
 
