@@ -110,3 +110,19 @@ def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
     assert gone not in names and "campaign-notes.html" in names
     index = fs.cat("lake/emotions/dashboards/index.html").decode()
     assert all(campaign_page_name(c) in index for c in camps.campaign_id)
+
+    # erasure on an S3 lake: rows and their files go, the tombstone stays
+    from jobs.erase import main as erase_main
+
+    gone_image = images[images.status == "ok"].image_id.iloc[0]
+    options = [f"--storage-option={k}={v}" for k, v in opts.items()]
+    assert erase_main(["--lake", "s3://lake/emotions", "--image", gone_image, "--reason", "test", *options]) == 0
+    left = DeltaTable("s3://lake/emotions/images", storage_options=dopts).to_pandas()
+    assert gone_image not in set(left.image_id) and len(left) == n_unique - 1
+    fs.invalidate_cache()
+    for path in fs.find("lake/emotions/images"):
+        if path.endswith(".parquet"):
+            with fs.open(path, "rb") as f:
+                assert gone_image not in pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+    tomb = DeltaTable("s3://lake/emotions/erasures", storage_options=dopts).to_pandas()
+    assert list(tomb.id) == [gone_image]

@@ -4,6 +4,8 @@ Fast config (Haar detector, 320x240 photos) except test_default_retinaface_path.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,37 @@ def test_dry_run_plans_without_writing(spark, one_shot, dump, tmp_path):  # noqa
     assert plan["by_campaign"] == scored and plan["n_to_score"] == sum(scored.values())
     assert plan["estimated_s"] is None and "unknown (no earlier run" in plan["_log"]
     assert not fresh.exists() or not any(fresh.iterdir())
+
+
+def test_erased_images_and_campaigns_are_never_scored_again(spark, dump, tmp_path):  # noqa: F811
+    """After jobs/erase.py, rerunning the same dump skips what was erased, and the campaign that lost
+    an image gets its campaigns row recomputed even though nothing new was scored."""
+    from jobs.campaign.lake import Lake
+
+    lake = tmp_path / "lake"
+    run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="before")
+    images = read_table(f"{lake}/images")
+    ok = images[images.status == "ok"]
+    counts = images.campaign_id.value_counts()
+    gone_campaign = counts.index[-1]
+    kept = ok[ok.campaign_id != gone_campaign]
+    gone_image, its_campaign = kept.image_id.iloc[0], kept.campaign_id.iloc[0]
+    Lake(str(lake)).erase(campaigns=[gone_campaign], images=[gone_image], reason="test")
+
+    row = run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="after")
+    n_gone = int(counts[gone_campaign]) + 1
+    skipped = re.search(r"(\d+) of erased images or campaigns skipped", row["_log"])
+    assert skipped and int(skipped.group(1)) >= n_gone  # input rows: a duplicated id counts twice
+    assert row["n_scored"] == 0
+    after = read_table(f"{lake}/images")
+    assert gone_image not in set(after.image_id) and gone_campaign not in set(after.campaign_id)
+    assert len(after) == len(images) - n_gone
+    faces = read_table(f"{lake}/faces")
+    assert gone_image not in set(faces.image_id) and gone_campaign not in set(faces.campaign_id)
+    camps = read_table(f"{lake}/campaigns").set_index("campaign_id")
+    assert gone_campaign not in camps.index
+    assert camps.loc[its_campaign, "n_images"] == int(counts[its_campaign]) - 1  # recomputed by the run
+    assert camps.loc[its_campaign, "n_faces"] == int((faces.campaign_id == its_campaign).sum())
 
 
 def test_incremental_day_by_day_equals_one_shot(spark, one_shot, dump, tmp_path):  # noqa: F811

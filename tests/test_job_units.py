@@ -272,6 +272,63 @@ def test_superseded_fetch_errors_are_dropped_with_quoted_ids(tmp_path):
     assert lake.drop_superseded_fetch_errors(ids[:3], "m@1", "r2") == 0  # a replay deletes nothing more
 
 
+def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
+    """Erasing campaign b and image "it's" (a quote in the id) removes their rows from every table and,
+    after the zero-retention VACUUM, from every Parquet file on disk; the tombstones stay."""
+    import datetime as dt
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable, write_deltalake
+
+    from jobs.campaign.inputs import InputError
+    from jobs.campaign.lake import Lake
+    from jobs.erase import main
+
+    images = {"a": ["a1", "it's", "a3"], "b": ["b1", "b2"]}
+    for cid, ids in images.items():  # two appends per campaign, like two runs
+        for i in ids:
+            write_deltalake(str(tmp_path / "images"), pa.table({"image_id": [i], "campaign_id": [cid],
+                                                                "caption": [f"secret caption of {i}"]}),
+                            mode="append", partition_by=["campaign_id"])
+    write_deltalake(str(tmp_path / "faces"), pa.table({"image_id": ["a1", "it's", "it's", "b1"],
+                                                       "campaign_id": ["a", "a", "a", "b"], "face_index": [0, 0, 1, 0]}),
+                    partition_by=["campaign_id"])
+    long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    write_deltalake(str(tmp_path / "campaigns"), pa.table({"campaign_id": ["a", "b"], "n_images": [3, 2],
+                                                           "updated_at": pa.array([long_ago] * 2, pa.timestamp("us", tz="UTC"))}))
+    lake = Lake(str(tmp_path))
+    versions = {t: lake.table(t).version() for t in ("images", "faces", "campaigns")}
+    plan = lake.erase(campaigns=["b"], images=["it's"], reason="test", dry_run=True)
+    assert plan["deleted"] == {"images": 3, "faces": 3, "campaigns": 1} and plan["campaigns"] == ["a", "b"]
+    assert {t: lake.table(t).version() for t in versions} == versions and lake.table("erasures") is None
+
+    assert main(["--lake", str(tmp_path), "--campaign", "b", "--image", "it's", "--reason", "subject request 17"]) == 0
+    out = capsys.readouterr().out
+    assert "images: deleted 3 rows" in out and "faces: deleted 3 rows" in out and "campaigns: deleted 1 rows" in out
+    assert sorted(lake.table("images").to_pyarrow_table().column("image_id").to_pylist()) == ["a1", "a3"]
+    assert lake.table("faces").to_pyarrow_table().column("image_id").to_pylist() == ["a1"]
+    assert lake.table("campaigns").to_pyarrow_table().column("campaign_id").to_pylist() == ["a"]
+    for table in ("images", "faces"):  # gone from storage too, not only from the current version
+        for root, _, files in os.walk(tmp_path / table):
+            for f in files:
+                if f.endswith(".parquet"):
+                    ids = set(pq.read_table(os.path.join(root, f)).column("image_id").to_pylist())
+                    assert not ids & {"it's", "b1", "b2"}, (table, f, ids)
+    tomb = DeltaTable(str(tmp_path / "erasures")).to_pyarrow_table().to_pylist()
+    assert sorted((r["kind"], r["id"], r["campaign_id"], r["reason"]) for r in tomb) == [
+        ("campaign", "b", "b", "subject request 17"), ("image", "it's", "a", "subject request 17")]
+    assert lake.erased() == ({"b"}, {"it's"})
+    assert lake.stale_campaigns() == {"a"}  # its campaigns row still counts the erased image
+
+    assert main(["--lake", str(tmp_path), "--reason", "x"]) == 2  # nothing named
+    assert "nothing to erase" in capsys.readouterr().err
+    lake.write_manifest("run-x", {"run_id": "run-x"})
+    with pytest.raises(InputError, match="run-x"):
+        lake.erase(images=["a1"], reason="test")
+
+
 def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsys):
     """Many small appends -> one file per partition, same rows; vacuum deletes the old files;
     a pending run's manifest blocks maintenance (its files are not committed yet)."""

@@ -131,6 +131,15 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
     n_input = df.count()
+    erased_campaigns, erased_images = lake.erased()
+    n_erased = 0
+    if erased_campaigns or erased_images:  # erased on request (jobs/erase.py): never scored again
+        keep = ~F.col("campaign_id").isin(sorted(erased_campaigns)) if erased_campaigns else F.lit(True)
+        df = df.where(keep)
+        if erased_images:
+            gone = spark.createDataFrame([(i,) for i in sorted(erased_images)], "image_id string")
+            df = df.join(F.broadcast(gone), "image_id", "left_anti")
+        n_erased = n_input - df.count()
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
     existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status"])
@@ -149,12 +158,14 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         n_todo = n_unique
     n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.inference.images_per_task))))
     spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
-    print(f"run {run_id}: {n_input} input rows, {n_input - n_unique} duplicates, "
+    print(f"run {run_id}: {n_input} input rows, "
+          + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
+          + f"{n_input - n_erased - n_unique} duplicates, "
           f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks"
           + (f" ({len(retried)} earlier fetch errors retried)" if retried else ""),
           file=out, flush=True)
     if dry_run:
-        return _dry_run_plan(lake, todo, run_id, n_input, n_unique, n_todo, len(retried), model_version,
+        return _dry_run_plan(lake, todo, run_id, n_input, n_erased, n_unique, n_todo, len(retried), model_version,
                              detector_version, out)
 
     counts: dict[str, int] = {}
@@ -189,7 +200,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     run_row = {
         "run_id": run_id, "started_at": started.isoformat(), "finished_at": finished.isoformat(),
         "status": "succeeded", "input": cfg.input.path, "output": lake.root, "n_input": n_input,
-        "n_duplicates": n_input - n_unique, "n_scored": n_scored, "n_skipped": n_input - n_scored,
+        "n_duplicates": n_input - n_erased - n_unique, "n_scored": n_scored, "n_skipped": n_input - n_scored,
         **{f"n_{s}": counts.get(s, 0) for s in STATUSES}, "n_faces": counts.get("n_faces", 0),
         "duration_s": round(time.monotonic() - t0, 3),
         "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
@@ -201,7 +212,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         # campaign mix adjustment (fer_core.quantify): the model's profile for this run's TTA setting
         "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
         "sentiment_groups": cfg.sentiment.groups,
-        "campaigns": sorted({f["campaign_id"] for f in files["images"]}),
+        # campaigns with new rows, and those an image erasure left stale since their last recompute
+        "campaigns": sorted({f["campaign_id"] for f in files["images"]} | lake.stale_campaigns()),
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
     }
     lake.ensure("images", img_schema, ["campaign_id"])
@@ -214,7 +226,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     return printable
 
 
-def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_unique: int, n_todo: int, n_retried: int,
+def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,
                   model_version: str, detector_version: str, out: TextIO) -> dict[str, Any]:
     """What a run would do: images to score per campaign, and an estimate of the scoring time from the
     median speed of the last five succeeded runs with the same model and detector (None without one)."""
@@ -242,7 +254,8 @@ def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_unique: int, n_todo: 
           f"runs with {model_version} and {detector_version})" if speed and n_todo else
           "  estimated scoring time: nothing to score" if not n_todo else
           "  estimated scoring time: unknown (no earlier run with this model and detector)", file=out, flush=True)
-    return {"dry_run": True, "run_id": run_id, "n_input": n_input, "n_duplicates": n_input - n_unique,
+    return {"dry_run": True, "run_id": run_id, "n_input": n_input, "n_erased": n_erased,
+            "n_duplicates": n_input - n_erased - n_unique,
             "n_already_scored": n_unique - n_todo, "n_to_score": n_todo, "n_retried": n_retried,
             "by_campaign": by_campaign, "images_per_s": speed, "estimated_s": estimate, "pending_runs": pending,
             "model_version": model_version, "detector_version": detector_version}

@@ -16,6 +16,7 @@ deltalake is imported lazily, only in driver functions: never in a process that 
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -35,6 +36,7 @@ STATUSES = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty"
 APP_PREFIX = "score_campaign:"
 PARTITION = "campaign_id"
 TABLES = ("images", "faces", "campaigns", "runs")
+ERASABLE = ("images", "faces", "campaigns")
 
 
 def _pa():
@@ -106,6 +108,15 @@ def runs_schema():
         pa.field("n_faces", pa.int64()), pa.field("duration_s", pa.float64()), pa.field("images_per_s", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
         pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
+    ])
+
+
+def erasures_schema():
+    """erasures: one row per erased campaign or image (a tombstone the scoring job honours)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("erasure_id", pa.string()), pa.field("kind", pa.string()), pa.field("id", pa.string()),
+        pa.field("campaign_id", pa.string()), pa.field("reason", pa.string()), pa.field("erased_at", _ts()),
     ])
 
 
@@ -312,6 +323,100 @@ class Lake:
             report[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
                             "vacuumed": len(vacuumed), "version": self.table(name).version()}
         return report
+
+    # -- erasure (a person's or a campaign's faces removed on request)
+    def erased(self) -> tuple[set[str], set[str]]:
+        """(erased campaign ids, erased image ids): the scoring job never scores these again."""
+        dt = self.table("erasures")
+        if dt is None:
+            return set(), set()
+        rows = dt.to_pyarrow_table(columns=["kind", "id"]).to_pylist()
+        return ({r["id"] for r in rows if r["kind"] == "campaign"}, {r["id"] for r in rows if r["kind"] == "image"})
+
+    def stale_campaigns(self) -> set[str]:
+        """Campaigns that lost images to an erasure after their campaigns row was computed; the next
+        scoring run recomputes them."""
+        erasures, campaigns = self.table("erasures"), self.table("campaigns")
+        if erasures is None or campaigns is None:
+            return set()
+        latest: dict[str, Any] = {}
+        for r in erasures.to_pyarrow_table(columns=["kind", "campaign_id", "erased_at"]).to_pylist():
+            if r["kind"] == "image" and r["campaign_id"] is not None:
+                latest[r["campaign_id"]] = max(latest.get(r["campaign_id"], r["erased_at"]), r["erased_at"])
+        updated = {r["campaign_id"]: r["updated_at"]
+                   for r in campaigns.to_pyarrow_table(columns=["campaign_id", "updated_at"]).to_pylist()}
+        return {c for c, t in latest.items() if c in updated and (updated[c] is None or updated[c] < t)}
+
+    def erase(self, *, campaigns: Iterable[str] = (), images: Iterable[str] = (), reason: str,
+              vacuum: bool = True, dry_run: bool = False) -> dict[str, Any]:
+        """Delete every row of these campaigns / images from images, faces and campaigns, and record a
+        tombstone in ``erasures`` first, so no later run scores them again (the dump may still hold them).
+
+        vacuum: then VACUUM those tables with zero retention, so the deleted rows' files are gone from
+        storage too (time travel to before the erasure stops working). Run it under the scoring job's
+        lock: a run writing files meanwhile would lose them. An image erasure leaves its campaign's
+        campaigns row stale until the next scoring run recomputes it. Refused while a run is pending.
+        Returns rows deleted per table, the affected campaigns and files vacuumed.
+        """
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable, write_deltalake
+
+        from jobs.campaign.inputs import InputError
+
+        campaigns, images = sorted(set(campaigns)), sorted(set(images))
+        if not campaigns and not images:
+            raise InputError("nothing to erase: name at least one campaign or image id")
+        if not reason.strip():
+            raise InputError("give a reason for the erasure (it is kept in the erasures table as the record)")
+        pending = [m["run_id"] for m in self.pending_manifests()]
+        if pending:
+            raise InputError(f"runs {pending} have uncommitted files under {self.root}; run the scoring job once "
+                             "(it completes them) before erasing")
+        image_campaign: dict[str, str | None] = {i: None for i in images}
+        counts: dict[str, int] = {}
+        images_dt = self.table("images")
+        if images_dt is not None and images:
+            found = images_dt.to_pyarrow_dataset().to_table(
+                columns=["image_id", "campaign_id"], filter=pc.field("image_id").isin(images))
+            image_campaign.update(zip(found["image_id"].to_pylist(), found["campaign_id"].to_pylist()))
+        affected = sorted(set(campaigns) | {c for c in image_campaign.values() if c is not None})
+        clauses = ([f"campaign_id IN ({', '.join(_sql_literal(c) for c in campaigns)})"] if campaigns else [])
+        image_clause = f"image_id IN ({', '.join(_sql_literal(i) for i in images)})" if images else None
+        if dry_run:
+            for name in ERASABLE:
+                dt = self.table(name)
+                if dt is None:
+                    continue
+                present = set(_pa().schema(dt.schema()).names)
+                table = dt.to_pyarrow_table(columns=[c for c in ("campaign_id", "image_id") if c in present])
+                mask = pc.is_in(table["campaign_id"], _pa().array(campaigns, _pa().string()))
+                if images and "image_id" in present:
+                    mask = pc.or_(mask, pc.is_in(table["image_id"], _pa().array(images, _pa().string())))
+                counts[name] = int(pc.sum(pc.cast(mask, "int64")).as_py() or 0)
+            return {"deleted": counts, "campaigns": affected, "vacuumed": 0, "dry_run": True}
+        pa = _pa()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        erasure_id = uuid.uuid4().hex[:12]
+        tombstones = [{"erasure_id": erasure_id, "kind": "campaign", "id": c, "campaign_id": c, "reason": reason,
+                       "erased_at": now} for c in campaigns]
+        tombstones += [{"erasure_id": erasure_id, "kind": "image", "id": i, "campaign_id": c, "reason": reason,
+                        "erased_at": now} for i, c in image_campaign.items()]
+        write_deltalake(self.uri("erasures"), pa.Table.from_pylist(tombstones, schema=erasures_schema()),
+                        mode="append", storage_options=self.options)
+        vacuumed = 0
+        for name in ERASABLE:
+            table = self.table(name)
+            if table is None:
+                continue
+            table_clauses = clauses + ([image_clause] if image_clause and name != "campaigns" else [])
+            if not table_clauses:
+                continue
+            counts[name] = int(table.delete(" OR ".join(table_clauses)).get("num_deleted_rows", 0) or 0)
+            if vacuum:
+                vacuumed += len(DeltaTable(self.uri(name), storage_options=self.options).vacuum(
+                    retention_hours=0, dry_run=False, enforce_retention_duration=False))
+        return {"deleted": counts, "campaigns": affected, "vacuumed": vacuumed, "dry_run": False,
+                "erasure_id": erasure_id}
 
     # -- manifests (write-ahead log of a run's commits)
     def _manifest_dir(self) -> str:
