@@ -119,23 +119,25 @@ def test_erased_images_and_campaigns_are_never_scored_again(spark, dump, tmp_pat
     images = read_table(f"{lake}/images")
     ok = images[images.status == "ok"]
     counts = images.campaign_id.value_counts()
-    gone_campaign = counts.index[-1]
-    kept = ok[ok.campaign_id != gone_campaign]
-    gone_image, its_campaign = kept.image_id.iloc[0], kept.campaign_id.iloc[0]
-    Lake(str(lake)).erase(campaigns=[gone_campaign], images=[gone_image], reason="test")
+    assert len(counts) >= 3
+    its_campaign, emptied, gone_campaign = counts.index[0], counts.index[1], counts.index[-1]
+    gone_image = ok[ok.campaign_id == its_campaign].image_id.iloc[0]
+    emptied_images = list(images[images.campaign_id == emptied].image_id)  # erased one by one
+    Lake(str(lake)).erase(campaigns=[gone_campaign], images=[gone_image, *emptied_images], reason="test")
 
     row = run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="after")
-    n_gone = int(counts[gone_campaign]) + 1
+    n_gone = int(counts[gone_campaign]) + 1 + len(emptied_images)
     skipped = re.search(r"(\d+) of erased images or campaigns skipped", row["_log"])
     assert skipped and int(skipped.group(1)) >= n_gone  # input rows: a duplicated id counts twice
     assert row["n_scored"] == 0
     after = read_table(f"{lake}/images")
-    assert gone_image not in set(after.image_id) and gone_campaign not in set(after.campaign_id)
+    assert gone_image not in set(after.image_id) and not {gone_campaign, emptied} & set(after.campaign_id)
     assert len(after) == len(images) - n_gone
     faces = read_table(f"{lake}/faces")
     assert gone_image not in set(faces.image_id) and gone_campaign not in set(faces.campaign_id)
     camps = read_table(f"{lake}/campaigns").set_index("campaign_id")
     assert gone_campaign not in camps.index
+    assert emptied not in camps.index  # its last image erased: the next run drops its row
     assert camps.loc[its_campaign, "n_images"] == int(counts[its_campaign]) - 1  # recomputed by the run
     assert camps.loc[its_campaign, "n_faces"] == int((faces.campaign_id == its_campaign).sum())
 

@@ -81,6 +81,7 @@ def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id,
                                mix_matrix=manifest.get("mix_matrix"), sentiment_groups=manifest.get("sentiment_groups"))
     lake.merge_campaigns(rows, run_id)
+    lake.drop_campaign_rows(set(manifest["campaigns"]) - set(rows.column("campaign_id").to_pylist()))  # all erased
     _fail_point("after_campaigns_commit")
     row = dict(manifest["run"])
     for k in ("started_at", "finished_at"):

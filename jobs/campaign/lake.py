@@ -262,6 +262,15 @@ class Lake:
          .when_matched_update_all().when_not_matched_insert_all().execute())
         return True
 
+    def drop_campaign_rows(self, campaigns: Iterable[str]) -> int:
+        """Delete the campaigns rows of campaigns left without images (all erased); idempotent."""
+        dt = self.table("campaigns")
+        campaigns = sorted(campaigns)
+        if dt is None or not campaigns:
+            return 0
+        predicate = f"campaign_id IN ({', '.join(_sql_literal(c) for c in campaigns)})"
+        return int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
+
     def drop_superseded_fetch_errors(self, image_ids: list[str], model_version: str, run_id: str) -> int:
         """Delete the earlier fetch_error rows of images this run fetched again (its own rows stay).
 
@@ -381,7 +390,6 @@ class Lake:
             image_campaign.update(zip(found["image_id"].to_pylist(), found["campaign_id"].to_pylist()))
         affected = sorted(set(campaigns) | {c for c in image_campaign.values() if c is not None})
         clauses = ([f"campaign_id IN ({', '.join(_sql_literal(c) for c in campaigns)})"] if campaigns else [])
-        image_clause = f"image_id IN ({', '.join(_sql_literal(i) for i in images)})" if images else None
         if dry_run:
             for name in ERASABLE:
                 dt = self.table(name)
@@ -408,10 +416,16 @@ class Lake:
             table = self.table(name)
             if table is None:
                 continue
-            table_clauses = clauses + ([image_clause] if image_clause and name != "campaigns" else [])
-            if not table_clauses:
+            if not clauses and name == "campaigns":
                 continue
-            counts[name] = int(table.delete(" OR ".join(table_clauses)).get("num_deleted_rows", 0) or 0)
+            counts[name] = 0
+            for start in range(0, max(len(images), 1), 1000):  # keep each SQL predicate a sane size
+                chunk = images[start:start + 1000]
+                chunk_clauses = clauses if start == 0 else []
+                if chunk and name != "campaigns":
+                    chunk_clauses = chunk_clauses + [f"image_id IN ({', '.join(_sql_literal(i) for i in chunk)})"]
+                if chunk_clauses:
+                    counts[name] += int(table.delete(" OR ".join(chunk_clauses)).get("num_deleted_rows", 0) or 0)
             if vacuum:
                 vacuumed += len(DeltaTable(self.uri(name), storage_options=self.options).vacuum(
                     retention_hours=0, dry_run=False, enforce_retention_duration=False))
