@@ -335,9 +335,40 @@ def change_p_values(table: pa.Table) -> pa.Table:
     return table
 
 
+def interval_columns(table: pa.Table, z: float = 1.959964) -> pa.Table:
+    """Append ``<kpi>_ci_low`` / ``<kpi>_ci_high``: a 95% interval for each tested KPI from its own units
+    (Wilson for shares; mean +- z standard errors for net sentiment and valence), so a small campaign's
+    figure is read with its uncertainty. Faces of one image are not independent: a lower bound."""
+    from math import sqrt
+
+    from fer_core.metrics import wilson_interval
+
+    for field, unit in CHANGE_TESTED.items():
+        n = table[f"n_{unit}"].to_numpy(zero_copy_only=False).astype(np.float64)
+        mean = table[field].to_numpy(zero_copy_only=False).astype(np.float64)
+        second = _second_moment(table, field)
+        low: list[float | None] = []
+        high: list[float | None] = []
+        for nn, mm, qq in zip(n, mean, second):
+            if not nn > 0 or np.isnan([mm, qq]).any():
+                low.append(None)
+                high.append(None)
+            elif field.startswith("share_"):
+                lo, hi = wilson_interval(int(round(mm * nn)), int(nn), z)
+                low.append(lo)
+                high.append(hi)
+            else:
+                half = z * sqrt(max(qq - mm * mm, 0.0) / nn)
+                low.append(mm - half)
+                high.append(mm + half)
+        table = table.append_column(f"{field}_ci_low", pa.array(low, pa.float64()))
+        table = table.append_column(f"{field}_ci_high", pa.array(high, pa.float64()))
+    return table
+
+
 def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
-    """One row per campaign: the KPI tiles, the same numbers for the baseline (``*_base``) and how
-    likely the change is noise (``*_change_p``)."""
+    """One row per campaign: the KPI tiles, the same numbers for the baseline (``*_base``), how
+    likely the change is noise (``*_change_p``) and 95% intervals (``*_ci_low``, ``*_ci_high``)."""
     now = _kpi_table(images, faces)
     mask_i, mask_f = images["in_baseline"], faces["in_baseline"]
     base_fields = [*KPI_FIELDS, "mean_valence_sq"]
@@ -347,7 +378,7 @@ def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
         ("baseline_mode", "first"), ("latest_run", "first"), ("latest_week", "first"), ("n_runs", "first")])
     meta = _rename(meta, {f"{c}_first": c for c in ("baseline_mode", "latest_run", "latest_week", "n_runs")})
     table = now.join(base, "campaign_id", join_type="left outer").join(meta, "campaign_id", join_type="left outer")
-    return change_p_values(table.sort_by("campaign_id"))
+    return interval_columns(change_p_values(table.sort_by("campaign_id")))
 
 
 def _sentiment_counts(faces: pa.Table, keys: list[str]) -> pa.Table:

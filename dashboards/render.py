@@ -359,6 +359,18 @@ def _tile_value(v: Any, kind: str, field: str) -> tuple[str, str]:
     return _fmt_signed(v, 2), ""
 
 
+def _interval_text(row: dict, field: str) -> str:
+    """'95%: 22.1-51.2%' for a tile with an interval (aggregate.interval_columns), else ''."""
+    low, high = row.get(f"{field}_ci_low"), row.get(f"{field}_ci_high")
+    if low is None or high is None or field not in CHANGE_TESTED:
+        return ""
+    if field == "net_sentiment":
+        return f"95%: {100 * low:+.1f}…{100 * high:+.1f}"
+    if field.startswith("share_"):
+        return f"95%: {100 * low:.1f}–{100 * high:.1f}%"
+    return f"95%: {low:+.2f}…{high:+.2f}"
+
+
 def _versus(row: dict) -> str:
     """The short 'compared with what' label printed in every tile."""
     mode = row.get("baseline_mode")
@@ -393,7 +405,9 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
     tiles = []
     for field, label, kind, good, help_text in TILES:
         value, unit = _tile_value(row.get(field), kind, field)
-        tiles.append({"label": label, "value": value, "unit": unit, "help": help_text,
+        interval = _interval_text(row, field)
+        tiles.append({"label": label, "value": value, "unit": unit, "interval": interval,
+                      "help": help_text + (f"; {interval}" if interval else ""),
                       "delta": _delta(row.get(field), row.get(f"{field}_base"), kind, good,
                                       row.get(f"{field}_change_p"), CHANGE_TESTED.get(field))})
     n_looked = row["n_images"] - row["n_bad"]

@@ -132,6 +132,26 @@ def test_change_p_values_match_scipy_and_the_raw_faces(sample):
                                                                    rel=1e-6)
 
 
+def test_kpi_intervals_match_scipy_and_the_raw_faces(site, sample):
+    from math import sqrt
+
+    stats = pytest.importorskip("scipy.stats")
+    images, faces = aggregate.load_current(Lake(str(sample.root)))
+    rows = {r["campaign_id"]: r for r in aggregate.kpis(images, faces).to_pylist()}
+    cid = "spring-sale-2026"
+    r = rows[cid]
+    assert 0 < r["n_positive"] < r["n_faces"]
+    ci = stats.binomtest(r["n_positive"], r["n_faces"]).proportion_ci(method="wilson")
+    assert (r["share_positive_ci_low"], r["share_positive_ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-6)
+    valence = np.array(faces.filter(pa.compute.equal(faces["campaign_id"], cid))["valence"].to_pylist())
+    half = 1.959964 * sqrt(valence.var() / len(valence))
+    assert r["mean_valence_ci_low"] == pytest.approx(valence.mean() - half, abs=1e-9)
+    assert r["mean_valence_ci_high"] == pytest.approx(valence.mean() + half, abs=1e-9)
+    html = page(site, cid)
+    assert f"95%: {100 * ci.low:.1f}–{100 * ci.high:.1f}%" in html
+    assert rows["no-faces-campaign"]["share_positive_ci_low"] is None  # no faces, no interval
+
+
 def test_only_changes_beyond_noise_are_coloured(tmp_path):
     """The latest run turns every face negative: that change is coloured; the untouched campaign's
     small changes are muted and marked ~, and every tile agrees with its p-value."""
