@@ -289,15 +289,19 @@ NOISE_P = 0.05
 """A change whose p-value is at least this is drawn as within sampling noise."""
 
 
-def _second_moment(table: pa.Table, field: str, suffix: str = "") -> np.ndarray:
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return table[column].to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _second_moment(table: pa.Table, field: str) -> np.ndarray:
     """Mean of the squared per-unit values behind a KPI: a 0/1 share is its own; net sentiment is
     the mean of +1/0/-1, so positive + negative share; valence has its own column."""
-    col = lambda name: table[name + suffix].to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
     if field == "net_sentiment":
-        return col("share_positive") + col("share_negative")
+        return _floats(table, "share_positive") + _floats(table, "share_negative")
     if field == "mean_valence":
-        return col("mean_valence_sq")
-    return col(field)
+        return _floats(table, "mean_valence_sq")
+    return _floats(table, field)
 
 
 def change_p_values(table: pa.Table) -> pa.Table:
@@ -312,11 +316,8 @@ def change_p_values(table: pa.Table) -> pa.Table:
     from math import erfc, sqrt
 
     for field, unit in CHANGE_TESTED.items():
-        count = f"n_{unit}"
-        n_now = table[count].to_numpy(zero_copy_only=False).astype(np.float64)
-        n_base = table[count + "_base"].to_numpy(zero_copy_only=False).astype(np.float64)
-        m_now = table[field].to_numpy(zero_copy_only=False).astype(np.float64)
-        m_base = table[field + "_base"].to_numpy(zero_copy_only=False).astype(np.float64)
+        n_now, n_base = _floats(table, f"n_{unit}"), _floats(table, f"n_{unit}_base")
+        m_now, m_base = _floats(table, field), _floats(table, f"{field}_base")
         q_now = _second_moment(table, field)
         p_values: list[float | None] = []
         for nn, nb, mn, mb, qn in zip(n_now, n_base, m_now, m_base, q_now):
@@ -344,9 +345,7 @@ def interval_columns(table: pa.Table, z: float = 1.959964) -> pa.Table:
     from fer_core.metrics import wilson_interval
 
     for field, unit in CHANGE_TESTED.items():
-        n = table[f"n_{unit}"].to_numpy(zero_copy_only=False).astype(np.float64)
-        mean = table[field].to_numpy(zero_copy_only=False).astype(np.float64)
-        second = _second_moment(table, field)
+        n, mean, second = _floats(table, f"n_{unit}"), _floats(table, field), _second_moment(table, field)
         low: list[float | None] = []
         high: list[float | None] = []
         for nn, mm, qq in zip(n, mean, second):

@@ -381,15 +381,19 @@ def _versus(row: dict) -> str:
     return "no earlier run or week"
 
 
+NOISE_NOTE = (f" Changes marked ~ (grey) are within sampling noise (p ≥ {NOISE_P}: the new faces or images do not "
+              "differ from the earlier ones by more than chance); hover a change for its test.")
+
+
 def _comparison(row: dict) -> str:
     mode = row.get("baseline_mode")
     if mode == "run":
         return (f"Changes compare with this campaign before run {row['latest_run']} "
-                f"({_fmt_int(row.get('n_images_base'))} images from {row['n_runs'] - 1} earlier run(s)).")
+                f"({_fmt_int(row.get('n_images_base'))} images from {row['n_runs'] - 1} earlier run(s)).{NOISE_NOTE}")
     if mode == "week":
         week = row.get("latest_week")
         return (f"Changes compare with this campaign without images posted in the week of "
-                f"{_fmt_time(week.date() if isinstance(week, dt.datetime) else week)} (UTC, Monday start).")
+                f"{_fmt_time(week.date() if isinstance(week, dt.datetime) else week)} (UTC, Monday start).{NOISE_NOTE}")
     return "No change shown: all images come from one run and one posted week, so there is nothing earlier to compare with."
 
 
@@ -452,11 +456,7 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
             gallery[pick["side"]].append(card)
     return {
         "campaign_id": cid or NO_CAMPAIGN, "title_id": cid or NO_CAMPAIGN, "row": row, "tiles": tiles,
-        "comparison": _comparison(row) + (f" Changes marked ~ (grey) are within sampling noise (p ≥ {NOISE_P}: the new "
-                                          "faces or images do not differ from the earlier ones by more than chance); "
-                                          "hover a change for its test." if row.get("baseline_mode") in ("run", "week")
-                                          else ""),
-        "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
+        "comparison": _comparison(row), "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
         "quality": _quality(row, _rows(parts["statuses"]), _rows(parts["status_examples"])),
         "lineage": [_lineage_row(r) for r in _rows(parts["lineage"])],
         "first_posted": _fmt_time(row.get("first_posted")), "last_posted": _fmt_time(row.get("last_posted")),
