@@ -135,8 +135,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     erased_campaigns, erased_images = lake.erased()
     n_erased = 0
     if erased_campaigns or erased_images:  # erased on request (jobs/erase.py): never scored again
-        keep = ~F.col("campaign_id").isin(sorted(erased_campaigns)) if erased_campaigns else F.lit(True)
-        df = df.where(keep)
+        if erased_campaigns:  # (a null campaign_id is no erased campaign: keep it)
+            df = df.where(F.col("campaign_id").isNull() | ~F.col("campaign_id").isin(sorted(erased_campaigns)))
         if erased_images:
             gone = spark.createDataFrame([(i,) for i in sorted(erased_images)], "image_id string")
             df = df.join(F.broadcast(gone), "image_id", "left_anti")
