@@ -54,7 +54,30 @@ def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tup
         outputs["tta"] = tta.predict(data.images)
         metrics["accuracy_tta"] = float((outputs["tta"].argmax(1) == data.labels).mean())
         metrics["calibration_tta"] = calibration_metrics(data.labels, outputs["tta"])
+    metrics["mix"] = mix_metrics(data.labels, outputs, model.spec)
     return metrics, outputs
+
+
+def mix_metrics(labels: np.ndarray, outputs: dict[str, np.ndarray], spec) -> dict:
+    """The evaluated faces taken as one campaign: their true emotion mix against the estimates the job
+    writes (counted top emotions, mean probability, and the confusion-adjusted mix when the model has a
+    profile), per pass, with the mean absolute error in points. On a user's own labelled faces this shows
+    whether the model's profile holds there before trusting ``adjusted_share_*``."""
+    from fer_core.quantify import adjusted_mix
+
+    k = len(EMOTIONS)
+    truth = np.bincount(labels, minlength=k) / max(len(labels), 1)
+    result: dict = {"labels": list(EMOTIONS), "true": np.round(truth, 4).tolist()}
+    for name, probs in outputs.items():
+        estimates = {"counted": np.bincount(probs.argmax(1), minlength=k) / max(len(probs), 1),
+                     "mean_probability": probs.mean(0)}
+        matrix = spec.mix_matrix(tta=name == "tta")
+        if matrix is not None:
+            estimates["adjusted"] = adjusted_mix(estimates["mean_probability"], matrix)
+        result[name] = {est: {"mix": np.round(np.asarray(v, np.float64), 4).tolist(),
+                              "mae_points": round(float(100 * np.abs(v - truth).mean()), 3)}
+                        for est, v in estimates.items()}
+    return result
 
 
 def paired_test(labels: np.ndarray, main: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict:
@@ -162,6 +185,12 @@ confidence over {{ main.calibration.n_bins }} confidence bins (0 is perfect).</p
 Plotly.newPlot('reliability',[{type:'scatter',mode:'lines',x:[0,1],y:[0,1],name:'perfectly calibrated',line:{dash:'dot',color:'#999'}}].concat(
 r.map(s=>({type:'scatter',mode:'lines+markers',name:s.name,x:s.confidence,y:s.accuracy,text:s.count,hovertemplate:'confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{text} faces'}))),
 {xaxis:{title:{text:'mean confidence in bin'},range:[0,1]},yaxis:{title:{text:'accuracy in bin'},range:[0,1]},margin:{t:20}},{displayModeBar:false});</script>
+<h2>Emotion mix of these faces</h2><p>All {{ main.n }} faces taken as one campaign: the true mix against what the
+job's campaigns table would report (mean absolute error per emotion, in points). "adjusted" uses the model's confusion
+profile (fitted on other faces); if it is far off here, do not trust <code>adjusted_share_*</code> on faces like these.</p>
+<table><tr><th>prediction</th><th>estimate</th>{% for e in main.mix.labels %}<th>{{ e }}</th>{% endfor %}<th>MAE (points)</th></tr>
+<tr><td></td><td>true</td>{% for v in main.mix.true %}<td>{{ "%.1f"|format(100*v) }}%</td>{% endfor %}<td></td></tr>
+{% for name in ["single", "tta"] if name in main.mix %}{% for est, r in main.mix[name].items() %}<tr><td>{{ name }}</td><td>{{ est }}</td>{% for v in r.mix %}<td>{{ "%.1f"|format(100*v) }}%</td>{% endfor %}<td>{{ "%.2f"|format(r.mae_points) }}</td></tr>{% endfor %}{% endfor %}</table>
 <h2>Confusion matrix</h2><div id="cm" style="width:640px;height:560px"></div>
 <script type="application/json" id="cm-data">{{ cm_json }}</script>
 <script>const d=JSON.parse(document.getElementById('cm-data').textContent);

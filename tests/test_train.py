@@ -318,7 +318,20 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     in_top = conf > top["low"]
     assert top["count"] == int(in_top.sum()) and top["accuracy"] == pytest.approx(float(right[in_top].mean()))
     assert result["calibration_tta"]["accuracy"] == pytest.approx(result["accuracy_tta"])
+    # the faces as one campaign: true mix vs the job's estimates (the tiny model has a profile from training)
+    from fer_core.quantify import adjusted_mix
+
+    spec = create_emotion_model(model_path).spec
+    truth = np.bincount(test.labels, minlength=7) / len(test)
+    mix = result["mix"]
+    assert mix["true"] == pytest.approx(truth, abs=1e-4)
+    assert mix["single"]["counted"]["mix"] == pytest.approx(np.bincount(probs.argmax(1), minlength=7) / len(test), abs=1e-4)
+    adjusted = adjusted_mix(probs.mean(0), spec.mix_matrix(tta=False))
+    assert mix["single"]["adjusted"]["mix"] == pytest.approx(adjusted, abs=1e-4)
+    assert mix["single"]["adjusted"]["mae_points"] == pytest.approx(100 * np.abs(adjusted - truth).mean(), abs=1e-3)
+    assert set(mix["tta"]) == {"counted", "mean_probability", "adjusted"}
     html = (out / "report.html").read_text()
+    assert "Emotion mix of these faces" in html
     assert "Sentiment read-out" in html and f"{100 * result['accuracy']:.2f}%" in html
     assert "Calibration" in html and f"{cal['ece']:.3f}" in html
     wrong = int((probs.argmax(1) != test.labels).sum())
