@@ -268,8 +268,7 @@ class Lake:
         campaigns = sorted(campaigns)
         if dt is None or not campaigns:
             return 0
-        predicate = f"campaign_id IN ({', '.join(_sql_literal(c) for c in campaigns)})"
-        return int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
+        return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in _in_predicates("campaign_id", campaigns))
 
     def drop_superseded_fetch_errors(self, image_ids: list[str], model_version: str, run_id: str) -> int:
         """Delete the earlier fetch_error rows of images this run fetched again (its own rows stay).
@@ -281,10 +280,9 @@ class Lake:
         if not image_ids or dt is None:
             return 0
         deleted = 0
-        for start in range(0, len(image_ids), 1000):  # keep each SQL predicate a sane size
-            ids = ", ".join(_sql_literal(i) for i in image_ids[start:start + 1000])
+        for ids in _in_predicates("image_id", image_ids):
             predicate = (f"status = 'fetch_error' AND model_version = {_sql_literal(model_version)} "
-                         f"AND run_id <> {_sql_literal(run_id)} AND image_id IN ({ids})")
+                         f"AND run_id <> {_sql_literal(run_id)} AND {ids}")
             deleted += int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
         return deleted
 
@@ -389,7 +387,6 @@ class Lake:
                 columns=["image_id", "campaign_id"], filter=pc.field("image_id").isin(images))
             image_campaign.update(zip(found["image_id"].to_pylist(), found["campaign_id"].to_pylist()))
         affected = sorted(set(campaigns) | {c for c in image_campaign.values() if c is not None})
-        clauses = ([f"campaign_id IN ({', '.join(_sql_literal(c) for c in campaigns)})"] if campaigns else [])
         if dry_run:
             for name in ERASABLE:
                 dt = self.table(name)
@@ -416,16 +413,12 @@ class Lake:
             table = self.table(name)
             if table is None:
                 continue
-            if not clauses and name == "campaigns":
+            predicates = _in_predicates("campaign_id", campaigns)
+            if name != "campaigns":  # the campaigns table has no image rows
+                predicates += _in_predicates("image_id", images)
+            if not predicates:
                 continue
-            counts[name] = 0
-            for start in range(0, max(len(images), 1), 1000):  # keep each SQL predicate a sane size
-                chunk = images[start:start + 1000]
-                chunk_clauses = clauses if start == 0 else []
-                if chunk and name != "campaigns":
-                    chunk_clauses = chunk_clauses + [f"image_id IN ({', '.join(_sql_literal(i) for i in chunk)})"]
-                if chunk_clauses:
-                    counts[name] += int(table.delete(" OR ".join(chunk_clauses)).get("num_deleted_rows", 0) or 0)
+            counts[name] = sum(int(table.delete(p).get("num_deleted_rows", 0) or 0) for p in predicates)
             if vacuum:
                 vacuumed += len(DeltaTable(self.uri(name), storage_options=self.options).vacuum(
                     retention_hours=0, dry_run=False, enforce_retention_duration=False))
@@ -499,6 +492,13 @@ class Lake:
 def _sql_literal(value: str) -> str:
     """A SQL string literal for a delta-rs predicate (ids come from the dump: quote, never trust)."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def _in_predicates(column: str, values: Iterable[str], chunk: int = 1000) -> list[str]:
+    """``column IN (...)`` predicates, at most ``chunk`` quoted values each (a sane SQL size)."""
+    values = list(values)
+    return [f"{column} IN ({', '.join(_sql_literal(v) for v in values[i:i + chunk])})"
+            for i in range(0, len(values), chunk)]
 
 
 # ---------------------------------------------------------------- campaign recompute
