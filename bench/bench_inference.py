@@ -6,6 +6,7 @@ warm-up batch runs before timing. Usage:
 
     nice -n 10 .venv/bin/python bench/bench_inference.py --n 300 --batch 32
     .venv/bin/python bench/bench_inference.py --n 16 --stage-images 8 --model fer-vgg@3   # classifier figures only
+    .venv/bin/python bench/bench_inference.py --n 16 --stage-images 8 --tta --compare fer-vgg@5   # vs another model
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=None, help="TF intra-op threads (default: all cores)")
     parser.add_argument("--classifier-reps", type=int, default=9)
+    parser.add_argument("--compare", action="append", default=[], metavar="MODEL[:tta]",
+                        help="also time this classifier, interleaved with the main one (repeatable; ':tta' turns "
+                             "flip TTA on for it)")
     parser.add_argument("--stage-images", type=int, default=64, help="images in the per-stage timing pass")
     args = parser.parse_args()
 
@@ -114,14 +118,22 @@ def main() -> None:
     model = pipe.model
     s = model.spec.input_size
     crops = np.random.default_rng(0).integers(0, 255, (256, s, s, 3), dtype=np.uint8)
+    from fer_core.models import create_emotion_model
     from fer_core.models.emotion import EmotionModel
 
     unfolded = EmotionModel(model.keras_model, model.spec, tta=model.tta, batch_size=model.batch_size, fold=False)
-    timings: dict[str, list[float]] = {"folded": [], "unfolded": []}
-    for m in (model, unfolded):
+    others = {}
+    for entry in args.compare:
+        name, _, flag = entry.partition(":")
+        if flag not in ("", "tta"):
+            parser.error(f"--compare {entry}: the suffix may only be ':tta'")
+        others[f"{name}{' (tta)' if flag else ''}"] = create_emotion_model(name, tta=bool(flag))
+    timed = {"folded": model, "unfolded": unfolded, **others}
+    timings: dict[str, list[float]] = {k: [] for k in timed}
+    for m in timed.values():
         m.predict(crops)  # warm-up at this shape
-    for _ in range(args.classifier_reps):  # interleaved, so both see the same machine load
-        for name, m in (("folded", model), ("unfolded", unfolded)):
+    for _ in range(args.classifier_reps):  # interleaved, so all see the same machine load
+        for name, m in timed.items():
             t = time.perf_counter()
             m.predict(crops)
             timings[name].append(time.perf_counter() - t)
@@ -130,6 +142,10 @@ def main() -> None:
           f"({per['folded'] * 1000:.0f} ms per batch, preprocess included, median of {args.classifier_reps}); "
           f"without BatchNormalization folding {256 / per['unfolded']:.0f} faces/s "
           f"-> folding x{per['unfolded'] / per['folded']:.2f}")
+    for name in others:
+        print(f"  {name}: {256 / per[name]:.0f} faces/s (same run, interleaved) -> {model.version} is "
+              f"x{per[name] / per['folded']:.2f} its speed")
+
 
 if __name__ == "__main__":
     main()
