@@ -14,7 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
+from fer_core.labels import EMOTIONS
 from fer_core.models.spec import ModelSpec
+from fer_core.sentiment import SENTIMENTS
 from jobs.campaign.config import JobConfig, config_hash
 
 __all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id", "FAIL_ENV"]
@@ -222,7 +224,9 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
     commit_run(spark, lake, manifest)
-    printable = {**run_row, "started_at": started, "finished_at": finished}
+    printable = {**run_row, "started_at": started, "finished_at": finished,
+                 "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
+                 "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)
     return printable
 

@@ -338,6 +338,9 @@ def write_tables(batches: Iterator[Any], ctx: ScoringContext, progress: Any) -> 
             faces.extend(face_rows)
             counts[image["status"]] += 1
             counts["n_faces"] += len(face_rows)
+            for face in face_rows:  # the run's mix, for the closing summary
+                counts[f"emotion:{face['emotion']}"] += 1
+                counts[f"sentiment:{face['sentiment']}"] += 1
         if len(images) + len(faces) >= ctx.target_file_rows:
             flush()
 
