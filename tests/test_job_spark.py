@@ -80,7 +80,7 @@ def test_one_run_writes_every_row_once(one_shot, dump):
     assert row["emotions"] == {e: int((faces.emotion == e).sum()) for e in EMOTIONS}
     assert row["sentiments"] == {s: int((faces.sentiment == s).sum()) for s in ("positive", "neutral", "negative")}
     top, n_top = min(faces.emotion.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))  # ties: by name
-    assert f"faces: {len(faces)}; {top} {n_top} ({n_top / len(faces):.0%})" in row["_log"]
+    assert f"faces: {len(faces)}\n  emotions: {top} {n_top} ({n_top / len(faces):.0%})" in row["_log"]
     assert sum(runs.iloc[0][f"n_{s}"] for s in ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")) == n_unique
 
 

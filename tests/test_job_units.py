@@ -107,10 +107,10 @@ def test_progress_line_and_summary():
            "model_version": "m", "detector_version": "d", "config_hash": "h", "input": "in", "output": "out"}
     text = format_summary(row)
     assert "ok=2" in text and "empty=1" in text and "faces: 3" in text
-    assert "faces: 3\n" in text  # no mix without counts (a row without them, or no faces)
+    assert "faces: 3\n  model" in text  # no mix without counts (a row without them, or no faces)
     row.update(emotions={"angry": 1, "happy": 2, "sad": 0}, sentiments={"positive": 2, "neutral": 0, "negative": 1})
     text = format_summary(row)
-    assert "faces: 3; happy 2 (67%), angry 1 (33%); positive 2 (67%), negative 1 (33%)\n" in text
+    assert "faces: 3\n  emotions: happy 2 (67%), angry 1 (33%)\n  sentiment: positive 2 (67%), negative 1 (33%)\n" in text
 
 
 def test_partition_dir_is_safe():

@@ -83,16 +83,17 @@ class Progress:
             print(self.line(), file=self.out, flush=True)
 
 
-def _mix_text(row: dict[str, Any]) -> str:
-    """ "; happy 55 (37%), ... ; positive 37%, ..." for the faces this run scored ("" without faces or counts)."""
-    parts = []
-    for key in ("emotions", "sentiments"):
+def _mix_lines(row: dict[str, Any]) -> list[str]:
+    """["  emotions: happy 55 (37%), ...", "  sentiment: positive 59 (40%), ..."] for the faces this run
+    scored; none without faces or counts."""
+    lines = []
+    for key, title in (("emotions", "emotions"), ("sentiments", "sentiment")):
         mix = {k: v for k, v in (row.get(key) or {}).items() if v}
         total = sum(mix.values())
         if total:
             ranked = sorted(mix.items(), key=lambda kv: (-kv[1], kv[0]))
-            parts.append(", ".join(f"{k} {v} ({v / total:.0%})" for k, v in ranked))
-    return "".join(f"; {p}" for p in parts)
+            lines.append(f"  {title}: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in ranked))
+    return lines
 
 
 def format_summary(row: dict[str, Any]) -> str:
@@ -106,7 +107,8 @@ def format_summary(row: dict[str, Any]) -> str:
         f"  input rows {row['n_input']}, duplicates dropped {row['n_duplicates']}, "
         f"already scored (skipped) {row['n_skipped'] - row['n_duplicates']}",
         f"  statuses: {statuses}",
-        f"  faces: {row['n_faces']}" + _mix_text(row),
+        f"  faces: {row['n_faces']}",
+        *_mix_lines(row),
         f"  model {row['model_version']}, detector {row['detector_version']}, config {row['config_hash']}",
         f"  input {row['input']} -> lake {row['output']}",
     ])
