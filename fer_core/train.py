@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from fer_core.config import dataclass_to_dict, load_yaml
+from fer_core.errors import ConfigError
 from fer_core.data import FaceDataset, load_dataset, stratified_kfold, stratified_split
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import wilson_interval
@@ -297,8 +298,6 @@ def build_from_config(cfg: TrainConfig):
 
     if cfg.model.init_from:
         if not Path(cfg.model.init_from).is_file():
-            from fer_core.errors import ConfigError
-
             raise ConfigError(f"model.init_from: {cfg.model.init_from} is not a file; train that model first (a config's "
                               "header says how it was made) or point init_from at a .keras model")
         model = keras.models.load_model(cfg.model.init_from, compile=False, safe_mode=True)
@@ -310,8 +309,6 @@ def build_from_config(cfg: TrainConfig):
             model = prune_vgg(model, cfg.model.prune_widths)
         return model
     if cfg.model.prune_widths:
-        from fer_core.errors import ConfigError
-
         raise ConfigError("model.prune_widths needs model.init_from (the trained vgg net to prune)")
     kwargs = dict(cfg.model.options)
     kwargs.setdefault("dropout", cfg.model.dropout)
@@ -526,7 +523,6 @@ def online_teacher(cfg: DistillConfig, spec: ModelSpec):
     """A tf function: the student's model-input batch -> the teacher's (n, 7) EMOTIONS-order probabilities."""
     import tensorflow as tf
 
-    from fer_core.errors import ConfigError
     from fer_core.models.registry import create_emotion_model
 
     teacher = create_emotion_model(cfg.teacher)

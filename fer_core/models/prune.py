@@ -23,12 +23,18 @@ __all__ = ["prune_vgg", "vgg_widths"]
 
 def vgg_widths(model: Any) -> list[int]:
     """Stage widths of a `vgg` net built by fer_core.models.architectures (from its layer names)."""
-    widths = []
-    s = 0
-    while _layer(model, f"s{s}c0_conv") is not None:
-        widths.append(int(_layer(model, f"s{s}c0_conv").filters))
-        s += 1
-    return widths
+    return [int(convs[0].filters) for convs in _vgg_stages(model)]
+
+
+def _vgg_stages(model: Any) -> list[list[Any]]:
+    """The conv layers of a `vgg` net per stage, found by their names s{stage}c{conv}_conv."""
+    stages: list[list[Any]] = []
+    while (conv := _layer(model, f"s{len(stages)}c0_conv")) is not None:
+        convs = [conv]
+        while (nxt := _layer(model, f"s{len(stages)}c{len(convs)}_conv")) is not None:
+            convs.append(nxt)
+        stages.append(convs)
+    return stages
 
 
 def _layer(model: Any, name: str):
@@ -36,13 +42,6 @@ def _layer(model: Any, name: str):
         return model.get_layer(name)
     except ValueError:
         return None
-
-
-def _convs_per_stage(model: Any) -> int:
-    c = 0
-    while _layer(model, f"s0c{c}_conv") is not None:
-        c += 1
-    return c
 
 
 def prune_vgg(model: Any, widths: Sequence[int]) -> Any:
@@ -54,7 +53,7 @@ def prune_vgg(model: Any, widths: Sequence[int]) -> Any:
     from fer_core.models.architectures import build_model
 
     old = vgg_widths(model)
-    convs = _convs_per_stage(model)
+    convs = len(_vgg_stages(model)[0]) if old else 0
     if not old or _layer(model, "logits") is None:
         raise ConfigError("model.prune_widths: the init_from model is not a fer_core `vgg` net (no s0c0_conv / logits "
                           "layers); pruning supports only that architecture")
@@ -73,11 +72,11 @@ def prune_vgg(model: Any, widths: Sequence[int]) -> Any:
     for s, width in enumerate(widths):
         for c in range(convs):
             name = f"s{s}c{c}"
-            gamma, beta, mean, var = model.get_layer(f"{name}_bn").get_weights()
-            keep_out = np.sort(np.argsort(-np.abs(gamma), kind="stable")[:width])
+            bn = model.get_layer(f"{name}_bn").get_weights()  # gamma, beta, moving mean, moving variance
+            keep_out = np.sort(np.argsort(-np.abs(bn[0]), kind="stable")[:width])
             (kernel,) = model.get_layer(f"{name}_conv").get_weights()
             pruned.get_layer(f"{name}_conv").set_weights([kernel[:, :, keep_in][..., keep_out]])
-            pruned.get_layer(f"{name}_bn").set_weights([gamma[keep_out], beta[keep_out], mean[keep_out], var[keep_out]])
+            pruned.get_layer(f"{name}_bn").set_weights([w[keep_out] for w in bn])
             keep_in = keep_out
     if dense is not None:
         (kernel,) = dense.get_weights()
