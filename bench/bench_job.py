@@ -1,6 +1,7 @@
 """Benchmark of the Spark job against single-process loops, on the same generated images, in one run.
 
     nice -n 10 python bench/bench_job.py [--n 200] [--detector retinaface|haar] [--rss 1000,10000]
+    nice -n 10 python bench/bench_job.py --engines tf,tflite --rss "" --skip-raw --skip-fer
 
 Prints:
 1. job: end-to-end images/s of jobs/score_campaign's run_job on local[2] (scoring stage, and whole run);
@@ -10,6 +11,8 @@ Prints:
    `pip install fer==25.10.3 --no-deps "setuptools<81"`); ratio job/fer;
 4. peak RSS of driver + JVM + Python workers (psutil, polled every 0.25 s) for dumps of each --rss size
    (rows cycle the same photos under distinct image_ids): it must stay flat as the input grows.
+With --engines, step 1 runs once per RetinaFace engine on the same dump (each after its own warm-up run)
+and prints each engine's rate over the first one's.
 """
 from __future__ import annotations
 
@@ -101,10 +104,10 @@ class RssSampler:
         self._t.join()
 
 
-def job_config(dump: Path, lake: Path, detector: str, batch: int) -> dict:
+def job_config(dump: Path, lake: Path, detector: str, batch: int, engine: str | None = None) -> dict:
     return {
         "input": {"path": str(dump)}, "output": {"path": str(lake), "dashboards": False},
-        "detector": {"name": detector},
+        "detector": {"name": detector, "engine": engine},
         "inference": {"batch_size": batch, "arrow_batch_size": 32, "intra_threads": 1, "inter_threads": 1,
                       "images_per_task": 250},
         "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "2g"}},
@@ -148,11 +151,12 @@ def bench_fer(photos: list[bytes]) -> float | None:
     return len(photos) / dt_
 
 
-def bench_job(spark, dump: Path, lake: Path, detector: str, batch: int) -> tuple[dict, float, int]:
+def bench_job(spark, dump: Path, lake: Path, detector: str, batch: int,
+              engine: str | None = None) -> tuple[dict, float, int]:
     from jobs.campaign.config import job_config_from_dict
     from jobs.campaign.job import run_job
 
-    cfg = job_config_from_dict(job_config(dump, lake, detector, batch))
+    cfg = job_config_from_dict(job_config(dump, lake, detector, batch, engine))
     with RssSampler() as rss:
         t = time.perf_counter()
         row = run_job(spark, cfg)
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--skip-fer", action="store_true")
     ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (e.g. with small --size)")
+    ap.add_argument("--engines", default="", help="RetinaFace engines to compare in the job, e.g. tf,tflite")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="bench_job_"))
@@ -197,11 +202,19 @@ def compare(spark, photos: list[bytes], work: Path, args: argparse.Namespace) ->
     write_dump(photos, len(photos), work / "dump_n")
     # warm run on a few images so Python workers have loaded TF + models (as in a long scheduled run)
     write_dump(photos[:8], 8, work / "dump_warm")
-    bench_job(spark, work / "dump_warm", work / "lake_warm", args.detector, args.batch)
-    row, wall, peak = bench_job(spark, work / "dump_n", work / "lake_n", args.detector, args.batch)
-    job_rate = row["n_scored"] / wall
-    print(f"job (local[2]): {row['n_scored']} images, {row['n_faces']} faces; scoring stage {row['images_per_s']:.2f} "
-          f"images/s; whole run {wall:.1f}s = {job_rate:.2f} images/s; peak RSS {peak / 2**20:.0f} MiB")
+    first = None
+    for engine in [e for e in args.engines.split(",") if e] or [None]:
+        tag = f"_{engine}" if engine else ""
+        bench_job(spark, work / "dump_warm", work / f"lake_warm{tag}", args.detector, args.batch, engine)
+        row, wall, peak = bench_job(spark, work / "dump_n", work / f"lake_n{tag}", args.detector, args.batch, engine)
+        job_rate = row["n_scored"] / wall
+        print(f"job (local[2]{', engine ' + engine if engine else ''}): {row['n_scored']} images, {row['n_faces']} "
+              f"faces; scoring stage {row['images_per_s']:.2f} images/s; whole run {wall:.1f}s = {job_rate:.2f} "
+              f"images/s; peak RSS {peak / 2**20:.0f} MiB")
+        first = first or (engine, job_rate, row["images_per_s"])
+        if engine and engine != first[0]:
+            print(f"ratio {engine}/{first[0]}: whole run x{job_rate / first[1]:.2f}, "
+                  f"scoring stage x{row['images_per_s'] / first[2]:.2f}")
 
     raw = None if args.skip_raw else bench_raw(photos, args.detector, args.batch)
     fer = None if args.skip_fer else bench_fer(photos)

@@ -35,14 +35,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    """``detector:`` section. Unset (null) values keep the detector family's own defaults;
-    ``create_detector`` validates the values (see fer_core.detectors.DetectorConfig)."""
+    """``detector:`` section. Unset (null) values keep the detector family's own defaults; the values
+    are validated here, when the config is read (see fer_core.detectors.DetectorConfig)."""
 
     name: str = "retinaface"
     score_threshold: float | None = None
     min_face_size: int | None = None
     max_side: int | None = None
     nms_iou: float | None = None
+    engine: str | None = None  # retinaface only: auto | tflite | tf
+
+    def __post_init__(self) -> None:
+        from fer_core.detectors import resolve_detector_options
+
+        try:  # a bad value fails when the config is read, not on every executor
+            resolve_detector_options(self.name, **self.kwargs())
+        except ConfigError as e:  # the config loader prefixes the section ("detector.") itself
+            raise ConfigError(str(e).removeprefix("detector.")) from None
 
     def kwargs(self) -> dict[str, Any]:
         """The set values, as ``create_detector(name, **kwargs)`` keyword arguments."""

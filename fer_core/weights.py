@@ -36,6 +36,7 @@ __all__ = [
     "read_weight_bytes",
     "sha256_bytes",
     "sha256_file",
+    "atomic_write",
     "RETINAFACE_MOBILENET_V2",
     "FER_MINI_XCEPTION",
 ]
@@ -140,7 +141,7 @@ def _verify_file(spec: WeightSpec, path: Path, *, cached: bool) -> None:
         raise _mismatch(spec, str(path), actual, path if cached else None)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file + rename so a crash or a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -237,7 +238,7 @@ def _ensure_local(spec: WeightSpec) -> tuple[Path, bool]:
         if actual != spec.sha256:
             raise _mismatch(spec, f"fetched from {spec.source}", actual, None)
         try:
-            _atomic_write(path, data)
+            atomic_write(path, data)
         except OSError as e:
             raise WeightsError(
                 f"cannot write weights cache {path}: {e}; set FER_CORE_HOME to a writable directory"

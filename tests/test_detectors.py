@@ -15,6 +15,7 @@ from fer_core.detectors import (
     register_detector,
 )
 from fer_core.detectors import _REGISTRY
+from fer_core.detectors.retinaface import RetinaFaceDetector, tflite_model
 from fer_core.errors import ConfigError, WeightsError
 from fer_core.types import Face
 from fer_core.weights import RETINAFACE_MOBILENET_V2, read_weight_bytes
@@ -111,6 +112,72 @@ def test_rejects_non_rgb_uint8(retina: Detector) -> None:
         retina.detect([np.zeros((64, 64), np.uint8)])
     with pytest.raises(ValueError, match="uint8 RGB"):
         retina.detect([np.zeros((64, 64, 3), np.float32)])
+
+
+# ---------------------------------------------------------------- RetinaFace engines
+
+
+def _three_face_scene() -> np.ndarray:
+    """Three astronauts (one mirrored, one small) on a 640x960 canvas; its sides are not multiples of 32."""
+    img = astronaut()
+    canvas = paste(img, canvas_hw=(650, 970), scale=0.55, offset_xy=(20, 40))
+    canvas[300:300 + 282, 330:330 + 282] = paste(img[:, ::-1], canvas_hw=(282, 282), scale=0.55, offset_xy=(0, 0))
+    canvas[60:60 + 154, 700:700 + 154] = paste(img, canvas_hw=(154, 154), scale=0.3, offset_xy=(0, 0))
+    return canvas
+
+
+def test_tflite_engine_gives_the_graphs_own_rows() -> None:
+    """The converted graph returns TF's rows exactly (after dropping TFLite's padded NMS slots), so the
+    faster engine changes no detection; a blank image gives no rows on either engine."""
+    tf_det, tfl_det = (create_detector("retinaface", engine=e) for e in ("tf", "tflite"))
+    assert (tf_det.engine, tfl_det.engine) == ("tf", "tflite") and tf_det.version == tfl_det.version
+    from fer_core.detectors.retinaface import pad_to_stride
+
+    for image in (_three_face_scene(), astronaut(), np.full((200, 300, 3), 128, np.uint8)):
+        padded = pad_to_stride(image)
+        want, got = tf_det.run_graph(padded), tfl_det.run_graph(padded)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-5)  # relative coordinates and scores
+    faces_tf, faces_tfl = tf_det.detect([_three_face_scene()])[0], tfl_det.detect([_three_face_scene()])[0]
+    assert len(faces_tf) == len(faces_tfl) == 3
+    for a, b in zip(faces_tf, faces_tfl):
+        np.testing.assert_allclose(a.box, b.box, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+        assert abs(a.score - b.score) < 1e-4
+
+
+def test_auto_engine_is_tflite_without_a_gpu() -> None:
+    import tensorflow as tf
+
+    expected = "tf" if tf.config.get_visible_devices("GPU") else "tflite"
+    assert create_detector("retinaface").engine == expected
+    with pytest.raises(ConfigError, match="detector.engine.*tflite"):
+        create_detector("retinaface", engine="onnx")
+    with pytest.raises(ConfigError, match="haar.*does not accept.*engine"):
+        create_detector("haar", engine="tf")
+
+
+def test_converted_model_is_cached_and_a_bad_cache_file_is_replaced(tmp_path, monkeypatch) -> None:
+    from fer_core.detectors.retinaface import load_graph_function
+
+    spec = RETINAFACE_MOBILENET_V2
+    fn = load_graph_function(_graph_bytes())
+    first = tflite_model(fn, spec.sha256, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("retinaface-*.tflite")
+    assert cached.read_bytes() == first and spec.sha256[:16] in cached.name
+
+    import tensorflow as tf
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although the cache holds the model")
+
+    with monkeypatch.context() as m:
+        m.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", no_conversion)
+        assert tflite_model(fn, spec.sha256, cache_dir=tmp_path) == first
+
+    cached.write_bytes(first[:1000])  # a truncated file no longer matches the hash in its name
+    assert tflite_model(fn, spec.sha256, cache_dir=tmp_path) == first
+    assert cached.read_bytes() == first
 
 
 # ---------------------------------------------------------------- registry

@@ -25,6 +25,11 @@ def test_default_config_loads_and_overrides():
     ({"inference": {"batch_size": "big"}}, "inference.batch_size"),
     ({"inference": {"device": "tpu"}}, "inference.device"),
     ({"output": {"target_file_rows": 0}}, "target_file_rows"),
+    # detector values are checked when the config is read (on the driver), not on each executor
+    ({"detector": {"score_threshold": 2}}, "detector.score_threshold"),
+    ({"detector": {"engine": "onnx"}}, "detector.engine"),
+    ({"detector": {"name": "haar", "engine": "tf"}}, "detector.engine"),
+    ({"detector": {"name": "mtcnn"}}, "detector.name"),
 ])
 def test_config_errors_name_the_key(tmp_path, bad, key):
     from fer_core.errors import ConfigError
@@ -33,8 +38,10 @@ def test_config_errors_name_the_key(tmp_path, bad, key):
     from tests._spark import write_yaml
 
     path = write_yaml(tmp_path / "c.yaml", bad)
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as info:
         load_job_config(path)
+    section = key.split(".")[0]
+    assert f"{section}.{section}." not in str(info.value)  # the section is named once
 
 
 def test_example_configs_validate():

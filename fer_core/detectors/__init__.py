@@ -11,7 +11,8 @@ from typing import Any, Callable, TypeVar
 from fer_core.detectors.base import Detections, Detector, DetectorConfig
 from fer_core.errors import ConfigError
 
-__all__ = ["Detector", "DetectorConfig", "Detections", "create_detector", "list_detectors", "register_detector"]
+__all__ = ["Detector", "DetectorConfig", "Detections", "create_detector", "list_detectors", "register_detector",
+           "resolve_detector_options"]
 
 _REGISTRY: dict[str, type[Detector]] = {}
 D = TypeVar("D", bound=type[Detector])
@@ -40,10 +41,24 @@ def create_detector(name: str = "retinaface", *, config: DetectorConfig | None =
 
     ``cfg`` keys that are DetectorConfig fields (score_threshold, min_face_size, max_side, nms_iou)
     override the family's defaults; any other key goes to the family's constructor (e.g.
-    ``weights_bytes=`` for retinaface). Unknown names or keys raise ConfigError listing the valid ones.
+    ``weights_bytes=`` or ``engine=`` for retinaface). Unknown names or keys raise ConfigError listing
+    the valid ones.
+    """
+    cls, base, extra = resolve_detector_options(name, config=config, **cfg)
+    return cls(config=base, **extra)
+
+
+def resolve_detector_options(
+    name: str, *, config: DetectorConfig | None = None, **cfg: Any
+) -> tuple[type[Detector], DetectorConfig, dict[str, Any]]:
+    """Validate a detector's options without building it (cheap: no weights, no TensorFlow), so a job
+    fails on its driver, naming the key, rather than on every executor.
+
+    Returns (family class, its DetectorConfig, the constructor's other keyword arguments). Every
+    ConfigError message starts with the key, as ``detector.<key>``.
     """
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown detector {name!r}; registered detectors: {list_detectors()}")
+        raise ConfigError(f"detector.name: unknown detector {name!r}; registered detectors: {list_detectors()}")
     cls = _REGISTRY[name]
     base = config if config is not None else cls.default_config
     cfg_keys = set(DetectorConfig.field_names())
@@ -53,14 +68,19 @@ def create_detector(name: str = "retinaface", *, config: DetectorConfig | None =
     unknown = sorted(set(extra) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"detector {name!r} does not accept {unknown}; valid keys: {sorted(cfg_keys) + sorted(accepted)}"
+            f"detector.{unknown[0]}: detector {name!r} does not accept {unknown}; "
+            f"valid keys: {sorted(cfg_keys) + sorted(accepted)}"
         )
+    for key, value in extra.items():
+        choices = cls.option_choices.get(key)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"detector.{key}: expected one of {list(choices)} for {name!r}, got {value!r}")
     if overrides:
         try:
             base = DetectorConfig(**{**{f: getattr(base, f) for f in cfg_keys}, **overrides})
         except TypeError as e:
             raise ConfigError(f"detector {name!r}: bad config value ({e})") from e
-    return cls(config=base, **extra)
+    return cls, base, extra
 
 
 # Import the families last so their @register_detector runs (they import nothing heavy at module level).

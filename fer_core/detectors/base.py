@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, fields
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -116,6 +116,8 @@ class Detector(abc.ABC):
     name: ClassVar[str] = ""
     version: str = ""
     default_config: ClassVar[DetectorConfig] = DetectorConfig()
+    # constructor options with a fixed set of values, checked when a config is read (before loading)
+    option_choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config if config is not None else self.default_config
