@@ -26,6 +26,7 @@ TensorFlow is imported only when a RetinaFaceDetector is created, never at fer_c
 """
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -119,8 +120,9 @@ class TFLiteGraph:
     def __init__(self, model: bytes, threads: int | None = None) -> None:
         import tensorflow as tf
 
-        if threads is None:  # follow the process's TF setting (the job sets 1 thread per Spark worker)
-            threads = tf.config.threading.get_intra_op_parallelism_threads() or None
+        if threads is None:  # follow the process's TF setting (the job sets 1 thread per Spark worker);
+            # TF's 0 means all cores, where TFLite's default would be one thread
+            threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
         interpreter_cls = getattr(getattr(tf, "lite", None), "Interpreter", None)
         if interpreter_cls is None:
             try:
