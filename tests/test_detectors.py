@@ -157,6 +157,26 @@ def test_auto_engine_is_tflite_without_a_gpu() -> None:
         create_detector("haar", engine="tf")
 
 
+def test_auto_engine_falls_back_to_the_tf_graph_when_tflite_fails(monkeypatch) -> None:
+    import tensorflow as tf
+
+    import fer_core.detectors.retinaface as rf
+
+    if tf.config.get_visible_devices("GPU"):
+        pytest.skip("with a GPU, auto picks the TF graph and never tries TFLite")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TFLite converter on this platform")
+
+    monkeypatch.setattr(rf, "tflite_model", broken)
+    monkeypatch.setattr(rf, "_GRAPHS", {k: v for k, v in rf._GRAPHS.items() if k[1] != "tflite"})
+    with pytest.warns(RuntimeWarning, match="TensorFlow Lite engine failed.*no TFLite converter"):
+        det = create_detector("retinaface")
+    assert det.engine == "tf" and len(det.detect([astronaut()])[0]) == 1
+    with pytest.raises(RuntimeError, match="no TFLite converter"):
+        create_detector("retinaface", engine="tflite")  # asked for by name: an error, not a fallback
+
+
 def test_converted_model_is_cached_and_a_bad_cache_file_is_replaced(tmp_path, monkeypatch) -> None:
     from fer_core.detectors.retinaface import load_graph_function
 

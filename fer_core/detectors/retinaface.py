@@ -191,7 +191,8 @@ class RetinaFaceDetector(Detector):
     def __init__(self, config: DetectorConfig | None = None, *, weights_bytes: bytes | None = None,
                  weights: WeightSpec = RETINAFACE_MOBILENET_V2, engine: str = "auto") -> None:
         """weights_bytes: the GraphDef bytes (e.g. a Spark broadcast value); else fetched from ``weights``.
-        engine: "tflite", "tf", or "auto" (tf when TensorFlow sees a GPU, else tflite); see the module doc."""
+        engine: "tflite", "tf", or "auto" (tf when TensorFlow sees a GPU, else tflite, falling back to tf
+        with a warning where TFLite fails to load); see the module doc."""
         super().__init__(config)
         self.engine = resolve_engine(engine)
         if weights_bytes is not None:
@@ -204,7 +205,18 @@ class RetinaFaceDetector(Detector):
                 )
         elif (weights.sha256, self.engine) not in _GRAPHS:
             weights_bytes = read_weight_bytes(weights)
-        self._run, self._lock = _shared_runner(weights_bytes or b"", weights.sha256, self.engine)
+        try:
+            self._run, self._lock = _shared_runner(weights_bytes or b"", weights.sha256, self.engine)
+        except WeightsError:
+            raise
+        except Exception as e:  # a platform without a working TFLite converter or interpreter
+            if engine != "auto" or self.engine != "tflite":
+                raise
+            warnings.warn(f"RetinaFace: the TensorFlow Lite engine failed to load ({type(e).__name__}: {e}); "
+                          "running the TensorFlow graph instead, which is slower on CPU. Set detector.engine: tf "
+                          "to skip the attempt, or tflite to make it an error.", RuntimeWarning, stacklevel=2)
+            self.engine = "tf"
+            self._run, self._lock = _shared_runner(weights_bytes or b"", weights.sha256, self.engine)
         self.version = f"{weights.name}-{weights.sha256[:12]}"
 
     def run_graph(self, padded: np.ndarray) -> np.ndarray:
