@@ -178,11 +178,9 @@ def test_auto_engine_falls_back_to_the_tf_graph_when_tflite_fails(monkeypatch) -
 
 
 def test_converted_model_is_cached_and_a_bad_cache_file_is_replaced(tmp_path, monkeypatch) -> None:
-    from fer_core.detectors.retinaface import load_graph_function
-
     spec = RETINAFACE_MOBILENET_V2
-    fn = load_graph_function(_graph_bytes())
-    first = tflite_model(fn, spec.sha256, cache_dir=tmp_path)
+    graph = _graph_bytes()
+    first = tflite_model(graph, spec.sha256, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("retinaface-*.tflite")
     assert cached.read_bytes() == first and spec.sha256[:16] in cached.name
 
@@ -193,10 +191,10 @@ def test_converted_model_is_cached_and_a_bad_cache_file_is_replaced(tmp_path, mo
 
     with monkeypatch.context() as m:
         m.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", no_conversion)
-        assert tflite_model(fn, spec.sha256, cache_dir=tmp_path) == first
+        assert tflite_model(graph, spec.sha256, cache_dir=tmp_path) == first
 
     cached.write_bytes(first[:1000])  # a truncated file no longer matches the hash in its name
-    assert tflite_model(fn, spec.sha256, cache_dir=tmp_path) == first
+    assert tflite_model(graph, spec.sha256, cache_dir=tmp_path) == first
     assert cached.read_bytes() == first
 
 

@@ -71,8 +71,10 @@ def resolve_engine(engine: str) -> str:
 def _shared_runner(graph_bytes: bytes, sha256: str, engine: str) -> tuple[GraphRunner, threading.Lock]:
     with _GRAPHS_LOCK:
         if (sha256, engine) not in _GRAPHS:
-            fn = load_graph_function(graph_bytes)
-            runner = TFLiteGraph(tflite_model(fn, sha256)) if engine == "tflite" else _tf_runner(fn)
+            if engine == "tflite":
+                runner: GraphRunner = TFLiteGraph(tflite_model(graph_bytes, sha256))
+            else:
+                runner = _tf_runner(load_graph_function(graph_bytes))
             runner(np.zeros((64, 64, 3), np.float32))  # the first call optimises the graph (~2 s): pay it at load
             _GRAPHS[(sha256, engine)] = (runner, threading.Lock())
         return _GRAPHS[(sha256, engine)]
@@ -84,8 +86,9 @@ def _tf_runner(fn: Any) -> GraphRunner:
     return lambda padded: np.asarray(fn(tf.constant(padded[None])), np.float32).reshape(-1, 16)
 
 
-def tflite_model(fn: Any, sha256: str, cache_dir: Path | None = None) -> bytes:
-    """The graph function as a TensorFlow Lite flatbuffer, converted once per graph and TF version.
+def tflite_model(graph_bytes: bytes, sha256: str, cache_dir: Path | None = None) -> bytes:
+    """The graph as a TensorFlow Lite flatbuffer, converted once per graph and TF version (the graph
+    bytes are parsed only on a cache miss).
 
     Cached as ``retinaface-<graph sha>-tf<version>-<own sha>.tflite`` in ``cache_dir`` (default
     ``weights_home()``); a cached file whose bytes do not match its name is converted again. An
@@ -99,6 +102,7 @@ def tflite_model(fn: Any, sha256: str, cache_dir: Path | None = None) -> bytes:
         data = path.read_bytes()
         if sha256_bytes(data)[:16] == path.stem[len(prefix):]:
             return data
+    fn = load_graph_function(graph_bytes)
     dynamic = tf.function(lambda x: fn(x), input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
     data = tf.lite.TFLiteConverter.from_concrete_functions([dynamic.get_concrete_function()], dynamic).convert()
     try:
