@@ -65,6 +65,9 @@ def test_config_hash_ignores_paths():
     b = job_config_from_dict(fast_config("c", "d"))
     c = job_config_from_dict(fast_config("a", "b", detector={"name": "retinaface"}))
     assert config_hash(a) == config_hash(b) != config_hash(c)
+    engines = {config_hash(job_config_from_dict(fast_config("a", "b", detector={"name": "retinaface", "engine": e})))
+               for e in ("tf", "tflite", "auto")}
+    assert engines == {config_hash(c)}  # the engines give the same rows, so the same configuration
 
 
 def test_model_cache_loads_once_and_evicts():
