@@ -510,3 +510,18 @@ def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
                                    output_dir=str(tmp_path)))
     assert "both the validation and the reported test split" in refit and "optimistic" in refit
     assert "nothing was tuned" not in refit and "held out" not in refit
+
+
+def test_shipped_training_configs_load():
+    """Every conf/train_*.yaml is a strict TrainConfig, and a shipped model it starts from is in the repo."""
+    from fer_core.config import load_yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    configs = sorted((repo / "conf").glob("train_*.yaml"))
+    assert any(p.name == "train_default.yaml" for p in configs)
+    for path in configs:
+        cfg = load_yaml(path, TrainConfig)
+        assert cfg.data.test_split in ("PublicTest", ""), f"{path.name}: only PublicTest may be reported"
+        init = cfg.model.init_from
+        if init.startswith("fer_core/"):
+            assert (repo / init).is_file(), f"{path.name}: model.init_from {init} is not shipped"
