@@ -35,7 +35,6 @@ EXTRAS = {
         # fer==25.10.3 itself is installed with --no-deps (its pins clash); see Makefile
     ],
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
-    "export": ["kaleido>=1"],
 }
 
 setup(

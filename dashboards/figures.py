@@ -21,8 +21,10 @@ EMOTION_COLORS: dict[str, str] = {
 }
 SENTIMENT_COLORS: dict[str, str] = {"positive": "#2a9d5c", "neutral": "#b7bec7", "negative": "#d1495b"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-CONFIG: dict[str, Any] = {"displaylogo": False, "displayModeBar": False, "responsive": True,
-                          "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
+# The mode bar shows on hover with one button, "Download PNG", which dashboard.js adds (it titles the image
+# with the card's heading and the campaign, which the figure itself leaves to the page).
+CONFIG: dict[str, Any] = {"displaylogo": False, "displayModeBar": "hover", "responsive": True,
+                          "modeBarButtons": []}
 
 Figure = dict[str, Any]
 

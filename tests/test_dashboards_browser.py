@@ -104,6 +104,58 @@ def test_index_table_sorts_and_filters(site, browser):
     assert visible == ["winter-clearance"]
 
 
+# Clicks a chart's "Download PNG" mode-bar button and keeps what the page hands to the browser to save.
+CLICK_PNG = """(async (chart) => {
+  const button = document.querySelector('#' + chart + ' .modebar-btn[data-title="Download PNG"]');
+  if (!button) { return null; }
+  const original = HTMLAnchorElement.prototype.click;
+  const saved = new Promise(resolve => {
+    HTMLAnchorElement.prototype.click = function () {
+      if (this.download) { resolve({name: this.download, href: this.href}); } else { original.call(this); }
+    };
+  });
+  button.click();
+  const result = await Promise.race([saved, new Promise(r => setTimeout(() => r({timeout: true}), 20000))]);
+  HTMLAnchorElement.prototype.click = original;
+  const size = document.getElementById(chart)._fullLayout;
+  return Object.assign(result, {width: size.width, height: size.height});
+})"""
+
+
+def _png_pixels(data_url: str):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    header, _, payload = data_url.partition(",")
+    assert header == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
+
+
+def test_charts_download_as_titled_png(site, browser):
+    """Every chart's mode-bar button saves a 2x PNG named after the page and chart, with a title strip on top."""
+    _, out = site
+    page = campaign_page_name("spring-sale-2026")
+    open_page(browser, out / page)
+    for chart in ("chart-emotions", "chart-timeline"):
+        saved = browser.evaluate(f"({CLICK_PNG})('{chart}')")
+        assert saved and "timeout" not in saved, f"{chart}: no download ({saved})"
+        assert saved["name"] == page.removesuffix(".html") + "-" + chart.removeprefix("chart-") + ".png"
+        pixels = _png_pixels(saved["href"])
+        assert pixels.shape[0] >= 2 * (saved["height"] + 40) and pixels.shape[1] == 2 * saved["width"]
+        title_strip = pixels[: 2 * 30]
+        assert (title_strip.min(axis=2) < 128).mean() > 0.002  # the title's dark text is drawn there
+        assert len({tuple(c) for c in pixels[::7, ::7].reshape(-1, 3)}) > 20  # bars and text, not a blank canvas
+    report = open_page(browser, out / campaign_page_name(fx.XSS_ID))
+    saved = browser.evaluate(f"({CLICK_PNG})('chart-emotions')")
+    assert saved and "timeout" not in saved and saved["name"].endswith("-emotions.png")
+    assert "<" not in saved["name"] and "/" not in saved["name"]
+    assert browser.evaluate("window.__xss || null") is None and browser.console_errors() == []
+    assert report["xss"] is None
+
+
 def test_screenshots(site, browser):
     """One screenshot per page type, for people to look at (artifacts/ is not committed)."""
     _, out = site

@@ -13,8 +13,65 @@
         return;
       }
       var spec = JSON.parse(block.textContent);
-      window.Plotly.newPlot(target, spec.data, spec.layout, spec.config);
+      var config = Object.assign({}, spec.config, {modeBarButtons: [[pngButton(target)]]});
+      window.Plotly.newPlot(target, spec.data, spec.layout, config);
     });
+  }
+
+  function plotText(text) {  // Plotly renders a little HTML in titles; campaign ids are untrusted
+    return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  function wrapWords(text, width) {
+    var lines = [], line = "";
+    text.split(/\s+/).forEach(function (word) {
+      if (line && (line + " " + word).length > width) { lines.push(line); line = word; }
+      else { line = line ? line + " " + word : word; }
+    });
+    return line ? lines.concat([line]) : lines;
+  }
+
+  /* The card's heading (with the page's, e.g. the campaign) and its explanation, which the figure leaves to the page. */
+  function chartCaption(target, width) {
+    var card = target.closest("section");
+    var text = function (selector, root) {
+      var el = (root || document).querySelector(selector);
+      return el ? el.textContent.replace(/\s+/g, " ").trim() : "";
+    };
+    var heading = card ? text("h2", card) : "", page = text("h1");
+    var title = heading && page ? heading + " \u2014 " + page : heading || page, fits = Math.floor(width / 8.8);
+    return {title: title.length > fits ? title.slice(0, fits - 1) + "\u2026" : title,
+            lines: wrapWords(card ? text("p.sub", card) : "", Math.max(40, Math.floor(width / 6.6)))};
+  }
+
+  function pngName(target) {
+    var page = decodeURIComponent(location.pathname.split("/").pop() || "dashboard").replace(/\.html?$/, "");
+    return (page + "-" + target.id.replace(/^chart-/, "")).replace(/[^A-Za-z0-9._-]+/g, "_") + ".png";
+  }
+
+  /* A slide-ready PNG (2x) of the chart as drawn, titled, saved under the page and chart name. */
+  function pngButton(target) {
+    return {
+      name: "download-png", title: "Download PNG", icon: window.Plotly.Icons.camera,
+      click: function (gd) {
+        var full = gd._fullLayout, caption = chartCaption(target, full.width);
+        var extra = 40 + 16 * caption.lines.length;
+        var margin = Object.assign({}, gd.layout.margin, {t: full.margin.t + extra});
+        var layout = Object.assign({}, gd.layout, {
+          margin: margin, width: full.width, height: full.height + extra,
+          title: {text: plotText(caption.title), x: 0.01, xanchor: "left", y: 0.98, yanchor: "top", font: {size: 15},
+                  subtitle: {text: caption.lines.map(plotText).join("<br>"), font: {size: 11, color: "#5b6470"}}}});
+        return window.Plotly.toImage({data: gd.data, layout: layout}, {format: "png", scale: 2})
+          .then(function (url) {
+            var link = document.createElement("a");
+            link.href = url;
+            link.download = pngName(target);
+            document.body.appendChild(link);
+            link.click();
+            link.remove();
+          });
+      }
+    };
   }
 
   function cellValue(row, index, numeric) {
