@@ -14,6 +14,7 @@
       }
       var spec = JSON.parse(block.textContent);
       var config = Object.assign({}, spec.config, {modeBarButtons: [[pngButton(target)]]});
+      if (spec.layout.height) { target.style.minHeight = spec.layout.height + "px"; }  // no blank band under short charts
       window.Plotly.newPlot(target, spec.data, spec.layout, config);
     });
   }
