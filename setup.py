@@ -10,7 +10,8 @@ INSTALL_REQUIRES = [
     "deltalake==1.6.6",
     "pandas>=2.2,<3",  # pyspark 4.3 warns on pandas 3
     "opencv-python-headless>=4.10,<5",  # 5.x ships no Haar cascades
-    "pillow>=10",
+    "pillow>=13",  # AVIF in the wheels
+    "pillow-heif>=1.0,<2",  # HEIC/HEIF phone photos (fer_core.decode)
     "plotly>=6,<8",
     "jinja2>=3.1",
     "pyyaml>=6",

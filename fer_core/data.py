@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.decode import IMAGE_SUFFIXES, decode_image
+from fer_core.errors import ImageError
 from fer_core.labels import EMOTIONS, canonical_emotion
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,6 @@ log = logging.getLogger(__name__)
 FER_SIDE = 48
 FER_PIXELS = FER_SIDE * FER_SIDE
 FER_USAGES = ("Training", "PublicTest", "PrivateTest")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,10 @@ def load_class_folders(root: str | Path, size: int = FER_SIDE) -> tuple[dict[str
             for f in sorted(class_dir.iterdir()):
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                grey = cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_GRAYSCALE)
-                if grey is None:
-                    report.bad_rows.append(BadRow(str(f), "not a decodable image"))
+                try:  # the job's decoder: same formats, EXIF orientation and alpha handling as at inference
+                    grey = cv2.cvtColor(decode_image(f.read_bytes()), cv2.COLOR_RGB2GRAY)
+                except ImageError as exc:
+                    report.bad_rows.append(BadRow(str(f), f"not a decodable image ({exc})"))
                     continue
                 if grey.shape != (size, size):
                     interp = cv2.INTER_AREA if grey.shape[0] > size else cv2.INTER_LINEAR

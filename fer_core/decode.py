@@ -4,7 +4,8 @@ Pillow reads the header lazily, so the pixel limit is checked BEFORE any pixel i
 PNG can declare 20000x20000 = 1.2 GB of RGB). Complete RGB/grey JPEGs (the bulk of campaign photos)
 are then decoded by OpenCV, about 2x faster than Pillow on large photos; everything else goes through
 Pillow, which raises on truncated files (OpenCV silently returns a half-grey JPEG) and handles every
-mode we meet (grey, palette, alpha, CMYK, 16-bit) and GIF. EXIF orientation is applied on both paths
+mode we meet (grey, palette, alpha, CMYK, 16-bit), GIF, AVIF and, through pillow-heif, the HEIC/HEIF photos
+of phones. EXIF orientation is applied on both paths
 (read once from the header) so boxes are in the pixels a person sees. Every failure becomes a typed
 ``ImageError`` with a ``.status``.
 """
@@ -18,9 +19,35 @@ from PIL import Image, UnidentifiedImageError
 
 from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError
 
-__all__ = ["decode_image", "image_size", "DEFAULT_MAX_PIXELS"]
+__all__ = ["decode_image", "image_size", "image_glob", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
+
+try:  # HEIC/HEIF (iPhone photos) as a Pillow format; libheif applies the container's rotation
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    _HEIF_ERROR = ""
+except ImportError as exc:  # a trimmed install: HEIC files become decode_error rows that say so
+    _HEIF_ERROR = str(exc)
+
+# File-name suffixes of the formats decode_image reads (image folders are filtered on these, any case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                                   ".heic", ".heif", ".avif")
+_SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF"
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def image_glob(suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
+    """A glob matching those suffixes in any case: ``*.{[jJ][pP][gG],...}``.
+
+    Spark's pathGlobFilter and fnmatchcase are case-sensitive, and cameras write ``IMG_0001.JPG`` and
+    ``IMG_0001.HEIC`` as often as ``.jpg``: a lower-case pattern would skip them.
+    """
+    def any_case(text: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in text)
+
+    return "*.{" + ",".join(any_case(s.lstrip(".")) for s in suffixes) + "}"
 
 # EXIF Orientation tag value -> the transpose that undoes it (same table as PIL.ImageOps.exif_transpose).
 _ORIENTATION = {
@@ -71,10 +98,13 @@ def _open(data: bytes) -> Image.Image:
         return _open_unchecked(data)
     except UnidentifiedImageError:
         head = data[:16]
+        if _HEIF_ERROR and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not importable ({_HEIF_ERROR}); "
+                              "pip install pillow-heif (a dependency of this package) and run again") from None
         hint = " (looks like text/HTML: an error page or a wrong column?)" if _looks_like_text(data) else ""
         raise DecodeError(
             f"bytes are not a recognised image format{hint}; first bytes {head!r}, {len(data)} bytes in all. "
-            f"Supported: JPEG, PNG, WebP, BMP, TIFF, GIF"
+            f"Supported: {_SUPPORTED}"
         ) from None
     except Exception as e:  # corrupt headers raise SyntaxError, ValueError, struct.error, OSError...
         raise DecodeError(f"corrupt image header ({type(e).__name__}: {e}); re-export the file") from None

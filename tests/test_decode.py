@@ -24,11 +24,27 @@ def _check_rgb(arr: np.ndarray, h: int, w: int) -> None:
 @pytest.mark.parametrize(
     "fmt,kw",
     [("JPEG", {"quality": 95}), ("PNG", {}), ("WEBP", {"lossless": True}), ("BMP", {}),
-     ("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("GIF", {})],
+     ("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("GIF", {}), ("AVIF", {"quality": 95}),
+     ("HEIF", {"quality": 95})],
 )
 def test_formats_decode_to_rgb_with_right_layout(fmt: str, kw: dict) -> None:
     img = quadrants()
     data = encode(img, fmt, **kw)
+    out = decode_image(data)
+    _check_rgb(out, 60, 80)
+    assert quadrant_colours(out) == EXPECTED
+    assert image_size(data) == (80, 60)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_phone_photo_orientation_is_applied(fmt: str, orientation: int) -> None:
+    """iPhone-style HEIC (rotation in the container) and AVIF end upright, as the same JPEG does."""
+    inverse = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    stored = Image.fromarray(quadrants()).transpose(inverse[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, fmt, quality=95, exif=exif.tobytes())
     out = decode_image(data)
     _check_rgb(out, 60, 80)
     assert quadrant_colours(out) == EXPECTED

@@ -5,6 +5,7 @@ Fast config (Haar detector, 320x240 photos) except test_default_retinaface_path.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,36 @@ def test_folders_input_campaign_from_path(spark, tmp_path):  # noqa: F811
 
     assert set(images.campaign_id) <= set(CAMPAIGNS)
     assert images.source.str.contains("campaign_id=").all() and images.posted_at.notna().all()
+
+
+def test_folders_read_phone_formats_in_any_case_and_name_what_they_leave_out(spark, tmp_path):  # noqa: F811
+    """An iPhone export (IMG_0001.HEIC), AVIF and upper-case .JPG are scored like the JPEGs they were made
+    from; a file that is no image is left out and named in the run's output, never dropped silently."""
+    import io
+
+    from PIL import Image
+
+    info = make_dump(tmp_path / "f", n_images=3, days=1, mode="folders", bad=False, seed=4)
+    originals = sorted(Path(info["dump"]).rglob("*.jpg"))
+    folder = originals[0].parent
+    for src, name, fmt in zip(originals, ("IMG_0001.HEIC", "IMG_0002.avif", "IMG_0003.JPG"), ("HEIF", "AVIF", "JPEG")):
+        buf = io.BytesIO()
+        Image.open(src).save(buf, fmt, quality=95)
+        (folder / name).write_bytes(buf.getvalue())
+    (folder / "notes.txt").write_text("shot list")
+    (folder / ".DS_Store").write_bytes(b"\0Bud1")
+    cfg = fast_config(info["dump"], tmp_path / "lake", input={"format": "folders", "path": info["dump"],
+                                                              "extra_columns": []})
+    row = run_job_in_process(spark, cfg)
+    images = read_table(f"{tmp_path}/lake/images")
+    assert row["n_input"] == 6 and len(images) == 6
+    assert "1 of 7 files" in row["_log"] and "notes.txt" in row["_log"] and "DS_Store" not in row["_log"]
+    by_name = {Path(s).name: r for s, r in zip(images.source, images.itertuples())}
+    for src, name in zip(originals, ("IMG_0001.HEIC", "IMG_0002.avif", "IMG_0003.JPG")):
+        copy, original = by_name[name], by_name[src.name]
+        assert copy.status == original.status and copy.status in ("ok", "no_face"), (name, copy.error)
+        assert (copy.width, copy.height, copy.n_faces) == (original.width, original.height, original.n_faces)
+    assert images.n_faces.sum() > 0
 
 
 def test_default_retinaface_path(spark, tmp_path):  # noqa: F811

@@ -379,3 +379,17 @@ def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsy
     err = capsys.readouterr().err
     assert "run-x" in err and "run the scoring job once" in err
     assert main(["--lake", str(tmp_path / "nothing")]) == 2
+
+
+def test_image_glob_matches_every_suffix_in_any_case() -> None:
+    import fnmatch
+
+    from fer_core.decode import IMAGE_SUFFIXES, image_glob
+    from jobs.campaign.inputs import _expand_braces
+
+    patterns = _expand_braces(image_glob())
+    names = [f"IMG_0001{s}" for s in IMAGE_SUFFIXES] + [f"a{s.upper()}" for s in IMAGE_SUFFIXES] + ["b.JpG"]
+    for name in names:
+        assert any(fnmatch.fnmatchcase(name, p) for p in patterns), name
+    for name in ("notes.txt", "clip.mov", "IMG_0001.jpg.json", "photo.psd", "jpg"):
+        assert not any(fnmatch.fnmatchcase(name, p) for p in patterns), name

@@ -50,7 +50,9 @@ class InputConfig:
     campaign_from: folders only: ``partition`` = the ``campaign_id=X`` folder anywhere in the path,
         ``first_level`` = the first folder below ``path``.
     default_campaign / default_platform: used where the dump or path gives none.
-    glob_filter: folders only: file-name pattern (Spark pathGlobFilter).
+    glob_filter: folders only: file-name pattern (Spark pathGlobFilter, case-sensitive); "" (the default) =
+        every format fer_core decodes, in any case (.jpg .JPG .jpeg .png .webp .gif .bmp .tif .tiff .heic
+        .heif .avif). Files it leaves out are counted and named in the run's output.
     storage_options: fsspec options for reading URIs and remote dumps (e.g. endpoint_url, key, secret).
     max_fetch_bytes: a fetched URI or file larger than this is status too_large, not read.
     retry_fetch_errors: images whose fetch failed in an earlier run (status fetch_error, e.g. a
@@ -65,7 +67,7 @@ class InputConfig:
     campaign_from: Literal["partition", "first_level"] = "partition"
     default_campaign: str = "unknown"
     default_platform: str | None = None
-    glob_filter: str = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,gif,bmp}"
+    glob_filter: str = ""
     storage_options: dict[str, str] = field(default_factory=dict)
     max_fetch_bytes: int = 64 * 1024 * 1024
     retry_fetch_errors: bool = True

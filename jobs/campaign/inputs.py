@@ -19,7 +19,7 @@ import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from fer_core.errors import FerCoreError
 from fer_core.storage import fsspec_options
@@ -178,11 +178,14 @@ def _spark_type_ok(dtype, allowed: tuple[str, ...]) -> bool:
     return dtype.typeName() in allowed
 
 
-def read_input(spark, cfg: InputConfig):
-    """The standard input DataFrame (see module doc). Raises InputError before any image is read."""
+def read_input(spark, cfg: InputConfig, out: TextIO | None = None):
+    """The standard input DataFrame (see module doc). Raises InputError before any image is read.
+
+    out: where to say which files of an image folder the glob filter left out (none are dropped silently).
+    """
     if cfg.format == "parquet":
         return _read_parquet(spark, cfg)
-    return _read_folders(spark, cfg)
+    return _read_folders(spark, cfg, out)
 
 
 def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
@@ -290,19 +293,41 @@ def _glob_root(path: str) -> str:
     return head if not m else head.rsplit("/", 1)[0]
 
 
-def _read_folders(spark, cfg: InputConfig):
+def folder_glob(cfg: InputConfig) -> str:
+    """The file-name pattern for image folders: input.glob_filter, or every format fer_core decodes, any case."""
+    from fer_core.decode import image_glob
+
+    return cfg.glob_filter or image_glob()
+
+
+def _report_left_out(all_files: list[str], kept: list[str], cfg: InputConfig, out: TextIO | None) -> None:
+    left_out = sorted(set(all_files) - set(kept))
+    if left_out and out is not None:
+        names = ", ".join(f.rsplit("/", 1)[-1] for f in left_out[:5]) + (", ..." if len(left_out) > 5 else "")
+        what = f"input.glob_filter {cfg.glob_filter!r}" if cfg.glob_filter else "the image-format filter"
+        print(f"input: {len(left_out)} of {len(all_files)} files under {cfg.path} left out by {what}: {names}"
+              " (not images? else set input.glob_filter to include them)", file=out, flush=True)
+
+
+def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
+    import fnmatch
+
     from pyspark.sql import functions as F
 
     root = _glob_root(cfg.path).rstrip("/")
+    pattern = folder_glob(cfg)
+    pats = _expand_braces(pattern)
+
+    def matching(files: list[str]) -> list[str]:
+        return [f for f in files if any(fnmatch.fnmatchcase(f.rsplit("/", 1)[-1], p) for p in pats)]
+
     if is_remote(cfg.path):
         # No s3a in the pyspark wheel: list on the driver, fetch each file by URI inside the UDFs.
-        import fnmatch
-
-        pats = _expand_braces(cfg.glob_filter)
-        files = [f for f in list_files(cfg.path, cfg.storage_options)
-                 if any(fnmatch.fnmatchcase(f.rsplit("/", 1)[-1], p) for p in pats)]
+        all_files = list_files(cfg.path, cfg.storage_options)
+        files = matching(all_files)
+        _report_left_out(all_files, files, cfg, out)
         if not files:
-            raise InputError(f"no input: no image file matches input.path {cfg.path!r} with glob_filter {cfg.glob_filter!r}")
+            raise InputError(f"no input: no image file matches input.path {cfg.path!r} with glob_filter {pattern!r}")
         df = spark.createDataFrame([(f,) for f in files], "path string").repartition(
             max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
         df = df.select("path", F.lit(None).cast("timestamp").alias("modificationTime"),
@@ -311,9 +336,14 @@ def _read_folders(spark, cfg: InputConfig):
         rel = F.regexp_replace(F.col("path"), "^" + re.escape(root) + "/+", "")
     else:
         local = local_path(cfg.path)
-        if not list_files(local, None):
+        all_files = list_files(local, None)
+        if not all_files:
             raise InputError(f"no input: nothing matches input.path {cfg.path!r}; check the path or --input")
-        df = (spark.read.format("binaryFile").option("pathGlobFilter", cfg.glob_filter)
+        files = matching(all_files)
+        _report_left_out(all_files, files, cfg, out)
+        if not files:
+            raise InputError(f"no input: no image file matches input.path {cfg.path!r} with glob_filter {pattern!r}")
+        df = (spark.read.format("binaryFile").option("pathGlobFilter", pattern)
               .option("recursiveFileLookup", "true").load(local))
         payload = "image"
         abs_root = os.path.abspath(local_path(root))

@@ -130,7 +130,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
 
-    df = read_input(spark, cfg.input)
+    df = read_input(spark, cfg.input, out)
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
     n_input = df.count()
