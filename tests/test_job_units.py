@@ -393,3 +393,50 @@ def test_image_glob_matches_every_suffix_in_any_case() -> None:
         assert any(fnmatch.fnmatchcase(name, p) for p in patterns), name
     for name in ("notes.txt", "clip.mov", "IMG_0001.jpg.json", "photo.psd", "jpg"):
         assert not any(fnmatch.fnmatchcase(name, p) for p in patterns), name
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> None:
+    """Fetched bytes, inline bytes, empty cells and fetch errors each land on their own row."""
+    import pandas as pd
+
+    from fer_core.errors import FetchError, ImageTooLargeError
+    from jobs.campaign.scoring import ScoringContext, _payloads
+
+    files = []
+    for i in range(12):
+        f = tmp_path / f"img{i}.bin"
+        f.write_bytes(bytes([i]) * (100 + i))
+        files.append(str(f))
+    rows = [(None, files[i]) for i in range(12)]
+    rows[3] = (None, str(tmp_path / "missing.jpg"))
+    rows[5] = (b"inline", None)
+    rows[7] = (None, None)
+    rows[9] = (b"x" * 500, None)
+    rows[10] = (None, files[10].replace("img10", "big"))
+    (tmp_path / "big.bin").write_bytes(b"y" * 600)
+    pdf = pd.DataFrame(rows, columns=["image", "uri"])
+    ctx = ScoringContext(pipeline_fn=None, storage_options={}, max_fetch_bytes=400, fetch_threads=threads,
+                         detect_chunk=16, run_id="r", model_version="m", sentiment=None, images_uri="",
+                         faces_uri="", lake_options={}, target_file_rows=1, images_schema=None, faces_schema=None)
+    out = _payloads(pdf, ctx)
+    assert len(out) == 12
+    for i, value in enumerate(out):
+        if i == 3:
+            assert isinstance(value, FetchError) and "missing.jpg" in str(value)
+        elif i == 5:
+            assert value == b"inline"
+        elif i == 7:
+            assert value is None
+        elif i in (9, 10):
+            assert isinstance(value, ImageTooLargeError)
+        else:
+            assert value == bytes([i]) * (100 + i), i
+
+
+def test_fetch_threads_is_validated() -> None:
+    from fer_core.errors import ConfigError
+    from jobs.campaign.config import job_config_from_dict
+
+    with pytest.raises(ConfigError, match="fetch_threads: must be >= 1"):
+        job_config_from_dict(fast_config("a", "b", input={"fetch_threads": 0}))

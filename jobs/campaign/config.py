@@ -57,6 +57,8 @@ class InputConfig:
     max_fetch_bytes: a fetched URI or file larger than this is status too_large, not read.
     retry_fetch_errors: images whose fetch failed in an earlier run (status fetch_error, e.g. a
         timeout or a missing object) are fetched again; a retried image keeps one row, the new one.
+    fetch_threads: URIs fetched at once per Python worker (object-store and CDN latency, not bandwidth,
+        bounds a one-by-one fetch); 1 fetches one at a time.
     """
 
     format: Literal["parquet", "folders"] = "parquet"
@@ -71,6 +73,12 @@ class InputConfig:
     storage_options: dict[str, str] = field(default_factory=dict)
     max_fetch_bytes: int = 64 * 1024 * 1024
     retry_fetch_errors: bool = True
+    fetch_threads: int = 16
+
+    def __post_init__(self) -> None:
+        for key in ("max_fetch_bytes", "fetch_threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

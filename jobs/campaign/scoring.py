@@ -111,6 +111,7 @@ class ScoringContext:
     pipeline_fn: Callable[[], Any]
     storage_options: dict[str, str]  # for fetching URIs
     max_fetch_bytes: int
+    fetch_threads: int  # URIs of one chunk fetched at once
     detect_chunk: int  # images decoded + detected at once (bounds memory per worker)
     run_id: str
     model_version: str
@@ -146,8 +147,7 @@ def _fetch(uri: str | None, options: dict[str, str], limit: int) -> bytes:
         raise FetchError("image URI is null or empty; the dump row has no image to fetch")
     try:
         fs, path = filesystem(uri, options)
-        with fs.open(path, "rb") as f:
-            data = f.read(limit + 1)
+        data = fs.cat_file(path, start=0, end=limit + 1)  # one ranged GET (open() first asks for the size)
     except Exception as e:  # fsspec raises FileNotFoundError, PermissionError, botocore errors, ...
         raise FetchError(f"cannot fetch {uri}: {type(e).__name__}: {e}") from None
     if len(data) > limit:
@@ -155,25 +155,52 @@ def _fetch(uri: str | None, options: dict[str, str], limit: int) -> bytes:
     return data
 
 
+_FETCH_POOLS: dict[int, Any] = {}
+_FETCH_POOLS_LOCK = threading.Lock()
+
+
+def _fetch_pool(threads: int) -> Any:
+    """This Python worker's thread pool for fetching (module state, like MODEL_CACHE: made once, reused)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _FETCH_POOLS_LOCK:
+        if threads not in _FETCH_POOLS:
+            _FETCH_POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fetch")
+        return _FETCH_POOLS[threads]
+
+
 def _payloads(pdf, ctx: ScoringContext) -> list[Any]:
-    """Per row: image bytes, None (empty cell) or an ImageError (fetch problem)."""
+    """Per row, in row order: image bytes, None (empty cell) or an ImageError (fetch problem).
+
+    The chunk's URIs are fetched at once on ``ctx.fetch_threads`` threads: each fetch mostly waits on the
+    store's latency, so one at a time would leave the worker idle (bench/bench_fetch.py).
+    """
     from fer_core.errors import ImageError
 
+    def fetch(uri: str) -> Any:
+        try:
+            return _fetch(uri, ctx.storage_options, ctx.max_fetch_bytes)
+        except ImageError as e:
+            return e
+
     out: list[Any] = []
+    to_fetch: list[tuple[int, str]] = []
     for data, uri in zip(pdf["image"], pdf["uri"]):
         if data is not None:
             if len(data) > ctx.max_fetch_bytes:
                 out.append(ImageTooLargeError(f"image cell holds {len(data)} bytes > input.max_fetch_bytes"))
             else:
                 out.append(bytes(data))
-            continue
-        if uri is None:
+        elif uri is None:
             out.append(None)  # null image cell: decode reports status "empty"
-            continue
-        try:
-            out.append(_fetch(uri, ctx.storage_options, ctx.max_fetch_bytes))
-        except ImageError as e:
-            out.append(e)
+        else:
+            to_fetch.append((len(out), uri))
+            out.append(None)
+    uris = [uri for _, uri in to_fetch]
+    fetched = _fetch_pool(ctx.fetch_threads).map(fetch, uris) if ctx.fetch_threads > 1 and len(uris) > 1 \
+        else map(fetch, uris)
+    for (i, _), result in zip(to_fetch, fetched):
+        out[i] = result
     return out
 
 
