@@ -193,10 +193,12 @@ def test_folders_read_phone_formats_in_any_case_and_name_what_they_leave_out(spa
     (folder / "notes.txt").write_text("shot list")
     (folder / ".DS_Store").write_bytes(b"\0Bud1")
     cfg = fast_config(info["dump"], tmp_path / "lake", input={"format": "folders", "path": info["dump"],
-                                                              "extra_columns": []})
+                                                              "extra_columns": []},
+                      progress={"interval_s": 3600})  # no periodic line, only the closing one
     row = run_job_in_process(spark, cfg)
     images = read_table(f"{tmp_path}/lake/images")
     assert row["n_input"] == 6 and len(images) == 6
+    assert "progress: 6/6 images (100.0%)" in row["_log"], row["_log"]  # images, not images + faces
     assert "1 of 7 files" in row["_log"] and "notes.txt" in row["_log"] and "DS_Store" not in row["_log"]
     by_name = {Path(s).name: r for s, r in zip(images.source, images.itertuples())}
     for src, name in zip(originals, ("IMG_0001.HEIC", "IMG_0002.avif", "IMG_0003.JPG")):

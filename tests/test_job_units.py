@@ -111,6 +111,8 @@ def test_progress_line_and_summary():
     t[0] = 10.0
     line = p.line()
     assert "50/200 images (25.0%)" in line and "5.0 images/s" in line and "ETA 30s" in line
+    Acc.value = 210  # a task that ran twice counts twice: never a negative ETA
+    assert "ETA 0s" in p.line()
     assert fmt_duration(3725) == "1h02m05s"
     row = {"run_id": "r", "status": "succeeded", "n_scored": 3, "duration_s": 2.0, "images_per_s": 1.5,
            "n_input": 4, "n_duplicates": 1, "n_skipped": 1, "n_ok": 2, "n_empty": 1, "n_faces": 3,

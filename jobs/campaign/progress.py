@@ -49,7 +49,7 @@ class Progress:
         elapsed = max(self.clock() - self.started, 1e-9)
         done = self.done
         rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else None
+        eta = max(self.total - done, 0) / rate if rate > 0 else None  # a re-run task can count twice
         pct = 100.0 * done / self.total if self.total else 100.0
         tasks = ""
         if self.sc is not None:

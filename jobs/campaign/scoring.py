@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from fer_core.errors import FetchError, ImageTooLargeError
+from fer_core.errors import IMAGE_STATUSES, FetchError, ImageTooLargeError
 from fer_core.labels import EMOTIONS
 
 __all__ = ["ModelCache", "MODEL_CACHE", "ScoringContext", "make_pipeline_fn", "score", "DETECT_FIELDS",
@@ -385,7 +385,7 @@ def write_tables(batches: Iterator[Any], ctx: ScoringContext, progress: Any) -> 
     if carry is not None and len(carry):
         consume(carry)
     flush()
-    n_images = sum(v for k, v in counts.items() if k != "n_faces")
+    n_images = sum(counts[status] for status in IMAGE_STATUSES)  # not the faces' emotion/sentiment counts
     if progress is not None:
         progress.add(n_images)
     # The status counts ride on a metadata row of their own (path null) so the driver sums them.
