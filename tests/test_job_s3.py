@@ -126,3 +126,45 @@ def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
                 assert gone_image not in pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
     tomb = DeltaTable("s3://lake/emotions/erasures", storage_options=dopts).to_pandas()
     assert list(tomb.id) == [gone_image]
+
+
+def test_s3_image_folders(spark, s3_endpoint, tmp_path):  # noqa: F811
+    """s3:// image folders: listed on the driver with the any-case image filter (a phone's IMG_0001.HEIC and
+    .JPG kept, a stray text file named in the output), fetched on the executors' threads, written locally."""
+    import io
+    from pathlib import Path
+
+    import boto3
+    import s3fs
+    from PIL import Image
+
+    from tests._spark import read_table
+
+    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="photos")
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    info = make_dump(tmp_path / "f", n_images=3, days=1, mode="folders", bad=False, seed=6)
+    originals = sorted(Path(info["dump"]).rglob("*.jpg"))
+    for src in originals:
+        fs.put(str(src), f"photos/{src.relative_to(info['dump']).as_posix()}")
+    buf = io.BytesIO()
+    Image.open(originals[0]).save(buf, "HEIF", quality=95)
+    fs.pipe("photos/campaign_id=phone/IMG_0001.HEIC", buf.getvalue())
+    fs.pipe("photos/campaign_id=phone/IMG_0002.JPG", originals[1].read_bytes())
+    fs.pipe("photos/campaign_id=phone/readme.txt", b"shot list")
+
+    cfg = fast_config("s3://photos/", tmp_path / "lake",
+                      input={"format": "folders", "path": "s3://photos/", "storage_options": opts,
+                             "extra_columns": [], "fetch_threads": 4})
+    row = run_job_in_process(spark, cfg)
+    assert row["n_input"] == 5 and row["n_scored"] == 5
+    assert "1 of 6 files under s3://photos/ left out" in row["_log"] and "readme.txt" in row["_log"]
+    images = read_table(f"{tmp_path}/lake/images")
+    by_name = {Path(s).name: r for s, r in zip(images.source, images.itertuples())}
+    assert set(images.source.str[:13]) == {"s3://photos/c"}
+    for copy, original in (("IMG_0001.HEIC", originals[0].name), ("IMG_0002.JPG", originals[1].name)):
+        a, b = by_name[copy], by_name[original]
+        assert a.status == b.status and (a.width, a.height, a.n_faces) == (b.width, b.height, b.n_faces)
+        assert a.campaign_id == "phone"
+    assert (images.status == "ok").sum() >= 1
