@@ -442,3 +442,20 @@ def test_fetch_threads_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="fetch_threads: must be >= 1"):
         job_config_from_dict(fast_config("a", "b", input={"fetch_threads": 0}))
+
+
+def test_folder_without_images_fails_up_front_naming_the_formats(tmp_path) -> None:
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.inputs import InputError, read_input
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("shot list")
+    (tmp_path / "photos" / "clip.MOV").write_bytes(b"\0" * 10)
+    cfg = job_config_from_dict(fast_config(str(tmp_path / "photos"), str(tmp_path / "lake"),
+                                           input={"format": "folders", "extra_columns": []}))
+    with pytest.raises(InputError, match=r"none of the 2 files .* matches an image suffix .*\.heic.*any case"):
+        read_input(None, cfg.input)
+    narrow = job_config_from_dict(fast_config(str(tmp_path / "photos"), str(tmp_path / "lake"),
+                                              input={"format": "folders", "extra_columns": [], "glob_filter": "*.png"}))
+    with pytest.raises(InputError, match=r"matches input.glob_filter '\*.png'"):
+        read_input(None, narrow.input)

@@ -21,6 +21,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, TextIO
 
+from fer_core.decode import IMAGE_SUFFIXES, image_glob
 from fer_core.errors import FerCoreError
 from fer_core.storage import fsspec_options
 
@@ -295,8 +296,6 @@ def _glob_root(path: str) -> str:
 
 def folder_glob(cfg: InputConfig) -> str:
     """The file-name pattern for image folders: input.glob_filter, or every format fer_core decodes, any case."""
-    from fer_core.decode import image_glob
-
     return cfg.glob_filter or image_glob()
 
 
@@ -307,6 +306,13 @@ def _report_left_out(all_files: list[str], kept: list[str], cfg: InputConfig, ou
         what = f"input.glob_filter {cfg.glob_filter!r}" if cfg.glob_filter else "the image-format filter"
         print(f"input: {len(left_out)} of {len(all_files)} files under {cfg.path} left out by {what}: {names}"
               " (not images? else set input.glob_filter to include them)", file=out, flush=True)
+
+
+def _no_images(cfg: InputConfig, n_files: int) -> str:
+    what = (f"input.glob_filter {cfg.glob_filter!r}" if cfg.glob_filter
+            else "an image suffix fer_core reads (" + " ".join(IMAGE_SUFFIXES) + ", any case)")
+    return (f"no input: none of the {n_files} files under input.path {cfg.path!r} matches {what}; "
+            "check the path, or set input.glob_filter")
 
 
 def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
@@ -327,7 +333,7 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
         files = matching(all_files)
         _report_left_out(all_files, files, cfg, out)
         if not files:
-            raise InputError(f"no input: no image file matches input.path {cfg.path!r} with glob_filter {pattern!r}")
+            raise InputError(_no_images(cfg, len(all_files)))
         df = spark.createDataFrame([(f,) for f in files], "path string").repartition(
             max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
         df = df.select("path", F.lit(None).cast("timestamp").alias("modificationTime"),
@@ -342,7 +348,7 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
         files = matching(all_files)
         _report_left_out(all_files, files, cfg, out)
         if not files:
-            raise InputError(f"no input: no image file matches input.path {cfg.path!r} with glob_filter {pattern!r}")
+            raise InputError(_no_images(cfg, len(all_files)))
         df = (spark.read.format("binaryFile").option("pathGlobFilter", pattern)
               .option("recursiveFileLookup", "true").load(local))
         payload = "image"
