@@ -39,7 +39,7 @@ def cluster(tmp_path):
                 state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5))
                 if state.get("aliveworkers", 0) >= 1:
                     break
-            except OSError:
+            except (OSError, ValueError):  # not up yet, or (seen once) its HTML page while /json/ is not attached
                 pass
             time.sleep(1)
         else:
