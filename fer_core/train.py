@@ -55,7 +55,7 @@ class ModelConfig:
     options: dict = field(default_factory=dict)  # extra architecture kwargs (widths, ...)
     backbone_path: str = ""  # for architecture "transfer"
     init_from: str = ""  # fine-tune: start from this .keras model instead of random weights
-    prune_widths: list[int] = field(default_factory=list)  # with a vgg init_from: keep its strongest channels per stage
+    resize_widths: list[int] = field(default_factory=list)  # with a vgg init_from: prune or widen it to these stage widths
 
 
 @dataclass(frozen=True)
@@ -301,15 +301,17 @@ def build_from_config(cfg: TrainConfig):
             raise ConfigError(f"model.init_from: {cfg.model.init_from} is not a file; train that model first (a config's "
                               "header says how it was made) or point init_from at a .keras model")
         model = keras.models.load_model(cfg.model.init_from, compile=False, safe_mode=True)
-        if cfg.model.prune_widths:
-            from fer_core.models.prune import prune_vgg, vgg_widths
+        if cfg.model.resize_widths:
+            from fer_core.models.resize import resize_vgg, vgg_widths
 
-            print(f"pruning {cfg.model.init_from}: widths {vgg_widths(model)} -> {list(cfg.model.prune_widths)} "
-                  f"({model.count_params():,} parameters before)", flush=True)
-            model = prune_vgg(model, cfg.model.prune_widths)
+            before = model.count_params()
+            print(f"resizing {cfg.model.init_from}: widths {vgg_widths(model)} -> {list(cfg.model.resize_widths)}",
+                  end="", flush=True)
+            model = resize_vgg(model, cfg.model.resize_widths, seed=cfg.seed)
+            print(f", {before:,} -> {model.count_params():,} parameters", flush=True)
         return model
-    if cfg.model.prune_widths:
-        raise ConfigError("model.prune_widths needs model.init_from (the trained vgg net to prune)")
+    if cfg.model.resize_widths:
+        raise ConfigError("model.resize_widths needs model.init_from (the trained vgg net to prune or widen)")
     kwargs = dict(cfg.model.options)
     kwargs.setdefault("dropout", cfg.model.dropout)
     if cfg.model.architecture == "transfer":

@@ -334,6 +334,9 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     assert "Emotion mix of these faces" in html
     assert "Sentiment read-out" in html and f"{100 * result['accuracy']:.2f}%" in html
     assert "Calibration" in html and f"{cal['ece']:.3f}" in html
+    # speed of both passes, each timed after a warm-up, in the comparison table
+    assert result["faces_per_s"] > 0 and result["faces_per_s_tta"] > 0
+    assert f"<td>{result['faces_per_s']}</td><td>{result['faces_per_s_tta']}</td>" in html
     wrong = int((probs.argmax(1) != test.labels).sum())
     pictures = sorted((out / "misclassified").glob("*.png")) if wrong else []
     assert len(pictures) == min(5, wrong)
