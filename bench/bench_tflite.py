@@ -1,7 +1,7 @@
 """Would TensorFlow Lite (fp32, or int8 post-training quantization) make the classifier fast enough for flip TTA?
 
 The default model reaches the 68% PublicTest target only with flip TTA, which halves the classifier's
-~500 faces/s. This converts the served (BatchNormalization-folded) model to TFLite, fp32 and full-integer
+speed (on an AVX2-only 2-core CPU ~500 faces/s single pass; on one with AVX-512 ~1,800). This converts the served (BatchNormalization-folded) model to TFLite, fp32 and full-integer
 int8 (calibrated on Training faces, never on PublicTest), and measures in one run: PublicTest accuracy
 with and without TTA, and faces/s against the Keras model the job uses (same batch, same threads).
 Needs ../shared/data/fer2013. Usage:
