@@ -97,21 +97,16 @@ def heatmaps(
     size = model.spec.input_size
     if len(x_all) == 0:
         return np.zeros((0, size, size), np.float32)
-    grad_model = _grad_model(model, layer_name)
+    grad_model, fmap_gradients = _grad_model(model, layer_name)
 
     maps = []
     for start in range(0, len(x_all), batch_size):
         x = tf.convert_to_tensor(x_all[start:start + batch_size])
-        with tf.GradientTape() as tape:
-            fmap, out = grad_model(x, training=False)
-            tape.watch(fmap)
-            out_np = out.numpy()
-            is_prob = out_np.min() >= 0 and np.allclose(out_np.sum(axis=1), 1.0, atol=1e-3)
-            cols = _class_columns(model, np.argmax(out_np, axis=1), _slice(class_index, start, len(x)), len(x))
-            picked = tf.gather(out, cols, axis=1, batch_dims=1)
-            score = tf.math.log(picked + 1e-7) if is_prob else picked
-        grads = tape.gradient(score, fmap).numpy()  # rows are independent: sum of scores is fine
-        fmap_np = fmap.numpy()
+        out_np = grad_model(x, training=False)[1].numpy()
+        is_prob = bool(out_np.min() >= 0 and np.allclose(out_np.sum(axis=1), 1.0, atol=1e-3))
+        cols = _class_columns(model, np.argmax(out_np, axis=1), _slice(class_index, start, len(x)), len(x))
+        fmap, grads = fmap_gradients(x, tf.constant(cols, tf.int32), is_prob)
+        grads, fmap_np = grads.numpy(), fmap.numpy()
         alpha = grads.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, c) channel importance
         cam = np.maximum((alpha * fmap_np).sum(axis=-1), 0.0)  # (n, h, w)
         for c in cam:
@@ -124,19 +119,37 @@ def heatmaps(
 _GRAD_MODELS: "weakref.WeakKeyDictionary[Any, dict[str | None, Any]]" = weakref.WeakKeyDictionary()
 
 
-def _grad_model(model: Any, layer_name: str | None) -> Any:
-    """keras Model: input -> (target feature map, output), built once per EmotionModel and layer.
+def _grad_model(model: Any, layer_name: str | None) -> tuple[Any, Any]:
+    """(keras Model: input -> (target feature map, output), its gradient function), built once per
+    EmotionModel and layer.
 
-    Building it takes longer than explaining a few faces, and the dashboards call
-    ``explain_faces`` once per gallery image.
+    Building them takes longer than explaining a few faces, and the dashboards call ``explain_faces``
+    once per gallery image. The gradient runs as a tf.function so that only d(score)/d(map) is computed:
+    eagerly, every convolution after the map (mini-Xception ends in a 7-filter one) also computes its
+    filter gradient, and oneDNN's kernel for that crashed the process on an AVX-512 CPU (2026-11-30).
     """
     import keras
+    import tensorflow as tf
 
     per_model = _GRAD_MODELS.setdefault(model, {})
     if layer_name not in per_model:
         km = model.keras_model
         layer = km.get_layer(layer_name or find_last_conv_layer(km))
-        per_model[layer_name] = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
+        grad_model = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
+
+        @tf.function(reduce_retracing=True)
+        def fmap_gradients(x, cols, is_prob: bool):
+            """The map and d(score)/d(map); score = log p(class) for softmax outputs (no vanishing
+            gradients of a saturated softmax), the raw output for logits. Rows are independent, so
+            the gradient of their sum is each row's own."""
+            with tf.GradientTape() as tape:
+                fmap, out = grad_model(x, training=False)
+                tape.watch(fmap)
+                picked = tf.gather(out, cols, axis=1, batch_dims=1)
+                score = tf.math.log(picked + 1e-7) if is_prob else picked
+            return fmap, tape.gradient(score, fmap)
+
+        per_model[layer_name] = (grad_model, fmap_gradients)
     return per_model[layer_name]
 
 

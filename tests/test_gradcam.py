@@ -101,6 +101,44 @@ def test_default_model_heatmaps_and_overlay(default_model):
     assert grey[..., 0].mean() > 100 and grey[..., 2].mean() < 30
 
 
+@pytest.mark.parametrize("name", ["fer-mini-xception", "default"])
+def test_registered_models_heatmaps_match_an_eager_gradient(name):
+    """Grad-CAM's compiled gradient equals the plain eager computation. mini-Xception ends in a 7-filter
+    convolution after the target map: computing its gradient eagerly (filter gradient included) crashed
+    the process in oneDNN on an AVX-512 CPU, so there the reference takes the map as a watched input of
+    the layers after it, which needs no filter gradient."""
+    import cv2
+    import tensorflow as tf
+
+    from fer_core.gradcam import _grad_model
+    from fer_core.preprocess import preprocess
+
+    model = create_emotion_model(name)
+    crops = np.random.default_rng(5).integers(0, 255, (4, 80, 80, 3), dtype=np.uint8)
+    maps = heatmaps(model, crops)
+    s = model.spec.input_size
+    assert maps.shape == (4, s, s) and np.isfinite(maps).all() and maps.max() == pytest.approx(1.0)
+    grad_model, _ = _grad_model(model, None)
+    x = tf.convert_to_tensor(preprocess(crops, model.spec))
+    fmap, out = grad_model(x, training=False)
+    km = model.keras_model
+    names = [layer.name for layer in km.layers]
+    start = names.index(grad_model.outputs[0]._keras_history.operation.name) + 1
+    with tf.GradientTape() as tape:
+        tape.watch(fmap)
+        h = fmap
+        for layer in km.layers[start:]:
+            h = layer(h, training=False)
+        picked = tf.gather(h, np.argmax(out.numpy(), axis=1), axis=1, batch_dims=1)
+        score = tf.math.log(picked + 1e-7)
+    np.testing.assert_allclose(h.numpy(), out.numpy(), atol=1e-5)  # the layers after the map are a chain
+    grads = tape.gradient(score, fmap).numpy()
+    cams = np.maximum((grads.mean(axis=(1, 2), keepdims=True) * fmap.numpy()).sum(-1), 0.0)
+    for cam, got in zip(cams, maps):
+        ref = cv2.resize(cam.astype(np.float32), (s, s), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(got, ref / ref.max(), atol=1e-4)
+
+
 def test_explain_faces_on_a_photo(default_model):
     skimage_data = pytest.importorskip("skimage.data")
     image = skimage_data.astronaut()
