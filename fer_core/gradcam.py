@@ -58,10 +58,8 @@ def _layer_output(layer: Any) -> Any:
     return layer.output
 
 
-def _class_columns(model: Any, predicted: np.ndarray, target: int | str | Sequence[int | str] | None, n: int) -> np.ndarray:
-    """Model-output column per row: predicted class, or the given EMOTIONS index/name (one or per row)."""
-    if target is None:
-        return predicted
+def _class_columns(model: Any, target: int | str | Sequence[int | str], n: int) -> np.ndarray:
+    """Model-output column per row for the given EMOTIONS index/name (one, or one per row)."""
     targets = [target] * n if isinstance(target, (int, str, np.integer)) else list(target)
     if len(targets) != n:
         raise ValueError(f"class_index has {len(targets)} entries for {n} crops")
@@ -102,10 +100,9 @@ def heatmaps(
     maps = []
     for start in range(0, len(x_all), batch_size):
         x = tf.convert_to_tensor(x_all[start:start + batch_size])
-        out_np = grad_model(x, training=False)[1].numpy()
-        is_prob = bool(out_np.min() >= 0 and np.allclose(out_np.sum(axis=1), 1.0, atol=1e-3))
-        cols = _class_columns(model, np.argmax(out_np, axis=1), _slice(class_index, start, len(x)), len(x))
-        fmap, grads = fmap_gradients(x, tf.constant(cols, tf.int32), is_prob)
+        target = _slice(class_index, start, len(x))
+        cols = np.full(len(x), -1) if target is None else _class_columns(model, target, len(x))
+        fmap, grads = fmap_gradients(x, tf.constant(cols, tf.int32))
         grads, fmap_np = grads.numpy(), fmap.numpy()
         alpha = grads.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, c) channel importance
         cam = np.maximum((alpha * fmap_np).sum(axis=-1), 0.0)  # (n, h, w)
@@ -138,15 +135,18 @@ def _grad_model(model: Any, layer_name: str | None) -> tuple[Any, Any]:
         grad_model = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
 
         @tf.function(reduce_retracing=True)
-        def fmap_gradients(x, cols, is_prob: bool):
-            """The map and d(score)/d(map); score = log p(class) for softmax outputs (no vanishing
-            gradients of a saturated softmax), the raw output for logits. Rows are independent, so
-            the gradient of their sum is each row's own."""
+        def fmap_gradients(x, cols):
+            """The map and d(score)/d(map) for each row's column (-1: its predicted class); score =
+            log p(class) for softmax outputs (no vanishing gradients of a saturated softmax), the raw
+            output for logits. Rows are independent, so the gradient of their sum is each row's own."""
             with tf.GradientTape() as tape:
                 fmap, out = grad_model(x, training=False)
                 tape.watch(fmap)
+                cols = tf.where(cols < 0, tf.argmax(out, axis=1, output_type=tf.int32), cols)
                 picked = tf.gather(out, cols, axis=1, batch_dims=1)
-                score = tf.math.log(picked + 1e-7) if is_prob else picked
+                is_prob = tf.logical_and(tf.reduce_min(out) >= 0,
+                                         tf.reduce_all(tf.abs(tf.reduce_sum(out, axis=1) - 1.0) <= 1e-3))
+                score = tf.cond(is_prob, lambda: tf.math.log(picked + 1e-7), lambda: picked)
             return fmap, tape.gradient(score, fmap)
 
         per_model[layer_name] = (grad_model, fmap_gradients)
