@@ -30,6 +30,8 @@ EXTRAS = {
         "websocket-client>=1.7",  # drives headless Chromium over the DevTools protocol
         "scikit-image>=0.24",  # ships real face photos (astronaut) for tests
         "scipy>=1.11",  # reference binomial test and Wilson interval for fer_core.metrics
+        "polars>=1.0",  # a real third-party Parquet producer (large/view types) for the dump-reading tests
+        "duckdb>=1.0",  # another one (COPY ... TO 'x.parquet')
     ],
     "bench": [
         "setuptools<81",  # fer imports pkg_resources

@@ -59,6 +59,14 @@ class InputConfig:
         timeout or a missing object) are fetched again; a retried image keeps one row, the new one.
     fetch_threads: URIs fetched at once per Python worker (object-store and CDN latency, not bandwidth,
         bounds a one-by-one fetch); 1 fetches one at a time.
+    uri_allow: where a dump's URIs may point besides the dump's own root (its folder for a local dump, its
+        bucket for an s3:// one): prefixes such as ``s3://brand-bucket/media/``, ``file:///data/media/`` or
+        ``https://cdn.example.com/``. Anything else is status fetch_error ("refused by input.uri_allow"),
+        checked before any file or socket is opened (fer_core.fetch). http(s) is off unless listed.
+    uri_allow_private_hosts: let listed http(s) prefixes reach loopback/private/link-local addresses
+        (an on-premise media server, tests). Off: such hosts are refused after DNS resolution.
+    posted_at_format: how posted_at is read. auto: timestamps (any unit, naive = UTC), dates and ISO-8601
+        text; epoch_s / epoch_ms: integers (an integer column is never guessed); iso8601: text only.
     """
 
     format: Literal["parquet", "folders"] = "parquet"
@@ -74,11 +82,43 @@ class InputConfig:
     max_fetch_bytes: int = 64 * 1024 * 1024
     retry_fetch_errors: bool = True
     fetch_threads: int = 16
+    uri_allow: list[str] = field(default_factory=list)
+    uri_allow_private_hosts: bool = False
+    posted_at_format: Literal["auto", "iso8601", "epoch_s", "epoch_ms"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("max_fetch_bytes", "fetch_threads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for prefix in self.uri_allow:
+            if not isinstance(prefix, str) or not prefix.strip() or "*" in prefix:
+                raise ConfigError(f"uri_allow: {prefix!r} is not a prefix; write e.g. s3://bucket/media/, "
+                                  "file:///data/media/ or https://cdn.example.com/ (no globs)")
+            if "://" in prefix and prefix.split("://", 1)[1].strip("/") == "":
+                raise ConfigError(f"uri_allow: {prefix!r} allows a whole scheme; name a bucket, folder or host")
+
+    def uri_policy(self):
+        """The fer_core.fetch.UriPolicy of this input: the dump's root plus uri_allow."""
+        from fer_core.fetch import UriPolicy
+
+        return UriPolicy.for_dump(dump_root(self.path), self.uri_allow,
+                                  allow_private_hosts=self.uri_allow_private_hosts)
+
+
+def dump_root(path: str) -> str:
+    """The folder (or bucket prefix) a dump path, glob or file lies in: where its own URIs may point."""
+    import os
+    import re
+
+    m = re.search(r"[*?\[{]", path)
+    head = path[: m.start()].rsplit("/", 1)[0] if m else path
+    if "://" not in head or head.startswith("file://"):
+        local = head[len("file://"):] if head.startswith("file://") else head
+        local = os.path.abspath(local or ".")
+        return local if os.path.isdir(local) or not os.path.splitext(local)[1] else os.path.dirname(local)
+    if head.rstrip("/").lower().endswith((".parquet", ".parq", ".pq")):
+        head = head.rstrip("/").rsplit("/", 1)[0]
+    return head
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     """
     from pyspark.sql import functions as F
 
+    from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import dedupe, read_input
     from jobs.campaign.lake import STATUSES, Lake, faces_schema, images_schema
     from jobs.campaign.progress import Progress, format_summary
@@ -130,6 +131,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
 
+    uri_policy = cfg.input.uri_policy()
     df = read_input(spark, cfg.input, out)
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
@@ -145,15 +147,18 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         n_erased = n_input - df.count()
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
-    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status"])
+    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"])
     todo = dedupe(df)
     retried: list[str] = []
     if existing is not None:
         existing = existing.where(F.col("model_version") == model_version)
         if cfg.input.retry_fetch_errors:  # fetch again; commit_run drops the superseded rows
-            failed = existing.where(F.col("status") == "fetch_error").select("image_id").distinct()
+            # ... but not the URIs this very policy refused: they would be refused again, every run
+            refused_again = F.coalesce(F.col("error").startswith(refused_prefix(uri_policy.fingerprint)), F.lit(False))
+            failed = (existing.where((F.col("status") == "fetch_error") & ~refused_again)
+                      .select("image_id").distinct())
             retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
-            existing = existing.where(F.col("status") != "fetch_error")
+            existing = existing.where((F.col("status") != "fetch_error") | refused_again)
         existing = existing.select("image_id")
         todo = todo.join(existing, "image_id", "left_anti")
         n_todo = ids.join(existing, "image_id", "left_anti").count()
@@ -181,7 +186,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         key = f"{model_version}|{detector_version}|{core!r}"
         ctx = ScoringContext(
             pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
-            storage_options=dict(cfg.input.storage_options), max_fetch_bytes=cfg.input.max_fetch_bytes,
+            storage_options=dict(cfg.input.storage_options), uri_policy=uri_policy,
+            max_fetch_bytes=cfg.input.max_fetch_bytes,
             fetch_threads=cfg.input.fetch_threads,
             detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
             sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
