@@ -288,7 +288,8 @@ def render(cfg: JobConfig) -> str:
     target = cfg.dashboards_dir()
     cols = cfg.input.columns
     # dashboards read inline-bytes Parquet dumps with the default column names themselves
-    loader = _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image") else None
+    loader = _policy_loader(cfg, _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image")
+                            else None)
     models = _model_file_versions(cfg)
     if not is_remote(target):
         return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader,
@@ -310,6 +311,23 @@ def _model_file_versions(cfg: JobConfig) -> dict[str, str]:
     from fer_core.models.registry import is_model_path
 
     return {resolve_model(cfg.model)[0]: cfg.model} if is_model_path(cfg.model) else {}
+
+
+def _policy_loader(cfg: JobConfig, parquet_loader):
+    """Thumbnail bytes: a URI source is fetched through the same URI policy as scoring (its host may
+    resolve elsewhere by now); an inline-bytes Parquet source goes to ``parquet_loader`` (None: the
+    dashboards' own reader)."""
+    from fer_core.fetch import fetch_uri
+
+    policy = cfg.input.uri_policy()
+    limit = cfg.input.max_fetch_bytes
+
+    def load(image_id: str, source: str | None) -> bytes | None:
+        if source and source.lower().endswith((".parquet", ".parq", ".pq")):
+            return parquet_loader(image_id, source) if parquet_loader is not None else None
+        return fetch_uri(source, policy, cfg.input.storage_options, limit)
+
+    return load
 
 
 def _dump_bytes_loader(cfg: JobConfig):
