@@ -6,7 +6,8 @@
 
 Thin entry point: parse flags, load the config, build the session, call jobs.campaign.job.run_job,
 render the dashboards. Exit codes: 0 ok, 2 config/input problem (the message names the key, column
-or path), 1 anything else.
+or path), 75 the lake stayed held by another run longer than output.lock_wait_s (try again later),
+1 anything else.
 """
 from __future__ import annotations
 
@@ -49,11 +50,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from jobs.campaign.job import render, run_job
 
+        from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, LeaseLostError
+
         try:
             run_job(spark, cfg, args.run_id, dry_run=args.dry_run)
         except (ConfigError, InputError) as e:
             print(f"score_campaign: {e}", file=sys.stderr)
             return 2
+        except LakeBusyError as e:
+            print(f"score_campaign: {e}", file=sys.stderr)
+            return BUSY_EXIT_CODE
+        except LeaseLostError as e:
+            print(f"score_campaign: {e}", file=sys.stderr)
+            return 1
+        except Exception as e:  # anything else: say it, with credentials blanked, and fail
+            import traceback
+
+            from fer_core.storage import redact
+
+            secrets = {**cfg.input.storage_options, **cfg.output.storage_options}
+            print(redact("".join(traceback.format_exception(e)), secrets), file=sys.stderr)
+            return 1
         if cfg.output.dashboards and not args.no_dashboards and not args.dry_run:
             index = render(cfg)
             print(f"dashboards: {index}")

@@ -129,6 +129,10 @@ class OutputConfig:
     dashboards: render HTML dashboards at the end of a run.
     dashboards_path: where (default <path>/dashboards; may be a local dir when the lake is remote).
     target_file_rows: an executor starts a new Parquet file after this many rows of one table.
+    lock_wait_s: how long a run waits for the lake while another run, maintenance or erasure holds it
+        (jobs/campaign/lease.py); after that it exits with code 75 and the next run records it.
+    lock_ttl_s: a holder that has not renewed its lease for this long is taken for dead (SIGKILL, lost
+        host) and the next run takes the lake over; renewed every lock_ttl_s / 6.
     """
 
     path: str = "lake"
@@ -136,10 +140,16 @@ class OutputConfig:
     dashboards: bool = True
     dashboards_path: str | None = None
     target_file_rows: int = 200_000
+    lock_wait_s: float = 3600.0
+    lock_ttl_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.target_file_rows < 1:
             raise ConfigError(f"target_file_rows: must be >= 1, got {self.target_file_rows}")
+        if self.lock_wait_s < 0:
+            raise ConfigError(f"lock_wait_s: must be >= 0, got {self.lock_wait_s}")
+        if self.lock_ttl_s < 2:
+            raise ConfigError(f"lock_ttl_s: must be >= 2 seconds, got {self.lock_ttl_s}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from fer_core.labels import EMOTIONS
 from fer_core.models.spec import ModelSpec
@@ -66,8 +66,11 @@ def _arrow_extras(df, names: list[str]) -> list[Any]:
     return [pa.field(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields if f.name in names]
 
 
-def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
-    """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe."""
+def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] | None = None) -> None:
+    """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe.
+
+    guard: called before each commit (``LakeLease.ensure_held``): a run that lost the lake stops there."""
+    guard = guard or (lambda: None)
     import pyarrow as pa
 
     from jobs.campaign.lake import faces_schema, recompute_campaigns
@@ -75,31 +78,37 @@ def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     run_id = manifest["run_id"]
     files = manifest["files"]
     img_schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["images_schema"])))
+    guard()
     lake.commit_files("faces", files["faces"], faces_schema(), run_id)
     _fail_point("after_faces_commit")
+    guard()
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
     lake.drop_superseded_fetch_errors(manifest.get("retried", []), manifest["model_version"], run_id)
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id,
                                mix_matrix=manifest.get("mix_matrix"), sentiment_groups=manifest.get("sentiment_groups"))
+    guard()
     lake.merge_campaigns(rows, run_id)
     lake.drop_campaign_rows(set(manifest["campaigns"]) - set(rows.column("campaign_id").to_pylist()))  # all erased
     _fail_point("after_campaigns_commit")
     row = dict(manifest["run"])
     for k in ("started_at", "finished_at"):
         row[k] = dt.datetime.fromisoformat(row[k])
+    guard()
     lake.append_run(row, run_id)
     lake.drop_manifest(run_id)
 
 
-def recover_pending(spark, lake, out: TextIO) -> int:
-    """Finish the commits of runs that died after writing their manifest. Returns how many."""
+def recover_pending(spark, lake, out: TextIO, guard: Callable[[], None] | None = None) -> int:
+    """Finish the commits of runs that died after writing their manifest. Returns how many.
+
+    Called under the lake lease: no other run is alive, so every pending manifest is a dead run's."""
     manifests = lake.pending_manifests()
     for m in manifests:
         print(f"recovering run {m['run_id']}: completing its commits from {lake.root}/_job/pending", file=out,
               flush=True)
         m["run"]["status"] = "recovered"
-        commit_run(spark, lake, m)
+        commit_run(spark, lake, m, guard)
     return len(manifests)
 
 
@@ -107,9 +116,34 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
             dry_run: bool = False) -> dict[str, Any]:
     """Score ``cfg.input`` into the lake at ``cfg.output.path``; returns the runs-table row.
 
+    The whole run holds the lake lease (jobs/campaign/lease.py): a run that finds the lake held waits up
+    to ``output.lock_wait_s``, saying for whom, then raises LakeBusyError (the script exits with
+    BUSY_EXIT_CODE and the next holder records it in the runs table).
     dry_run: read the input and the lake, print what a run would score (per campaign) and how long it
-    should take (from earlier runs' speed), write nothing; returns that plan (see ``_dry_run_plan``).
+    should take (from earlier runs' speed), write nothing and take no lease; returns that plan.
     """
+    from jobs.campaign.lake import Lake
+    from jobs.campaign.lease import LakeBusyError, LakeLease
+
+    out = out or sys.stdout
+    run_id = run_id or new_run_id()
+    started = dt.datetime.now(dt.timezone.utc)
+    if dry_run:
+        return _run(spark, cfg, run_id, out, True, None, started)
+    lake = Lake(cfg.output.path, cfg.output.storage_options)
+    lease = LakeLease(lake.root, cfg.output.storage_options, run_id, kind="run", ttl_s=cfg.output.lock_ttl_s)
+    try:
+        lease.acquire(cfg.output.lock_wait_s, out)
+    except LakeBusyError as e:
+        lake.note_gave_up(run_id, started, str(e), cfg)
+        raise
+    with lease:
+        lake.record_gave_up_runs()
+        return _run(spark, cfg, run_id, out, False, lease, started)
+
+
+def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, started) -> dict[str, Any]:
+    """run_job's body, under the lease (``lease`` None: a dry run)."""
     from pyspark.sql import functions as F
 
     from fer_core.fetch import refused_prefix
@@ -118,15 +152,13 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     from jobs.campaign.progress import Progress, format_summary
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
 
-    out = out or sys.stdout
-    run_id = run_id or new_run_id()
-    started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     sc = spark.sparkContext
     lake = Lake(cfg.output.path, cfg.output.storage_options)
+    guard = lease.ensure_held if lease is not None else None
 
     if not dry_run:
-        recover_pending(spark, lake, out)
+        recover_pending(spark, lake, out, guard)
     model_version, model_bytes, model_spec = resolve_model(cfg.model)
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
@@ -215,7 +247,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         "duration_s": round(time.monotonic() - t0, 3),
         "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
         "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
-        "spark_master": sc.master,
+        "spark_master": sc.master, "lock_wait_s": round(lease.waited_s, 3),
     }
     manifest = {
         "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
@@ -228,9 +260,10 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     }
     lake.ensure("images", img_schema, ["campaign_id"])
     lake.ensure("faces", faces_schema(), ["campaign_id"])
+    guard()
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
-    commit_run(spark, lake, manifest)
+    commit_run(spark, lake, manifest, guard)
     printable = {**run_row, "started_at": started, "finished_at": finished,
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
