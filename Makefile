@@ -46,6 +46,11 @@ demo: setup java weights
 	@echo ""
 	@echo "Dashboards: file://$(abspath $(DEMO_DIR))/lake/dashboards/index.html"
 
+# The local page on the same FacePipeline: http://127.0.0.1:8501/ (make serve SERVE_ARGS="--port 9000 --config conf/inference.yaml")
+.PHONY: serve
+serve: setup weights
+	$(BIN)/python -m fer_core serve $(SERVE_ARGS)
+
 test: setup system-deps weights
 	$(BIN)/python -m pytest -p no:cacheprovider
 

@@ -19,9 +19,11 @@ from PIL import Image, UnidentifiedImageError
 
 from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError
 
-__all__ = ["decode_image", "image_size", "image_glob", "describe_bytes", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = ["decode_image", "image_size", "image_glob", "describe_bytes", "check_byte_size", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_MAX_BYTES", "IMAGE_SUFFIXES"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the job's input.max_fetch_bytes default: no real photo is near it
 
 try:  # HEIC/HEIF (iPhone photos) as a Pillow format; libheif applies the container's rotation
     import pillow_heif
@@ -223,6 +225,19 @@ def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
     if orientation in ops:
         rgb = ops[orientation](rgb)
     return np.ascontiguousarray(rgb)
+
+
+def check_byte_size(n_bytes: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Refuse an image file before reading it: ImageTooLargeError when it holds more than ``max_bytes``.
+
+    The pixel limit needs the header; this one needs only the size, so an oversized upload or file is
+    refused without ever being held in memory.
+    """
+    if n_bytes > max_bytes:
+        raise ImageTooLargeError(
+            f"file holds {n_bytes:,} bytes, more than max_bytes={max_bytes:,}; "
+            f"recompress or downscale it before scoring, or raise max_bytes"
+        )
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

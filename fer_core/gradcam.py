@@ -134,7 +134,9 @@ def _grad_model(model: Any, layer_name: str | None) -> tuple[Any, Any]:
         layer = km.get_layer(layer_name or find_last_conv_layer(km))
         grad_model = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
 
-        @tf.function(reduce_retracing=True)
+        # autograph off: the body is plain TF ops, and autograph would write its converted source to $TMPDIR
+        # on first use, while the local page (fer_core.serve) promises to write nothing while it serves
+        @tf.function(reduce_retracing=True, autograph=False)
         def fmap_gradients(x, cols):
             """The map and d(score)/d(map) for each row's column (-1: its predicted class); score =
             log p(class) for softmax outputs (no vanishing gradients of a saturated softmax), the raw
