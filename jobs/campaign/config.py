@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from fer_core.config import dataclass_to_dict, load_dataclass, load_yaml
+from fer_core.decode import DEFAULT_MAX_BYTES
 from fer_core.errors import ConfigError
 from fer_core.pipeline import DetectorOptions, InferenceConfig as CoreInferenceConfig, ModelOptions
 from fer_core.runtime import RuntimeConfig
@@ -79,7 +80,7 @@ class InputConfig:
     default_platform: str | None = None
     glob_filter: str = ""
     storage_options: dict[str, str] = field(default_factory=dict)
-    max_fetch_bytes: int = 64 * 1024 * 1024
+    max_fetch_bytes: int = DEFAULT_MAX_BYTES
     retry_fetch_errors: bool = True
     fetch_threads: int = 16
     uri_allow: list[str] = field(default_factory=list)
@@ -220,7 +221,7 @@ class JobConfig:
             model=ModelOptions(name=self.model, tta=self.tta, batch_size=inf.batch_size),
             sentiment=self.sentiment,
             runtime=RuntimeConfig(device=inf.device, intra_threads=inf.intra_threads, inter_threads=inf.inter_threads),
-            max_pixels=inf.max_pixels,
+            max_pixels=inf.max_pixels, max_bytes=self.input.max_fetch_bytes,
         )
 
     def with_overrides(self, *, input: str | None = None, output: str | None = None) -> "JobConfig":
