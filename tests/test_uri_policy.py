@@ -222,7 +222,7 @@ def test_a_hostile_dump_reads_nothing_outside_and_leaks_nothing(spark, layout, s
 
     index = render(job_config_from_dict(cfg))
     assert Path(index).is_file()
-    everything = _all_text_under(lake) + _all_text_under(tmp_path / "site")
+    everything = _all_text_under(lake) + _all_text_under(tmp_path / "site") + row["_log"].encode()
     for needle in (b"root:x:0:0", b"SECRET-CONTENT-4242", b"AccessKeyId", b"ASIAFAKEKEY4242"):
         assert needle not in everything, needle
 
