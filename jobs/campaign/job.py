@@ -143,28 +143,44 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
 
 
 def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, started) -> dict[str, Any]:
-    """run_job's body, under the lease (``lease`` None: a dry run)."""
-    from pyspark.sql import functions as F
-
-    from fer_core.fetch import refused_prefix
-    from jobs.campaign.inputs import dedupe, read_input
-    from jobs.campaign.lake import STATUSES, Lake, faces_schema, images_schema
-    from jobs.campaign.progress import Progress, format_summary
-    from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
+    """run_job's body, under the lease (``lease`` None: a dry run): recover, then read the input once."""
+    from jobs.campaign.inputs import read_input
+    from jobs.campaign.lake import Lake
 
     t0 = time.monotonic()
-    sc = spark.sparkContext
     lake = Lake(cfg.output.path, cfg.output.storage_options)
     guard = lease.ensure_held if lease is not None else None
 
     if not dry_run:
         recover_pending(spark, lake, out, guard)
+    from pyspark import StorageLevel
+
+    # Read once: the counts below and the scoring stage each scan the input, and pyarrow (unlike Spark's own
+    # Parquet source) cannot skip the image column for a count. Spilled to local disk, like a shuffle.
+    cached = df = read_input(spark, cfg.input, out).persist(StorageLevel.DISK_ONLY)
+    try:
+        return _score(spark, cfg, run_id, out, dry_run, started, t0, lake, guard, df,
+                      lease.waited_s if lease is not None else 0.0)
+    finally:
+        cached.unpersist()
+
+
+def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, started, t0: float, lake, guard,
+           df, lock_wait_s: float) -> dict[str, Any]:
+    """The run once its input is read: skip what is scored or erased, score the rest, commit, summarise."""
+    from pyspark.sql import functions as F
+
+    from fer_core.fetch import refused_prefix
+    from jobs.campaign.inputs import dedupe
+    from jobs.campaign.lake import STATUSES, faces_schema, images_schema
+    from jobs.campaign.progress import Progress, format_summary
+    from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
+
+    sc = spark.sparkContext
     model_version, model_bytes, model_spec = resolve_model(cfg.model)
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
-
     uri_policy = cfg.input.uri_policy()
-    df = read_input(spark, cfg.input, out)
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
     n_input = df.count()
@@ -247,7 +263,7 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
         "duration_s": round(time.monotonic() - t0, 3),
         "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
         "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
-        "spark_master": sc.master, "lock_wait_s": round(lease.waited_s, 3),
+        "spark_master": sc.master, "lock_wait_s": round(lock_wait_s, 3),
     }
     manifest = {
         "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
