@@ -40,9 +40,12 @@ system-deps: java chromium
 weights: setup
 	$(BIN)/python -m fer_core models --fetch
 
+# Spark's console at WARN: log4j reads its file when the JVM starts (jobs/score_campaign.py --verbose: all logs)
+SPARK_QUIET := --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
+
 demo: setup java weights
 	$(BIN)/python jobs/make_sample_dump.py --out $(DEMO_DIR)
-	$(BIN)/spark-submit --master "local[2]" jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
+	$(BIN)/spark-submit --master "local[2]" $(SPARK_QUIET) jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
 	@echo ""
 	@echo "Dashboards: file://$(abspath $(DEMO_DIR))/lake/dashboards/index.html"
 

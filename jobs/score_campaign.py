@@ -1,11 +1,12 @@
 """Score campaign images for facial emotion and write the Delta tables (and dashboards).
 
     spark-submit jobs/score_campaign.py [--config conf/<file>.yaml] [--input PATH_OR_GLOB_OR_URI]
-                                        [--output LAKE_DIR_OR_URI] [--run-id ID] [--dry-run]
+                                        [--output LAKE_DIR_OR_URI] [--run-id ID] [--dry-run] [--verbose]
     python jobs/score_campaign.py ...        (same flags; local[*] unless the config names a master)
 
 Thin entry point: parse flags, load the config, build the session, call jobs.campaign.job.run_job,
-render the dashboards. Exit codes: 0 ok, 2 config/input problem (the message names the key, column
+render the dashboards. The console shows the job's lines and Spark's WARN/ERROR once spark-submit is
+given conf/log4j2.properties (see the README); ``--verbose`` brings the rest back. Exit codes: 0 ok, 2 config/input problem (the message names the key, column
 or path), 1 anything else.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dashboards", action="store_true", help="skip rendering the dashboards")
     p.add_argument("--dry-run", action="store_true",
                    help="print what a run would score (per campaign) and an estimated time; write nothing")
+    p.add_argument("--verbose", action="store_true",
+                   help="Spark's INFO lines and TensorFlow's C++ logs on the console too (default: the job's "
+                        "lines, Spark WARN/ERROR)")
     return p.parse_args(argv)
 
 
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.campaign.session import build_session
 
-    spark = build_session(cfg)  # before deltalake is imported anywhere (the JVM is forked)
+    spark = build_session(cfg, verbose=args.verbose)  # before deltalake is imported anywhere (the JVM is forked)
     try:
         from jobs.campaign.job import render, run_job
 
