@@ -179,6 +179,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         det_bc = sc.broadcast(detector_bytes) if detector_bytes is not None else None
         model_bc = sc.broadcast(model_bytes)
         key = f"{model_version}|{detector_version}|{core!r}"
+        progress = Progress(sc, n_todo, cfg.progress.interval_s, out)
         ctx = ScoringContext(
             pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
             storage_options=dict(cfg.input.storage_options), max_fetch_bytes=cfg.input.max_fetch_bytes,
@@ -186,9 +187,9 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
             detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
             sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
-            images_schema=img_schema, faces_schema=faces_schema(),
+            images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
         )
-        with Progress(sc, n_todo, cfg.progress.interval_s, out) as progress:
+        with progress:
             ctx_df = score(todo, ctx, progress.accumulator)
             rows = [r.asDict() for r in ctx_df.collect()]  # file metadata only, never the data
         for r in rows:
