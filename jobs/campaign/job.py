@@ -230,7 +230,21 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)
+    printable["health"] = _record_health(lake, cfg, printable, out)
     return printable
+
+
+def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
+    """The run's health metrics and drift verdict (jobs/campaign/health.py); None when they could not be
+    written (the run itself is committed either way, so that is a warning, not a failure)."""
+    from jobs.campaign.health import record_health
+
+    try:
+        return record_health(lake, cfg, row, out)
+    except Exception as e:  # noqa: BLE001 - reported, and the committed run stands
+        print(f"score_campaign: warning: run health not recorded: {type(e).__name__}: {e}", file=sys.stderr,
+              flush=True)
+        return None
 
 
 def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,
