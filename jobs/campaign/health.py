@@ -193,7 +193,6 @@ def record_health(lake, cfg, run_row: dict[str, Any], out: TextIO) -> dict[str, 
     """Compute, judge and write the run's health (Delta row, JSON, Prometheus textfile); print one line.
     Idempotent per run id (the health commit carries the run's app transaction)."""
     import pyarrow as pa
-    from deltalake import write_deltalake
 
     settings = cfg.health
     finished = run_row["finished_at"]
@@ -204,9 +203,7 @@ def record_health(lake, cfg, run_row: dict[str, Any], out: TextIO) -> dict[str, 
         earlier = table.to_pyarrow_table().sort_by("finished_at").to_pylist()
         trailing = [t for t in earlier if t["run_id"] != run_row["run_id"]]
     health = {**metrics, **drift_check(metrics, trailing, settings)}
-    if not lake.committed(HEALTH_TABLE, run_row["run_id"]):
-        write_deltalake(lake.uri(HEALTH_TABLE), pa.Table.from_pylist([health], schema=health_schema()), mode="append",
-                        storage_options=lake.options, commit_properties=lake._txn(run_row["run_id"]))
+    lake.append_once(HEALTH_TABLE, pa.Table.from_pylist([health], schema=health_schema()), run_row["run_id"])
     _write_text(f"{lake.root}/_job/health/{run_row['run_id']}.json", json.dumps(health, default=str, indent=1),
                 lake.storage_options)
     _write_text(settings.textfile or f"{lake.root}/_job/score_campaign.prom",

@@ -366,13 +366,16 @@ class Lake:
         return deleted
 
     def append_run(self, row: dict[str, Any], run_id: str) -> bool:
+        return self.append_once("runs", _pa().Table.from_pylist([row], schema=runs_schema()), run_id)
+
+    def append_once(self, name: str, rows, run_id: str) -> bool:
+        """Append ``rows`` (pyarrow Table) to table ``name`` once per run (the run's app transaction);
+        False if this run had already appended them."""
         from deltalake import write_deltalake
 
-        if self.committed("runs", run_id):
+        if self.committed(name, run_id):
             return False
-        pa = _pa()
-        table = pa.Table.from_pylist([row], schema=runs_schema())
-        write_deltalake(self.uri("runs"), table, mode="append", storage_options=self.options,
+        write_deltalake(self.uri(name), rows, mode="append", storage_options=self.options,
                         commit_properties=self._txn(run_id))
         return True
 
