@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps java chromium weights demo test test-fast bench train evaluate clean pack
+.PHONY: setup system-deps java chromium weights demo test test-fast bench train train-resume train-export evaluate clean pack
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -73,6 +73,11 @@ demo: setup java weights
 	@echo ""
 	@echo "Dashboards: file://$(abspath $(DEMO_DIR))/lake/dashboards/index.html"
 
+# The local page on the same FacePipeline: http://127.0.0.1:8501/ (make serve SERVE_ARGS="--port 9000 --config conf/inference.yaml")
+.PHONY: serve
+serve: setup weights
+	$(BIN)/python -m fer_core serve $(SERVE_ARGS)
+
 test: setup system-deps weights
 	$(BIN)/python -m pytest -p no:cacheprovider
 
@@ -85,6 +90,17 @@ bench: setup
 
 train: setup
 	$(BIN)/python -m fer_core.train --config conf/train_default.yaml
+
+# A long run in slices across machines (issue 25): train-resume continues from the run's output_dir, or, on a
+# fresh clone where that is empty, from the committed portable_checkpoint file; train-export (safe while it
+# trains) refreshes that file from the latest epoch, to be committed at the end of a slice.
+LONG_RUN ?= conf/train_fer_vgg_v6.yaml
+FER2013 ?= ../shared/data/fer2013/fer2013.csv.gz
+train-resume: setup
+	$(BIN)/python -m fer_core.train --config $(LONG_RUN) --data $(FER2013)
+
+train-export:
+	$(BIN)/python -m fer_core.train --config $(LONG_RUN) --export-checkpoint
 
 evaluate: setup
 	$(BIN)/python -m fer_core.evaluate --model default --data ../shared/data/fer2013/fer2013.csv.gz --out out/eval --compare fer-mini-xception

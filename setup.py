@@ -28,8 +28,11 @@ EXTRAS = {
         "moto[server]>=5",
         "boto3",
         "websocket-client>=1.7",  # drives headless Chromium over the DevTools protocol
+        "playwright>=1.50",  # drives the system Chromium (executable_path) for the local page's tests
         "scikit-image>=0.24",  # ships real face photos (astronaut) for tests
         "scipy>=1.11",  # reference binomial test and Wilson interval for fer_core.metrics
+        "polars>=1.0",  # a real third-party Parquet producer (large/view types) for the dump-reading tests
+        "duckdb>=1.0",  # another one (COPY ... TO 'x.parquet')
     ],
     "bench": [
         "setuptools<81",  # fer imports pkg_resources
@@ -46,7 +49,7 @@ setup(
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["fer_core", "fer_core.*", "jobs", "jobs.*", "dashboards", "dashboards.*"]),
     package_data={
-        "fer_core": ["pretrained/*.keras", "pretrained/*.json", "pretrained/*.md"],
+        "fer_core": ["pretrained/*.keras", "pretrained/*.json", "pretrained/*.md", "static/*"],
         "dashboards": ["templates/*", "static/*"],
     },
     include_package_data=True,

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
+    from fer_core.fetch import UriPolicy
     from jobs.campaign.scoring import ScoringContext, _payloads
 
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency-ms", str(args.latency_ms),
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"open + read, one at a time (before): {before:7.1f} URIs/s")
     rates: dict[int, float] = {}
     for threads in (int(t) for t in args.threads.split(",")):
-        ctx = ScoringContext(pipeline_fn=None, storage_options={}, max_fetch_bytes=64 << 20, fetch_threads=threads,
+        # the bench server is on loopback: listed, and private hosts allowed (the job refuses both by default)
+        policy = UriPolicy.for_dump(".", [base + "/"], allow_private_hosts=True)
+        ctx = ScoringContext(pipeline_fn=None, storage_options={}, uri_policy=policy, max_fetch_bytes=64 << 20,
+                             fetch_threads=threads,
                              detect_chunk=chunk, run_id="bench", model_version="", sentiment=None, images_uri="",
                              faces_uri="", lake_options={}, target_file_rows=1, images_schema=None,
                              faces_schema=None)

@@ -14,11 +14,8 @@ from typing import Any, Sequence
 
 from dashboards.aggregate import DET_BIN, MAX_FACES_BUCKET, SENTIMENTS
 from dashboards.tables import EMOTIONS
+from fer_core.labels import EMOTION_COLORS  # noqa: F401 (the dashboards' emotion palette, re-exported)
 
-EMOTION_COLORS: dict[str, str] = {
-    "angry": "#d1495b", "disgust": "#7d8a2e", "fear": "#8e6bbf", "happy": "#f2b134",
-    "sad": "#3d7bd9", "surprise": "#2bb3a3", "neutral": "#9aa3ad",
-}
 SENTIMENT_COLORS: dict[str, str] = {"positive": "#2a9d5c", "neutral": "#b7bec7", "negative": "#d1495b"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 # The mode bar shows on hover with one button, "Download PNG", which dashboard.js adds (it titles the image

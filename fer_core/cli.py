@@ -1,4 +1,4 @@
-"""Command line: ``python -m fer_core predict IMAGE...`` and ``python -m fer_core models``.
+"""Command line: ``python -m fer_core predict IMAGE...``, ``models`` and ``serve`` (the local page).
 
 Exit codes: 0 every image was scored (status ok or no_face); 1 at least one image could
 not be read or decoded (the others are still reported; stderr names each file and its
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -35,15 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="OUT_DIR", type=Path,
                    help="write <stem>_annotated.png (boxes, landmarks, emotion, valence) for every decodable image")
     p.add_argument("--explain", metavar="OUT_DIR", type=Path, help="write <stem>_face<k>_gradcam.png Grad-CAM overlays")
-    p.add_argument("--detector", metavar="NAME", help="face detector (see `models`); overrides the config")
-    p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
-    p.add_argument("--tta", action="store_true", default=None, help="average with horizontally flipped crops")
-    p.add_argument("--config", metavar="YAML", type=Path, help="inference config (see conf/inference.yaml)")
+    _add_pipeline_flags(p)
     p.add_argument("--batch-images", type=int, default=32, metavar="N", help="images decoded/scored per batch (memory bound)")
     m = sub.add_parser("models", help="list registered emotion models and face detectors")
     m.add_argument("--fetch", action="store_true",
                    help="download (once) and sha256-verify every registered weight file into the cache, for offline use")
+    s = sub.add_parser(
+        "serve", help="a local web page: upload photos or use the webcam, see what the model sees",
+        description="Serve one local page on the same FacePipeline as `predict`: upload photos or turn on the "
+        "webcam. Images and frames are scored in memory and never stored.",
+    )
+    s.add_argument("--port", type=int, default=8501, help="TCP port (default 8501; 0 picks a free one)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1, this machine only); any other address "
+                   "lets other machines use the page and prints a warning")
+    _add_pipeline_flags(s)
     return parser
+
+
+def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the FacePipeline, the same for ``predict`` and ``serve``."""
+    p.add_argument("--detector", metavar="NAME", help="face detector (see `models`); overrides the config")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
+    p.add_argument("--tta", action="store_true", default=None, help="average with horizontally flipped crops")
+    p.add_argument("--config", metavar="YAML", type=Path, help="inference config (see conf/inference.yaml)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models(fetch=args.fetch)
+        if args.command == "serve":
+            from fer_core.serve import serve
+
+            return serve(_load_config(args), host=args.host, port=args.port)
         return _cmd_predict(args)
     except (ConfigError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -99,6 +117,7 @@ def _cmd_models(fetch: bool = False) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
+    """The InferenceConfig of ``--config`` (or the defaults) with ``--detector/--model/--tta`` applied."""
     from fer_core.config import load_yaml
     from fer_core.pipeline import InferenceConfig
 
@@ -128,8 +147,10 @@ def _out_names(paths: Sequence[str]) -> list[str]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from fer_core.errors import ConfigError, FetchError
+    from fer_core.decode import check_byte_size
+    from fer_core.errors import ConfigError, FetchError, ImageError
     from fer_core.pipeline import FacePipeline
+    from fer_core.report import annotate, image_record, json_document
     from fer_core.types import ImageResult
 
     if args.batch_images < 1:
@@ -148,19 +169,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         results: list[ImageResult | None] = []
         for path in paths:
             try:
+                check_byte_size(Path(path).stat().st_size, cfg.max_bytes)
                 datas.append(Path(path).read_bytes())
                 results.append(None)
             except OSError as e:
                 err = FetchError(f"cannot read file: {e.strerror or e}")
                 datas.append(None)
                 results.append(ImageResult(status=err.status, error=str(err)))
+            except ImageError as e:  # larger than max_bytes: refused unread
+                datas.append(None)
+                results.append(ImageResult(status=e.status, error=str(e)))
         scored = iter(pipeline.score_images([d for d, r in zip(datas, results) if r is None]))
         results = [r if r is not None else next(scored) for r in results]
         for k, (path, data, result) in enumerate(zip(paths, datas, results)):
             if result.status not in SCORED_STATUSES:
                 failed = True
                 print(f"error: {path}: {result.status}: {result.error}", file=sys.stderr)
-            records.append(_record(path, result))
+            records.append(image_record(path, result))
             if not args.json:
                 _print_human(path, result)
             # every decodable image gets an annotated copy (so a no_face image is visibly checked);
@@ -173,33 +198,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 if args.explain:
                     _write_explanations(args.explain, name, image, result, pipeline.model)
     if args.json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_document(records))
     return EXIT_IMAGE_ERROR if failed else EXIT_OK
-
-
-def _record(path: str, result: Any) -> dict[str, Any]:
-    """The ``--json`` object of one image: image, status, error, width, height, faces[box, score,
-    landmarks, probabilities{7}, emotion, sentiment, valence]."""
-    import numpy as np
-
-    from fer_core.labels import EMOTIONS
-
-    faces = []
-    for fr in result.faces:
-        lms = np.asarray(fr.face.landmarks, np.float64)
-        faces.append({
-            "box": [round(float(v), 2) for v in fr.face.box],
-            "score": round(float(fr.face.score), 4),
-            # null when the detector gives no landmarks (e.g. Haar): JSON has no NaN
-            "landmarks": np.round(lms, 2).tolist() if np.isfinite(lms).all() else None,
-            "probabilities": {e: round(float(p), 4) for e, p in zip(EMOTIONS, fr.probabilities)},
-            "emotion": fr.emotion,
-            "sentiment": fr.sentiment,
-            "valence": round(float(fr.valence), 4),
-        })
-    return {"image": path, "status": result.status, "error": result.error,
-            "width": result.width, "height": result.height, "faces": faces}
 
 
 def _print_human(path: str, result: Any) -> None:
@@ -216,30 +216,6 @@ def _print_human(path: str, result: Any) -> None:
         print(f"  face {i}: box x={x} y={y} w={w} h={h}  score {fr.face.score:.3f}")
         print(f"    {probs}")
         print(f"    emotion {fr.emotion}  sentiment {fr.sentiment}  valence {fr.valence:+.2f}")
-
-
-def annotate(image: Any, result: Any) -> Any:
-    """RGB image with each face's box, landmarks and "emotion p (valence)" drawn on it."""
-    import cv2
-    import numpy as np
-
-    colours = {"positive": (40, 200, 40), "negative": (220, 40, 40), "neutral": (230, 200, 40)}
-    out = np.ascontiguousarray(image.copy())
-    thick = max(1, round(max(out.shape[:2]) / 400))
-    for fr in result.faces:
-        x, y, w, h = (int(round(v)) for v in fr.face.box)
-        colour = colours.get(fr.sentiment, (255, 255, 255))
-        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thick)
-        for lx, ly in fr.face.landmarks:
-            if np.isfinite(lx) and np.isfinite(ly):
-                cv2.circle(out, (int(lx), int(ly)), thick + 1, colour, -1)
-        label = f"{fr.emotion} {float(fr.probabilities.max()):.2f} ({fr.valence:+.2f})"
-        scale = 0.4 * thick
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
-        cv2.rectangle(out, (x, ty - th - base), (x + tw, ty + base), colour, -1)
-        cv2.putText(out, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    return out
 
 
 def _write_explanations(out_dir: Path, name: str, image: Any, result: Any, model: Any) -> None:

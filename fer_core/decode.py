@@ -19,9 +19,11 @@ from PIL import Image, UnidentifiedImageError
 
 from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError
 
-__all__ = ["decode_image", "image_size", "image_glob", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = ["decode_image", "image_size", "image_glob", "describe_bytes", "check_byte_size", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_MAX_BYTES", "IMAGE_SUFFIXES"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the job's input.max_fetch_bytes default: no real photo is near it
 
 try:  # HEIC/HEIF (iPhone photos) as a Pillow format; libheif applies the container's rotation
     import pillow_heif
@@ -97,17 +99,38 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:
         return _open_unchecked(data)
     except UnidentifiedImageError:
-        head = data[:16]
         if _HEIF_ERROR and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
             raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not importable ({_HEIF_ERROR}); "
                               "pip install pillow-heif (a dependency of this package) and run again") from None
-        hint = " (looks like text/HTML: an error page or a wrong column?)" if _looks_like_text(data) else ""
         raise DecodeError(
-            f"bytes are not a recognised image format{hint}; first bytes {head!r}, {len(data)} bytes in all. "
-            f"Supported: {_SUPPORTED}"
+            f"not a recognised image format: {describe_bytes(data)}. Supported: {_SUPPORTED}"
         ) from None
     except Exception as e:  # corrupt headers raise SyntaxError, ValueError, struct.error, OSError...
         raise DecodeError(f"corrupt image header ({type(e).__name__}: {e}); re-export the file") from None
+
+
+# Containers that reach the image decoder by mistake, recognised by their magic bytes (named, never echoed).
+_KNOWN_CONTAINERS: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftyp", "an MP4/MOV/3GP video or other ISO media file"), (0, b"\x1aE\xdf\xa3", "a WebM/Matroska video"),
+    (0, b"%PDF", "a PDF document"), (0, b"PK\x03\x04", "a ZIP archive (or an office document)"),
+    (0, b"\x1f\x8b", "gzip-compressed data"), (0, b"PAR1", "a Parquet file"), (0, b"RIFF", "a RIFF file (AVI/WAV?)"),
+    (0, b"ID3", "an MP3 audio file"), (0, b"OggS", "an Ogg media file"),
+)
+
+
+def describe_bytes(data: bytes) -> str:
+    """What some unreadable bytes look like, WITHOUT quoting them: ``text or HTML, 1,294 bytes``.
+
+    Error messages end up in tables, logs and dashboards; the bytes may be a credentials file or an
+    internal page fetched by mistake, so only their kind and size are ever reported.
+    """
+    size = f"{len(data):,} bytes"
+    for offset, magic, kind in _KNOWN_CONTAINERS:
+        if data[offset:offset + len(magic)] == magic:
+            return f"{kind}, {size}"
+    if _looks_like_text(data):
+        return f"text or HTML (an error page or a wrong column?), {size}"
+    return f"unknown binary data, {size}"
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -202,6 +225,19 @@ def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
     if orientation in ops:
         rgb = ops[orientation](rgb)
     return np.ascontiguousarray(rgb)
+
+
+def check_byte_size(n_bytes: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Refuse an image file before reading it: ImageTooLargeError when it holds more than ``max_bytes``.
+
+    The pixel limit needs the header; this one needs only the size, so an oversized upload or file is
+    refused without ever being held in memory.
+    """
+    if n_bytes > max_bytes:
+        raise ImageTooLargeError(
+            f"file holds {n_bytes:,} bytes, more than max_bytes={max_bytes:,}; "
+            f"recompress or downscale it before scoring, or raise max_bytes"
+        )
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -48,5 +48,13 @@ class FetchError(ImageError):
     status = "fetch_error"
 
 
+class UriRefusedError(FetchError):
+    """The dump's URI points where the URI policy (input.uri_allow) does not allow the job to read.
+
+    Checked before any file system or socket is touched; the message names the rule."""
+
+    status = "fetch_error"
+
+
 IMAGE_STATUSES: tuple[str, ...] = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
 """Every value the images table's ``status`` column can take."""

@@ -81,7 +81,8 @@ def heatmaps(
     layer_name: str | None = None,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Grad-CAM maps (N, s, s) float32 in [0, 1] at the model's input size.
+    """Grad-CAM maps (N, s, s) float32 in [0, 1] over the face as preprocessed (s = spec.frame): for a
+    crop-trained model the centre crop it sees is mapped, placed in the frame, zero outside it.
 
     model: an EmotionModel; crops: uint8 face crops as for ``model.predict``.
     class_index: None = each crop's predicted class; else an EMOTIONS index or name, or
@@ -92,9 +93,9 @@ def heatmaps(
     import tensorflow as tf
 
     x_all = preprocess(crops, model.spec)
-    size = model.spec.input_size
+    size, frame = model.spec.input_size, model.spec.frame
     if len(x_all) == 0:
-        return np.zeros((0, size, size), np.float32)
+        return np.zeros((0, frame, frame), np.float32)
     grad_model, fmap_gradients = _grad_model(model, layer_name)
 
     maps = []
@@ -110,7 +111,11 @@ def heatmaps(
             c = cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
             peak = float(c.max())
             maps.append(c / peak if peak > 0 else np.zeros_like(c))
-    return np.clip(np.stack(maps), 0.0, 1.0).astype(np.float32)
+    maps = np.clip(np.stack(maps), 0.0, 1.0).astype(np.float32)
+    if frame > size:  # overlays are drawn on the whole face: put the centre crop's map where it came from
+        top = (frame - size) // 2
+        maps = np.pad(maps, ((0, 0), (top, frame - size - top), (top, frame - size - top)))
+    return maps
 
 
 _GRAD_MODELS: "weakref.WeakKeyDictionary[Any, dict[str | None, Any]]" = weakref.WeakKeyDictionary()
@@ -134,7 +139,9 @@ def _grad_model(model: Any, layer_name: str | None) -> tuple[Any, Any]:
         layer = km.get_layer(layer_name or find_last_conv_layer(km))
         grad_model = keras.Model(inputs=km.inputs, outputs=[_layer_output(layer), km.outputs[0]])
 
-        @tf.function(reduce_retracing=True)
+        # autograph off: the body is plain TF ops, and autograph would write its converted source to $TMPDIR
+        # on first use, while the local page (fer_core.serve) promises to write nothing while it serves
+        @tf.function(reduce_retracing=True, autograph=False)
         def fmap_gradients(x, cols):
             """The map and d(score)/d(map) for each row's column (-1: its predicted class); score =
             log p(class) for softmax outputs (no vanishing gradients of a saturated softmax), the raw

@@ -6,6 +6,12 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 
 EMOTION_INDEX: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
 
+EMOTION_COLORS: dict[str, str] = {
+    "angry": "#d1495b", "disgust": "#7d8a2e", "fear": "#8e6bbf", "happy": "#f2b134",
+    "sad": "#3d7bd9", "surprise": "#2bb3a3", "neutral": "#9aa3ad",
+}
+"""One colour per emotion, wherever an emotion is drawn (dashboards, annotated images, the local page)."""
+
 # Common synonyms found in class-folder datasets, mapped onto the FER2013 names.
 EMOTION_SYNONYMS: dict[str, str] = {
     "anger": "angry", "angry": "angry", "mad": "angry",

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fer_core.decode import DEFAULT_MAX_PIXELS, decode_image
+from fer_core.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 from fer_core.errors import ConfigError, DecodeError, ImageError
 from fer_core.labels import EMOTIONS
 from fer_core.runtime import RuntimeConfig
@@ -73,13 +73,23 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Everything needed to build a FacePipeline (conf/inference.yaml; the Spark job nests it)."""
+    """Everything needed to build a FacePipeline (conf/inference.yaml; the Spark job nests it).
+
+    max_bytes: files (``predict``) and uploads (``serve``) larger than this are too_large, never read;
+    the pipeline itself gets bytes already read, so it checks only max_pixels.
+    """
 
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self) -> None:
+        for key in ("max_pixels", "max_bytes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
 
 
 # ---------------------------------------------------------------- pipeline

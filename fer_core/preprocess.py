@@ -45,15 +45,29 @@ def preprocess(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """uint8 face crops -> float32 (N, s, s, c) model input, exactly as the model was trained.
 
     Crops may be (N,H,W) grey, (N,H,W,1) or (N,H,W,3) RGB, any square size; they are
-    converted to the spec's channels, resized to its input size, and scaled.
+    converted to the spec's channels, resized to its input size, and scaled. A crop-trained
+    model (spec.frame_size) gets the centre input_size crop of the face resized to its frame.
     """
+    return centre_crop(preprocess_frame(crops, spec), spec.input_size)
+
+
+def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
+    """The centred size x size window of (N, F, F, c) inputs (x itself when F == size)."""
+    top = (x.shape[1] - size) // 2
+    left = (x.shape[2] - size) // 2
+    return x if (top, left) == (0, 0) else x[:, top:top + size, left:left + size]
+
+
+def preprocess_frame(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 face crops -> float32 (N, F, F, c) at the spec's frame side, before any crop is taken
+    (what crop training augments and crop TTA cuts its views from; F = spec.frame)."""
     crops = np.asarray(crops)
     if crops.dtype != np.uint8:
         raise ValueError(f"crops must be uint8 pixels, got {crops.dtype}; pass the aligned crops, not model input")
     if spec.channels == 1:
-        grey = resize_batch(to_grey(crops), spec.input_size)
+        grey = resize_batch(to_grey(crops), spec.frame)
         return scale_pixels(grey, spec.scaling)[..., None]
     if crops.ndim == 3 or crops.shape[-1] == 1:
         g = crops if crops.ndim == 3 else crops[..., 0]
         crops = np.repeat(g[..., None], 3, axis=-1)
-    return scale_pixels(resize_batch(crops, spec.input_size), spec.scaling)
+    return scale_pixels(resize_batch(crops, spec.frame), spec.scaling)

@@ -7,6 +7,8 @@ spell the same settings differently. Translating in one place keeps every reader
 """
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,3 +47,38 @@ def fsspec_options(uri: str, storage_options: Mapping[str, Any] | None) -> dict[
     if client:
         out["client_kwargs"] = {**out.get("client_kwargs", {}), **client}
     return out
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig|token|"
+                           r"access_token|key|apikey|api_key|password)=)[^&#\s'\"]+")
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
+_MIN_SECRET_LEN = 4  # shorter values ("us", "true") are not secrets and would mangle every message
+
+
+def secret_values(storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Values that must never be printed: every storage option's value and every AWS_* variable's.
+
+    Option names do not matter (an endpoint can carry a token too); values shorter than four characters
+    are kept, since flags such as "true" would otherwise be blanked everywhere they appear.
+    """
+    values = [str(v) for v in (storage_options or {}).values() if not isinstance(v, (dict, bool))]
+    for v in (storage_options or {}).values():
+        if isinstance(v, dict):  # client_kwargs
+            values += [str(x) for x in v.values()]
+    values += [v for k, v in os.environ.items() if k.upper().startswith("AWS_")]
+    return sorted({v for v in values if len(v) >= _MIN_SECRET_LEN and v.lower() not in ("true", "false")},
+                  key=len, reverse=True)
+
+
+def redact(text: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """``text`` with credentials blanked: storage-option and AWS_* values, user:password@ in URLs, and
+    the signature/token parameters of signed URLs. For every error, log line and config echo."""
+    for value in secret_values(storage_options):
+        text = text.replace(value, "***")
+    text = _USERINFO.sub(r"\1***@", text)
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+def redact_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A storage_options mapping fit to print: its keys with every value replaced by ***."""
+    return {k: "***" for k in (storage_options or {})}

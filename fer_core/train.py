@@ -2,7 +2,9 @@
 
 Data go through the same `preprocess(crops, spec)` as inference; augmentation runs in a
 tf.data pipeline on top of it. Checkpoints are written every epoch and a run resumes from
-them when started again with the same output directory.
+them when started again with the same output directory. A long run spans machines through
+one small committed file (`portable_checkpoint`, fer_core.checkpoint): export it with
+`--export-checkpoint`; a run whose output directory is empty starts from it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import platform
 import shlex
 import sys
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,13 +23,14 @@ from typing import Literal
 
 import numpy as np
 
+from fer_core import checkpoint
 from fer_core.config import dataclass_to_dict, load_yaml
 from fer_core.errors import ConfigError
 from fer_core.data import FaceDataset, load_dataset, stratified_kfold, stratified_split
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import wilson_interval
 from fer_core.models.spec import ModelSpec
-from fer_core.preprocess import preprocess
+from fer_core.preprocess import preprocess, preprocess_frame
 from fer_core.quantify import mix_calibration
 
 log = logging.getLogger("fer_core.train")
@@ -51,6 +55,10 @@ class ModelConfig:
     channels: int = 1
     scaling: Literal["minus1_1", "unit"] = "minus1_1"
     crop_margin: float = 0.1  # alignment margin used when crops come from a detector
+    # >input_size: crop training (Khaireddin & Chen 2021): faces are resized to frame_size, augmented, and
+    # the net trains on random input_size crops; validation and single-pass inference use the centre crop,
+    # EmotionModel(tta="ten_crop") the centre and corner crops and their mirrors. 0: whole faces.
+    frame_size: int = 0
     dropout: float = 0.4
     options: dict = field(default_factory=dict)  # extra architecture kwargs (widths, ...)
     backbone_path: str = ""  # for architecture "transfer"
@@ -67,6 +75,9 @@ class AugmentConfig:
     brightness: float = 0.2  # +- in the [-1, 1] input range / 2
     contrast: float = 0.2
     erasing_prob: float = 0.25  # random erasing (Zhong et al. 2017)
+    # >0: mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself, inputs and
+    # targets alike, with one weight ~ Beta(alpha, alpha) per batch. 0: off.
+    mixup_alpha: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,12 @@ class OptimConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # plateau: ReduceLROnPlateau on validation accuracy (PyTorch's rule, as in Khaireddin & Chen 2021): after
+    # more than plateau_patience epochs without a new best, the LR is multiplied by plateau_factor.
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"
+    plateau_factor: float = 0.75
+    plateau_patience: int = 5
+    plateau_min_lr: float = 0.0
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
     loss: Literal["crossentropy", "focal"] = "crossentropy"
@@ -96,6 +112,11 @@ class OptimConfig:
         if not 0 <= self.swa_start_epoch <= self.epochs:
             raise ValueError(f"swa_start_epoch: {self.swa_start_epoch} is outside 0..epochs ({self.epochs}); "
                              "0 turns weight averaging off, otherwise start it at or before the last epoch")
+        if self.schedule == "plateau" and self.warmup_epochs:
+            raise ValueError(f"warmup_epochs: {self.warmup_epochs} with schedule 'plateau'; the plateau schedule "
+                             "starts at learning_rate, so set warmup_epochs: 0")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor: {self.plateau_factor} must be in (0, 1) (the LR's multiplier on a plateau)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,9 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     cv_folds: int = 0  # >=2: k-fold cross-validation on the training split instead of one run
     seed: int = 0
+    # A committed file (e.g. checkpoints/fer-vgg-v6.npz) that carries a long run across machines: written by
+    # `python -m fer_core.train --config X --export-checkpoint`, read when output_dir has no checkpoint yet.
+    portable_checkpoint: str = ""
 
     def __post_init__(self):
         if self.distill.teacher and self.cv_folds >= 2:
@@ -144,6 +168,7 @@ def model_spec(cfg: ModelConfig, weights: object = None, mix_calibration: dict |
     return ModelSpec(
         name=cfg.name, version=cfg.version, weights=weights, input_size=cfg.input_size,
         channels=cfg.channels, scaling=cfg.scaling, labels=EMOTIONS, crop_margin=cfg.crop_margin,
+        frame_size=cfg.frame_size,
         description=f"{cfg.architecture} trained with fer_core.train", mix_calibration=mix_calibration or {},
     )
 
@@ -152,7 +177,11 @@ def model_spec(cfg: ModelConfig, weights: object = None, mix_calibration: dict |
 
 
 def augment_fn(cfg: AugmentConfig, spec: ModelSpec, seed: int):
-    """A batch-level augmentation function for tf.data (float inputs in the spec's preprocess range)."""
+    """A batch-level augmentation function for tf.data (float inputs in the spec's preprocess range).
+
+    Inputs are at the spec's frame side: geometric and photometric changes act on the whole face, then a
+    crop-trained spec takes a random input_size crop, random erasing blanks part of it, and mixup blends.
+    """
     import keras
     import tensorflow as tf
 
@@ -177,11 +206,40 @@ def augment_fn(cfg: AugmentConfig, spec: ModelSpec, seed: int):
             x = (x - mean) * c + mean
         if cfg.brightness:
             x = x + tf.random.uniform([n, 1, 1, 1], -cfg.brightness, cfg.brightness)
+        if spec.frame > spec.input_size:
+            x = random_crops(x, spec.input_size)
         if cfg.erasing_prob:
             x = _random_erasing(x, cfg.erasing_prob, spec.input_size, low)
-        return tf.clip_by_value(x, low, 1.0), y
+        x = tf.clip_by_value(x, low, 1.0)
+        if cfg.mixup_alpha:
+            x, y = mixup(x, y, cfg.mixup_alpha)
+        return x, y
 
     return apply
+
+
+def random_crops(x, size: int):
+    """One uniformly placed size x size window per face of an (n, F, F, c) batch."""
+    import tensorflow as tf
+
+    n, frame = tf.shape(x)[0], tf.shape(x)[1]
+    top = tf.random.uniform([n], 0, frame - size + 1, dtype=tf.int32)
+    left = tf.random.uniform([n], 0, frame - size + 1, dtype=tf.int32)
+    window = tf.range(size)
+    x = tf.gather(x, top[:, None] + window[None, :], axis=1, batch_dims=1)
+    x = tf.gather(x, left[:, None] + window[None, :], axis=2, batch_dims=1)
+    return tf.ensure_shape(x, [None, size, size, x.shape[-1]])
+
+
+def mixup(x, y, alpha: float):
+    """Blend a batch with a shuffled copy of itself: lam*(x, y) + (1-lam)*(x', y'), lam ~ Beta(alpha, alpha)."""
+    import tensorflow as tf
+
+    a, b = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    lam = a / (a + b)
+    order = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+    mixed_y = lam * y + (1.0 - lam) * tf.gather(y, order)
+    return lam * x + (1.0 - lam) * tf.gather(x, order), mixed_y
 
 
 def _random_erasing(x, prob: float, size: int, low: float = -1.0):
@@ -210,13 +268,15 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, batch_
                  soft_targets: np.ndarray | None = None, soft_weight: float = 0.0, teacher_fn=None):
     """tf.data over preprocess(images) with one-hot labels; augmented and shuffled when training.
 
+    Training batches of a crop-trained spec start from the whole frame (augment_fn crops them); without
+    augmentation, and for validation, the net gets preprocess()'s centre crop, as at inference.
     soft_targets (N, 7), e.g. a teacher's probabilities, are blended into the targets with soft_weight.
     teacher_fn (model-input batch -> (n, 7) EMOTIONS-order probabilities, see online_teacher) instead labels
     each batch after augmentation, blended the same way.
     """
     import tensorflow as tf
 
-    x = preprocess(images, spec)
+    x = preprocess_frame(images, spec) if training and augment is not None else preprocess(images, spec)
     y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
     if soft_targets is not None and soft_weight:
         if soft_targets.shape != y.shape:
@@ -278,7 +338,7 @@ def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, lr_scale: float = 1.0
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
     peak = cfg.learning_rate * lr_scale
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "cosine":  # "plateau" starts constant; _EpochLog lowers it (PlateauSchedule)
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=peak * 0.1 if warmup else peak, decay_steps=total - warmup, alpha=0.01,
             warmup_target=peak if warmup else None, warmup_steps=warmup,
@@ -452,8 +512,60 @@ def fixed_sample_fit(model, images: np.ndarray, labels: np.ndarray, spec: ModelS
     return {"fit_accuracy": float((probs.argmax(1) == labels).mean()), "fit_loss": float(-np.log(picked).mean())}
 
 
+@dataclass
+class PlateauSchedule:
+    """ReduceLROnPlateau on validation accuracy, PyTorch's rule (mode max, threshold 0, no cooldown).
+
+    An epoch counts as bad unless it beats the best so far; after more than `patience` bad epochs in a
+    row the LR is multiplied by `factor` (not below `min_lr`) and the count restarts. Plain data, so
+    state.json and the portable checkpoint carry it across resumes.
+    """
+
+    lr: float
+    factor: float = 0.75
+    patience: int = 5
+    min_lr: float = 0.0
+    best: float = float("-inf")
+    bad_epochs: int = 0
+
+    def step(self, val_accuracy: float) -> float:
+        """Record one epoch's validation accuracy; returns the LR for the next epoch."""
+        if val_accuracy > self.best:
+            self.best, self.bad_epochs = val_accuracy, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.lr, self.bad_epochs = max(self.lr * self.factor, self.min_lr), 0
+        return self.lr
+
+    def state(self) -> dict:
+        return {"lr": self.lr, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    @classmethod
+    def for_run(cls, cfg: OptimConfig, saved: dict | None = None) -> "PlateauSchedule":
+        """A fresh schedule at cfg.learning_rate, or the one a resumed run saved (its LR, best, count)."""
+        schedule = cls(cfg.learning_rate, cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_min_lr)
+        if saved:
+            schedule.lr, schedule.best, schedule.bad_epochs = float(saved["lr"]), float(saved["best"]), int(saved["bad_epochs"])
+        return schedule
+
+
+def _save_atomically(model, path: Path) -> None:
+    """model.save to a temporary .keras file, then rename: a SIGSTOP or a crash mid-write leaves the old file."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class _EpochLog:
-    """Keras callback: one progress line per epoch with ETA, appended to history.csv, plus resume state."""
+    """Keras callback: one progress line per epoch with ETA, appended to history.csv, plus resume state
+    (state.json, and the portable checkpoint file next to it); applies the plateau schedule when given."""
 
     def __new__(cls, *args, **kwargs):
         import keras
@@ -461,14 +573,30 @@ class _EpochLog:
         class Impl(keras.callbacks.Callback):
             def __init__(self, out: Path, total_epochs: int, start_epoch: int,
                          average: WeightAverage | None = None, average_from: int = 0,
-                         fit_sample: tuple[np.ndarray, np.ndarray, ModelSpec] | None = None):
+                         fit_sample: tuple[np.ndarray, np.ndarray, ModelSpec] | None = None,
+                         plateau: PlateauSchedule | None = None, identity: dict | None = None):
                 super().__init__()
                 self.out, self.total, self.t0, self.start = out, total_epochs, time.time(), start_epoch
                 self.average, self.average_from, self.fit_sample = average, average_from, fit_sample
+                self.plateau, self.identity = plateau, identity or {}
                 self.best = -1.0
+                self.best_weights: list[np.ndarray] | None = None  # None: on disk (best.keras) only
                 state = out / "state.json"
                 if state.exists():
                     self.best = json.loads(state.read_text()).get("best_val_accuracy", -1.0)
+
+            def on_train_begin(self, logs=None):
+                if self.plateau is not None:  # a resumed run continues at the LR its plateau schedule reached
+                    self.model.optimizer.learning_rate.assign(self.plateau.lr)
+
+            def _saved_best_weights(self) -> list[np.ndarray]:
+                """The best epoch's weights of a resumed run: from its portable file, else from best.keras."""
+                portable = self.out / checkpoint.FILENAME
+                if portable.exists():
+                    return checkpoint.read(portable)["best"]
+                import keras
+
+                return keras.models.load_model(self.out / "best.keras", compile=False, safe_mode=True).get_weights()
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -477,7 +605,8 @@ class _EpochLog:
                 done = epoch + 1
                 rate = (time.time() - self.t0) / max(1, done - self.start)
                 eta = rate * (self.total - done)
-                row = {"epoch": done, **logs, "seconds": round(rate, 1)}
+                lr = float(np.asarray(self.model.optimizer.learning_rate))
+                row = {"epoch": done, **logs, "lr": lr, "seconds": round(rate, 1)}
                 hist = self.out / "history.csv"
                 new = not hist.exists()
                 fields = list(row)
@@ -490,17 +619,27 @@ class _EpochLog:
                         w.writeheader()
                     w.writerow(row)
                 val = logs.get("val_accuracy", -1.0)
+                weights = self.model.get_weights()
                 if val > self.best:
-                    self.best = val
-                    self.model.save(self.out / "best.keras")
-                self.model.save(self.out / "last.keras")
+                    self.best, self.best_weights = val, weights
+                    _save_atomically(self.model, self.out / "best.keras")
+                elif self.best_weights is None:
+                    self.best_weights = self._saved_best_weights()
+                _save_atomically(self.model, self.out / "last.keras")
                 if self.average is not None and done >= self.average_from:
-                    self.average.add(self.model.get_weights(), done)
-                (self.out / "state.json").write_text(json.dumps({"epoch": done, "best_val_accuracy": self.best}))
+                    self.average.add(weights, done)
+                state = {"epoch": done, "best_val_accuracy": self.best}
+                if self.plateau is not None:
+                    self.model.optimizer.learning_rate.assign(self.plateau.step(val))
+                    state["plateau"] = self.plateau.state()
+                _write_text_atomically(self.out / "state.json", json.dumps(state))
+                checkpoint.write(self.out / checkpoint.FILENAME, weights,
+                                 weights if self.best_weights is weights else self.best_weights, state,
+                                 (self.out / "history.csv").read_text(), self.identity)
                 print(
                     f"epoch {done}/{self.total}  loss {logs.get('loss', float('nan')):.4f}  "
                     f"acc {logs.get('accuracy', float('nan')):.4f}  fixed-sample acc {logs.get('fit_accuracy', float('nan')):.4f}  "
-                    f"val_acc {val:.4f}  best {self.best:.4f}  "
+                    f"val_acc {val:.4f}  best {self.best:.4f}  lr {lr:.3g}  "
                     f"{rate:.0f}s/epoch  ETA {eta / 60:.1f} min"
                     + (f"  swa {self.average.count}" if self.average is not None and self.average.count else ""),
                     flush=True,
@@ -547,11 +686,49 @@ def online_teacher(cfg: DistillConfig, spec: ModelSpec):
     return probs
 
 
+def run_identity(cfg: TrainConfig) -> dict:
+    """What a portable checkpoint must agree with to be resumed: the net, the seed and the data split."""
+    return {"model": dataclass_to_dict(cfg.model), "seed": cfg.seed,
+            "data": {k: getattr(cfg.data, k) for k in ("train_split", "val_split", "val_fraction", "limit")}}
+
+
+def restore_portable(cfg: TrainConfig, source: Path, ckpt_dir: Path) -> int:
+    """Rebuild ckpt_dir (last.keras, best.keras, state.json, history.csv) from a portable checkpoint.
+
+    The net is built from the config and given the file's weights, so the file holds no architecture
+    of its own; a file written for another net, seed or split is refused. Returns the epoch it holds.
+    """
+    if cfg.optim.swa_start_epoch:
+        raise ConfigError("portable_checkpoint: the portable file does not carry the SWA running average "
+                          "(swa.npz); resume SWA runs on the machine that holds their output_dir")
+    saved = checkpoint.read(source)
+    mismatched = sorted(k for k, v in run_identity(cfg).items() if saved["identity"].get(k) != v)
+    if mismatched:
+        raise ConfigError(f"portable_checkpoint: {source} was written by a run with other {', '.join(mismatched)} "
+                          f"settings than this config; point portable_checkpoint at this run's own file, or empty it "
+                          "to start afresh")
+    model = build_from_config(cfg)
+    shapes = [list(w.shape) for w in model.get_weights()]
+    if shapes != saved["shapes"]:
+        raise ConfigError(f"portable_checkpoint: {source} holds weights shaped for another net "
+                          f"({len(saved['shapes'])} arrays vs {len(shapes)} here)")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    model.set_weights(saved["best"])
+    _save_atomically(model, ckpt_dir / "best.keras")
+    model.set_weights(saved["last"])
+    _save_atomically(model, ckpt_dir / "last.keras")
+    (ckpt_dir / "history.csv").write_text(saved["history_csv"])
+    (ckpt_dir / checkpoint.FILENAME).write_bytes(Path(source).read_bytes())
+    _write_text_atomically(ckpt_dir / "state.json", json.dumps(saved["state"]))  # last: it marks the dir resumable
+    return int(saved["state"]["epoch"])
+
+
 def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
-        soft_targets: np.ndarray | None = None) -> FitResult:
+        soft_targets: np.ndarray | None = None, portable: Path | None = None) -> FitResult:
     """Train one model with checkpoints in ckpt_dir; resumes from ckpt_dir/last.keras if present.
 
     soft_targets: the teacher's probabilities for ``train`` (see DistillConfig), or None.
+    portable: a portable checkpoint file (fer_core.checkpoint) to start from when ckpt_dir has none.
     """
     import keras
 
@@ -559,27 +736,34 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
     configure_runtime(cfg.optim, cfg.seed)
     spec = model_spec(cfg.model)
     o = cfg.optim
-    teacher_fn = online_teacher(cfg.distill, spec) if cfg.distill.teacher and cfg.distill.online else None
-    train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment,
-                            seed=cfg.seed, soft_targets=soft_targets, soft_weight=cfg.distill.weight,
-                            teacher_fn=teacher_fn)
-    val_ds = make_dataset(val.images, val.labels, spec, 256, training=False)
-    steps = len(train) // o.batch_size
-    loss = make_loss(o, class_weights(train.labels, o.class_weighting))
-
     state_file = ckpt_dir / "state.json"
+    if portable is not None and portable.is_file() and not (ckpt_dir / "last.keras").exists():
+        epoch = restore_portable(cfg, portable, ckpt_dir)
+        print(f"restored {ckpt_dir} from the portable checkpoint {portable} (epoch {epoch})", flush=True)
     start_epoch = 0
+    saved_state: dict = {}
     t0 = time.time()
     if (ckpt_dir / "last.keras").exists() and state_file.exists():
-        start_epoch = json.loads(state_file.read_text())["epoch"]
+        saved_state = json.loads(state_file.read_text())
+        start_epoch = saved_state["epoch"]
         print(f"resuming from {ckpt_dir / 'last.keras'} after epoch {start_epoch}", flush=True)
         model = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
     else:
         model = build_from_config(cfg)
+    teacher_fn = online_teacher(cfg.distill, spec) if cfg.distill.teacher and cfg.distill.online else None
+    # a resumed process draws new shuffles and augmentations instead of replaying those of epoch 1
+    train_ds = make_dataset(train.images, train.labels, spec, o.batch_size, training=True, augment=cfg.augment,
+                            seed=cfg.seed + start_epoch, soft_targets=soft_targets, soft_weight=cfg.distill.weight,
+                            teacher_fn=teacher_fn)
+    val_ds = make_dataset(val.images, val.labels, spec, 256, training=False)
+    steps = len(train) // o.batch_size
+    loss = make_loss(o, class_weights(train.labels, o.class_weighting))
     average = WeightAverage(ckpt_dir / "swa.npz") if o.swa_start_epoch else None
+    plateau = PlateauSchedule.for_run(o, saved_state.get("plateau")) if o.schedule == "plateau" else None
     sample = np.random.default_rng(cfg.seed).permutation(len(train))[:FIT_SAMPLE]
     fit_sample = (train.images[sample], train.labels[sample], spec)
-    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch, average, o.swa_start_epoch, fit_sample)]
+    callbacks = [_EpochLog(ckpt_dir, o.epochs, start_epoch, average, o.swa_start_epoch, fit_sample,
+                           plateau, run_identity(cfg))]
     if o.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=o.early_stopping_patience, mode="max"))
 
@@ -620,26 +804,22 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
     return result
 
 
-def accuracy(model, dataset: FaceDataset, spec: ModelSpec, tta: bool = False) -> float:
-    """Top-1 accuracy through the same preprocessing (optionally with flip TTA)."""
+def accuracy(model, dataset: FaceDataset, spec: ModelSpec, tta: bool | str = False) -> float:
+    """Top-1 accuracy through the same preprocessing (optionally with TTA: True/"flip", "ten_crop", ...)."""
     probs = predict_probs(model, dataset.images, spec, tta=tta)
     return float((probs.argmax(1) == dataset.labels).mean())
 
 
-def predict_probs(model, images: np.ndarray, spec: ModelSpec, tta: bool = False, batch: int = 512) -> np.ndarray:
-    out = []
-    for i in range(0, len(images), batch):
-        x = preprocess(images[i:i + batch], spec)
-        p = np.asarray(model.predict_on_batch(x))
-        if tta:
-            p = (p + np.asarray(model.predict_on_batch(x[:, :, ::-1, :]))) / 2
-        out.append(p)
-    return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+def predict_probs(model, images: np.ndarray, spec: ModelSpec, tta: bool | str = False, batch: int = 512) -> np.ndarray:
+    """(N, 7) probabilities of a keras model through EmotionModel's own views (the served TTA, exactly)."""
+    from fer_core.models.emotion import EmotionModel
+
+    return EmotionModel(model, spec, tta=tta, batch_size=batch, fold=False).predict(images)
 
 
 def split_data(cfg: TrainConfig) -> tuple[FaceDataset, FaceDataset, FaceDataset | None, str]:
     """(train, val, test|None, report) from the configured source; val is held out of train when not given."""
-    splits, report = load_dataset(cfg.data.path, cfg.model.input_size)
+    splits, report = load_dataset(cfg.data.path, model_spec(cfg.model).frame)
     if cfg.data.train_split not in splits:
         raise ValueError(f"data.train_split: {cfg.data.train_split!r} not in {cfg.data.path} (found {sorted(splits)})")
     train = splits[cfg.data.train_split]
@@ -706,6 +886,11 @@ def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str,
         init_line += (f"- Distilled from `{cfg.distill.teacher}`{' (flip-averaged)' if cfg.distill.tta else ''}: training target "
                       f"{1 - cfg.distill.weight:g} x label + {cfg.distill.weight:g} x the teacher's probabilities"
                       f"{' on each augmented batch' if cfg.distill.online else ''}.\n")
+    m, o = cfg.model, cfg.optim
+    crop_line = (f" (random crops of faces resized to {m.frame_size}x{m.frame_size} in training; the centre crop single "
+                 "pass, tta 'ten_crop' the centre and corner crops and their mirrors)" if m.frame_size > m.input_size else "")
+    schedule_line = (f"plateau (x{o.plateau_factor} after more than {o.plateau_patience} epochs without a better "
+                     "validation accuracy)" if o.schedule == "plateau" else o.schedule)
     return f"""# Model card: {cfg.model.name} v{cfg.model.version}
 
 Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}), trained with `fer_core.train`.
@@ -719,8 +904,8 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 {splits_text(cfg)}
 
 ## Training
-- Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}, scaling `{cfg.model.scaling}`.
-{init_line}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {cfg.optim.schedule} schedule, warmup {cfg.optim.warmup_epochs} epochs,
+- Architecture: `{cfg.model.architecture}` {cfg.model.options}, dropout {cfg.model.dropout}, input {cfg.model.input_size}x{cfg.model.input_size}x{cfg.model.channels}{crop_line}, scaling `{cfg.model.scaling}`.
+{init_line}- Optimiser: {cfg.optim.optimizer}, lr {cfg.optim.learning_rate}, {schedule_line} schedule, warmup {cfg.optim.warmup_epochs} epochs,
   weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
 - Epochs: {len(result.history)} run, best epoch {result.best_epoch}, served: {result.selected}{swa_line}; wall time {result.seconds / 60:.1f} min (this invocation).
@@ -769,7 +954,8 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     print(report, flush=True)
     print(f"train {len(train_set)}  val {len(val_set)}  test {len(test_set) if test_set is not None else 0}", flush=True)
     soft = teacher_targets(cfg.distill, train_set.images) if cfg.distill.teacher and not cfg.distill.online else None
-    result = fit(cfg, train_set, val_set, out / "checkpoints", soft_targets=soft)
+    result = fit(cfg, train_set, val_set, out / "checkpoints", soft_targets=soft,
+                 portable=Path(cfg.portable_checkpoint) if cfg.portable_checkpoint else None)
     spec = model_spec(cfg.model)
     val_probs = predict_probs(result.model, val_set.images, spec)
     metrics: dict = {
@@ -782,12 +968,17 @@ def train(cfg: TrainConfig, command: str = "") -> dict:
     }
     if result.swa_val_accuracy is not None:
         metrics["swa_val_accuracy"] = round(result.swa_val_accuracy, 4)
+    metrics["val_accuracy_tta"] = round(accuracy(result.model, val_set, spec, tta=True), 4)
+    if spec.frame > spec.input_size:
+        metrics["val_accuracy_ten_crop"] = round(accuracy(result.model, val_set, spec, "ten_crop"), 4)
     if test_set is not None:
         test_accuracy = accuracy(result.model, test_set, spec)
         metrics[f"{cfg.data.test_split}_accuracy"] = round(test_accuracy, 4)
         low, high = wilson_interval(round(test_accuracy * len(test_set)), len(test_set))
         metrics[f"{cfg.data.test_split}_accuracy_95ci"] = f"{low:.4f}-{high:.4f}"  # Wilson: how far the figure may be noise
         metrics[f"{cfg.data.test_split}_accuracy_tta"] = round(accuracy(result.model, test_set, spec, tta=True), 4)
+        if spec.frame > spec.input_size:
+            metrics[f"{cfg.data.test_split}_accuracy_ten_crop"] = round(accuracy(result.model, test_set, spec, "ten_crop"), 4)
         metrics["n_test"] = len(test_set)
     try:  # the job's confusion-adjusted campaign mix (fer_core.quantify) needs this profile
         calibration = mix_calibration(val_probs, predict_probs(result.model, val_set.images, spec, tta=True),
@@ -807,6 +998,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", help="override output_dir")
     p.add_argument("--epochs", type=int, help="override optim.epochs")
     p.add_argument("--cv-folds", type=int, help="override cv_folds (>=2 runs k-fold CV)")
+    p.add_argument("--export-checkpoint", action="store_true",
+                   help="copy the run's latest epoch (output_dir/checkpoints/portable.npz) to the config's "
+                        "portable_checkpoint file, to be committed, and exit; safe while the run trains")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_yaml(args.config, TrainConfig)
@@ -819,6 +1013,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv_folds:
         cfg = replace(cfg, cv_folds=args.cv_folds)
     command = "python -m fer_core.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.export_checkpoint:
+        if not cfg.portable_checkpoint:
+            raise ConfigError(f"{args.config}: portable_checkpoint is not set; name the committed file "
+                              "(e.g. checkpoints/<run>.npz) in the config to export to it")
+        done = checkpoint.export(Path(cfg.output_dir) / "checkpoints" / checkpoint.FILENAME, Path(cfg.portable_checkpoint))
+        print(f"exported epoch {done['epoch']} (best validation {done['best_val_accuracy']:.4f}) to {done['path']}: "
+              f"{done['bytes'] / 1e6:.2f} MB", flush=True)
+        return 0
     if cfg.cv_folds >= 2:
         cross_validate(cfg)
     else:

@@ -37,18 +37,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="change nothing; report the rows that would be deleted")
     p.add_argument("--storage-option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="fsspec-style storage option for s3:// lakes, as in output.storage_options; repeatable")
+    p.add_argument("--lock-wait-s", type=float, default=3600.0,
+                   help="wait this long for the lake lease while a scoring run holds it (then exit 75)")
     args = p.parse_args(argv)
 
     from jobs.campaign.inputs import InputError
     from jobs.campaign.lake import Lake
+    from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, lake_lease
 
     lake = Lake(args.lake, dict(args.storage_option) or None)
     if lake.table("images") is None:
         print(f"erase: no images table under {args.lake}; check --lake (the job's output.path)", file=sys.stderr)
         return 2
     try:
-        report = lake.erase(campaigns=args.campaign, images=args.image, reason=args.reason,
-                            vacuum=not args.keep_files, dry_run=args.dry_run)
+        # under the lake lease: a scoring run either committed before (its rows are deleted here) or
+        # starts after (it reads the tombstone and never scores the erased ids)
+        with lake_lease(lake, "erase", args.lock_wait_s, sys.stdout):
+            report = lake.erase(campaigns=args.campaign, images=args.image, reason=args.reason,
+                                vacuum=not args.keep_files, dry_run=args.dry_run)
+    except LakeBusyError as e:
+        print(f"erase: {e}", file=sys.stderr)
+        return BUSY_EXIT_CODE
     except InputError as e:
         print(f"erase: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@
 Each scoring run adds one Parquet file per campaign and table, so an hourly schedule piles up
 thousands of small files that slow every read; compaction rewrites them into few large ones.
 VACUUM then deletes files no table version newer than ``--vacuum-hours`` needs (time travel
-further back than that stops working). Refused while a run's commits are pending. Run it under
-the scoring job's lock (conf/schedule/crontab). Exit codes: 0 ok, 2 bad arguments or a pending run.
+further back than that stops working). Refused while a run's commits are pending. It takes the lake lease, so it waits for a scoring run
+to finish (and a run waits for it). Exit codes: 0 ok, 2 bad arguments or a pending run, 75 lake busy.
 No Spark: deltalake only.
 """
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="change nothing; report what VACUUM would delete")
     p.add_argument("--storage-option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                    help="fsspec-style storage option for s3:// lakes, as in output.storage_options; repeatable")
+    p.add_argument("--lock-wait-s", type=float, default=3600.0,
+                   help="wait this long for the lake lease while a scoring run holds it (then exit 75)")
     args = p.parse_args(argv)
     if args.vacuum_hours is not None and args.vacuum_hours < MIN_VACUUM_HOURS:
         print(f"maintain_lake: --vacuum-hours {args.vacuum_hours} is below {MIN_VACUUM_HOURS}: files of a "
@@ -41,10 +43,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.campaign.inputs import InputError
     from jobs.campaign.lake import Lake
+    from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, lake_lease
 
+    lake = Lake(args.lake, dict(args.storage_option) or None)
     try:
-        report = Lake(args.lake, dict(args.storage_option) or None).maintain(
-            vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+        # under the lake lease: no scoring run is between writing its files and committing them
+        with lake_lease(lake, "maintain", args.lock_wait_s, sys.stdout):
+            report = lake.maintain(vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+    except LakeBusyError as e:
+        print(f"maintain_lake: {e}", file=sys.stderr)
+        return BUSY_EXIT_CODE
     except InputError as e:
         print(f"maintain_lake: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ render the dashboards. The console shows the job's lines and Spark's WARN/ERROR 
 given conf/log4j2.properties (see the README); ``--verbose`` brings the rest back.
 
 Exit codes: 0 ok, 2 config/input problem (the message names the key, column or path), 3 the run drifted
-and --fail-on-drift was given (its rows are committed), 1 anything else.
+and --fail-on-drift was given (its rows are committed), 75 the lake stayed held by another run longer than
+output.lock_wait_s (try again later), 1 anything else.
 """
 from __future__ import annotations
 
@@ -58,11 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from jobs.campaign.job import render, run_job
 
+        from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, LeaseLostError
+
         try:
             row = run_job(spark, cfg, args.run_id, dry_run=args.dry_run)
         except (ConfigError, InputError) as e:
             print(f"score_campaign: {e}", file=sys.stderr)
             return 2
+        except LakeBusyError as e:
+            print(f"score_campaign: {e}", file=sys.stderr)
+            return BUSY_EXIT_CODE
+        except LeaseLostError as e:
+            print(f"score_campaign: {e}", file=sys.stderr)
+            return 1
+        except Exception as e:  # anything else: say it, with credentials blanked, and fail
+            import traceback
+
+            from fer_core.storage import redact
+
+            secrets = {**cfg.input.storage_options, **cfg.output.storage_options}
+            print(redact("".join(traceback.format_exception(e)), secrets), file=sys.stderr)
+            return 1
         if cfg.output.dashboards and not args.no_dashboards and not args.dry_run:
             index = render(cfg)
             print(f"dashboards: {index}")

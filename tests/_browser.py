@@ -35,22 +35,38 @@ def find_chromium() -> str | None:
     return None
 
 
-def require_browser() -> None:
-    """Skip the calling test without Chromium or websocket-client; fail instead under CI, which installs both."""
+def _require(module: str, pip_name: str) -> str:
+    """The Chromium binary, when it and ``module`` are installed; else skip the calling test (fail under
+    CI, which installs both)."""
+    import importlib
+
     import pytest
 
     missing = []
-    if find_chromium() is None:
+    binary = find_chromium()
+    if binary is None:
         missing.append("chromium (apt-get install -y chromium)")
     try:
-        import websocket  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        missing.append("websocket-client (pip install websocket-client)")
+        missing.append(f"{pip_name} (pip install -c requirements.lock {pip_name})")
     if missing:
         message = "browser tests need " + " and ".join(missing)
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    return binary
+
+
+def require_browser() -> None:
+    """Chromium and websocket-client, for the DevTools driver below."""
+    _require("websocket", "websocket-client")
+
+
+def require_playwright() -> str:
+    """Chromium and Playwright's Python package, which drives that system Chromium (executable_path: its
+    own browser download is not reachable here); returns the binary."""
+    return _require("playwright.sync_api", "playwright")
 
 
 class BrowserError(RuntimeError):

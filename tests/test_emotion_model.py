@@ -286,3 +286,53 @@ def test_model_and_sidecar_from_s3(tmp_path):
             create_emotion_model("s3://models/fer/missing.keras", storage_options=opts)
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- crop TTA (crop-trained specs)
+
+
+def _tiny_net(size: int):
+    from fer_core.models.architectures import build_model
+
+    return build_model("vgg", (size, size, 1), 7, widths=(4, 8), convs_per_stage=1, dense=0, stage_dropout=0.0)
+
+
+def test_ten_crop_averages_centre_and_corner_crops_and_their_mirrors():
+    from fer_core.preprocess import preprocess, preprocess_frame
+
+    spec = ModelSpec("cropnet", "1", None, input_size=40, frame_size=48)
+    net = _tiny_net(40)
+    crops = face_like_crops(5, size=96)
+    frame = preprocess_frame(crops, spec)
+    assert frame.shape == (5, 48, 48, 1)
+    np.testing.assert_array_equal(preprocess(crops, spec), frame[:, 4:44, 4:44])  # single pass: the centre crop
+    windows = [frame[:, t:t + 40, l:l + 40] for t, l in ((4, 4), (0, 0), (0, 8), (8, 0), (8, 8))]
+    expected = np.mean([np.asarray(net.predict_on_batch(w[:, :, ::-1] if flip else w))
+                        for w in windows for flip in (False, True)], axis=0)
+    ten = EmotionModel(net, spec, tta="ten_crop", fold=False)
+    assert ten.views == 10 and ten.tta == "ten_crop"
+    np.testing.assert_allclose(ten.predict(crops), expected, rtol=1e-5, atol=1e-6)
+    subset = EmotionModel(net, spec, tta="c,c_flip,tl,br", fold=False)
+    assert subset.views == 4
+    expected4 = np.mean([np.asarray(net.predict_on_batch(w)) for w in
+                         (windows[0], windows[0][:, :, ::-1], windows[1], windows[4])], axis=0)
+    np.testing.assert_allclose(subset.predict(crops), expected4, rtol=1e-5, atol=1e-6)
+    assert EmotionModel(net, spec, tta=True, fold=False).views == 2 and not EmotionModel(net, spec, fold=False).tta
+
+
+def test_flip_tta_of_a_whole_face_model_is_unchanged_and_corners_are_refused():
+    """A net trained on whole faces keeps the flip TTA it always had; it has no corners to crop."""
+    from fer_core.preprocess import preprocess
+
+    spec = ModelSpec("wholenet", "1", None, input_size=48)
+    net = _tiny_net(48)
+    crops = face_like_crops(3, size=48)
+    x = preprocess(crops, spec)
+    expected = (np.asarray(net.predict_on_batch(x)) + np.asarray(net.predict_on_batch(x[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(EmotionModel(net, spec, tta=True, fold=False).predict(crops), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs a crop-trained model.*use tta 'flip'"):
+        EmotionModel(net, spec, tta="ten_crop")
+    with pytest.raises(ValueError, match="unknown view 'middle'"):
+        EmotionModel(net, spec, tta="c,middle")
+    with pytest.raises(ValueError, match="frame_size 40 is smaller than input_size 48"):
+        ModelSpec("bad", "1", None, input_size=48, frame_size=40)

@@ -180,3 +180,22 @@ def test_nested_backbone_model(tmp_path):
     assert find_last_conv_layer(km) == "backbone"
     maps = heatmaps(_wrap(km, 16), np.random.default_rng(0).integers(0, 255, (3, 16, 16), dtype=np.uint8))
     assert maps.shape == (3, 16, 16) and np.isfinite(maps).all() and maps.max() <= 1.0
+
+
+def test_crop_trained_model_maps_sit_where_its_centre_crop_came_from(toy_model):
+    """A crop-trained spec (frame_size) sees the centre crop; its maps are drawn on the whole face."""
+    frame = SIZE + 8
+    spec = ModelSpec(name="toy-crops", version="0", weights=None, input_size=SIZE, frame_size=frame, channels=1,
+                     scaling="unit")
+    cropped = EmotionModel(toy_model.keras_model, spec)
+    where = [(6, 8), (26, 24)]  # frame coordinates, inside the centre crop [4, 36)
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 90, (len(where), frame, frame), dtype=np.uint8)
+    for face, (r, c) in zip(faces, where):
+        face[r:r + PATCH, c:c + PATCH] = 255
+    maps = heatmaps(cropped, faces)
+    assert maps.shape == (len(where), frame, frame)
+    assert maps[:, :4].max() == maps[:, -4:].max() == maps[:, :, :4].max() == maps[:, :, -4:].max() == 0.0
+    for m, (r, c) in zip(maps, where):
+        pr, pc = np.unravel_index(np.argmax(m), m.shape)
+        assert r - 2 <= pr <= r + PATCH + 1 and c - 2 <= pc <= c + PATCH + 1, (pr, pc, r, c)

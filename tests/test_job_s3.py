@@ -168,3 +168,55 @@ def test_s3_image_folders(spark, s3_endpoint, tmp_path):  # noqa: F811
         assert a.status == b.status and (a.width, a.height, a.n_faces) == (b.width, b.height, b.n_faces)
         assert a.campaign_id == "phone"
     assert (images.status == "ok").sum() >= 1
+
+
+def test_s3_uri_policy_two_buckets_and_no_secret_in_the_lake(spark, s3_endpoint, tmp_path):  # noqa: F811
+    """A dump in one bucket may point into its own bucket; another bucket only where uri_allow lists a
+    prefix. The credentials given in storage_options appear in no table file and no error."""
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import s3fs
+
+    key_id, secret = "AKIAPOLICYTEST4242", "policy-secret-value-4242"
+    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for bucket in ("brand-dumps", "agency-media", "policy-lake"):
+        s3.create_bucket(Bucket=bucket)
+    fs = s3fs.S3FileSystem(key=key_id, secret=secret, client_kwargs={"endpoint_url": s3_endpoint})
+    photo = make_dump(tmp_path / "p", n_images=1, days=1, mode="folders", bad=False, seed=3)
+    jpeg = next(__import__("pathlib").Path(photo["dump"]).rglob("*.jpg")).read_bytes()
+    for path in ("brand-dumps/media/own.jpg", "agency-media/shared/listed.jpg", "agency-media/private/unlisted.jpg"):
+        fs.pipe(path, jpeg)
+    uris = {"own": "s3://brand-dumps/media/own.jpg", "listed": "s3://agency-media/shared/listed.jpg",
+            "unlisted": "s3://agency-media/private/unlisted.jpg", "missing": "s3://brand-dumps/media/gone.jpg"}
+    with fs.open("brand-dumps/dump/part-0.parquet", "wb") as f:
+        pq.write_table(pa.table({"image_id": list(uris), "campaign_id": ["c"] * 4, "uri": list(uris.values())}), f)
+
+    def run(allow, run_id):
+        cfg = fast_config("s3://brand-dumps/dump/", "s3://policy-lake/l",
+                          input={"storage_options": opts, "extra_columns": [], "uri_allow": allow},
+                          output={"storage_options": opts})
+        run_job_in_process(spark, cfg, run_id=run_id)
+        from deltalake import DeltaTable
+
+        from jobs.campaign.lake import delta_options
+
+        return DeltaTable("s3://policy-lake/l/images", storage_options=delta_options(opts)).to_pandas().set_index(
+            "image_id")
+
+    images = run([], "own-bucket-only")
+    assert images.loc["own", "status"] in ("ok", "no_face")
+    for image_id in ("listed", "unlisted"):
+        assert images.loc[image_id, "status"] == "fetch_error"
+        assert images.loc[image_id, "error"].startswith("refused by input.uri_allow")
+    assert images.loc["missing", "status"] == "fetch_error"
+    assert not images.loc["missing", "error"].startswith("refused")
+    images = run(["s3://agency-media/shared/"], "agency-listed")
+    assert images.loc["listed", "status"] in ("ok", "no_face")
+    assert images.loc["unlisted", "error"].startswith("refused by input.uri_allow")
+    fs.invalidate_cache()
+    lake_bytes = b"".join(fs.cat(p) for p in fs.find("policy-lake/l"))
+    assert key_id.encode() not in lake_bytes and secret.encode() not in lake_bytes
+    assert all(secret not in (e or "") and key_id not in (e or "") for e in images.error)

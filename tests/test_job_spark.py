@@ -268,19 +268,22 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     lake = tmp_path / "lake"
     missing = tmp_path / "u" / "images" / "does-not-exist.jpg"
 
+    def config(**inputs):  # the sample's images sit beside the dump folder, so the URI policy lists them
+        return fast_config(info["dump"], lake, input={"uri_allow": [str(tmp_path / "u" / "images")], **inputs})
+
     def row_of(image_id):
         images = read_table(f"{lake}/images")
         assert images.image_id.is_unique
         return images.set_index("image_id").loc[image_id], len(images)
 
-    first = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="first")
+    first = run_job_in_process(spark, config(), run_id="first")
     row, n_images = row_of("bad-missing-uri")
     assert row.status == "fetch_error" and first["n_fetch_error"] == 1
 
-    off = run_job_in_process(spark, fast_config(info["dump"], lake, input={"retry_fetch_errors": False}))
+    off = run_job_in_process(spark, config(retry_fetch_errors=False))
     assert off["n_scored"] == 0 and row_of("bad-missing-uri")[0].run_id == "first"
 
-    still = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="still-missing")
+    still = run_job_in_process(spark, config(), run_id="still-missing")
     assert still["n_scored"] == 1 and "1 earlier fetch errors retried" in still["_log"]
     row, n = row_of("bad-missing-uri")
     assert (row.status, row.run_id, n) == ("fetch_error", "still-missing", n_images)
@@ -288,7 +291,7 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     # the object appears (the outage is over): a good image at the missing path
     images = read_table(f"{lake}/images")
     shutil.copy(images[images.status == "ok"].iloc[0].source, missing)
-    fixed = run_job_in_process(spark, fast_config(info["dump"], lake), run_id="fixed")
+    fixed = run_job_in_process(spark, config(), run_id="fixed")
     assert fixed["n_scored"] == 1 and fixed["n_fetch_error"] == 0
     row, n = row_of("bad-missing-uri")
     assert (row.status, row.run_id, n) == ("ok", "fixed", n_images) and row.n_faces > 0
@@ -296,4 +299,4 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     camps = read_table(f"{lake}/campaigns")
     assert len(faces) == read_table(f"{lake}/images").n_faces.sum()
     assert camps.n_images.sum() == n_images and camps.n_faces.sum() == len(faces)
-    assert run_job_in_process(spark, fast_config(info["dump"], lake))["n_scored"] == 0  # nothing left to retry
+    assert run_job_in_process(spark, config())["n_scored"] == 0  # nothing left to retry

@@ -403,6 +403,7 @@ def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> N
     import pandas as pd
 
     from fer_core.errors import FetchError, ImageTooLargeError
+    from fer_core.fetch import UriPolicy
     from jobs.campaign.scoring import ScoringContext, _payloads
 
     files = []
@@ -418,7 +419,8 @@ def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> N
     rows[10] = (None, files[10].replace("img10", "big"))
     (tmp_path / "big.bin").write_bytes(b"y" * 600)
     pdf = pd.DataFrame(rows, columns=["image", "uri"])
-    ctx = ScoringContext(pipeline_fn=None, storage_options={}, max_fetch_bytes=400, fetch_threads=threads,
+    ctx = ScoringContext(pipeline_fn=None, storage_options={}, uri_policy=UriPolicy.for_dump(str(tmp_path)),
+                         max_fetch_bytes=400, fetch_threads=threads,
                          detect_chunk=16, run_id="r", model_version="m", sentiment=None, images_uri="",
                          faces_uri="", lake_options={}, target_file_rows=1, images_schema=None, faces_schema=None)
     out = _payloads(pdf, ctx)

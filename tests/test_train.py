@@ -528,3 +528,148 @@ def test_shipped_training_configs_load():
         init = cfg.model.init_from
         if init.startswith("fer_core/"):
             assert (repo / init).is_file(), f"{path.name}: model.init_from {init} is not shipped"
+
+
+# ----------------------------------------------------------------------------- long runs (issue 25)
+
+
+def test_plateau_schedule_lowers_the_lr_after_more_than_patience_bad_epochs():
+    """PyTorch's ReduceLROnPlateau rule (Khaireddin & Chen's recipe): `patience` bad epochs are tolerated, the next cuts."""
+    from fer_core.train import OptimConfig, PlateauSchedule
+
+    schedule = PlateauSchedule.for_run(OptimConfig(schedule="plateau", warmup_epochs=0, learning_rate=0.01,
+                                                   plateau_factor=0.5, plateau_patience=2, plateau_min_lr=0.002))
+    # patience 2: the 3rd bad epoch in a row cuts the LR and restarts the count; a new best restarts it too
+    vals = (0.5, 0.6, 0.6, 0.55, 0.59, 0.58, 0.57, 0.61, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4)
+    #       new  new  bad  bad   cut   bad   bad   new   bad  bad  cut  bad  bad  cut (to the 0.002 floor)
+    lrs = [schedule.step(v) for v in vals]
+    assert lrs == [0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.0025, 0.0025, 0.0025, 0.002]
+    resumed = PlateauSchedule.for_run(OptimConfig(schedule="plateau", warmup_epochs=0), schedule.state())
+    assert (resumed.lr, resumed.best, resumed.bad_epochs) == (0.002, 0.61, 0)
+    with pytest.raises(ValueError, match="set warmup_epochs: 0"):
+        OptimConfig(schedule="plateau", warmup_epochs=2)
+
+
+def test_random_crops_are_windows_of_each_frame_at_varying_places():
+    import tensorflow as tf
+
+    from fer_core.train import random_crops
+
+    frames = np.random.default_rng(0).uniform(-1, 1, (64, 12, 12, 1)).astype(np.float32)
+    crops = random_crops(tf.constant(frames), 8).numpy()
+    assert crops.shape == (64, 8, 8, 1)
+    places = set()
+    for frame, crop in zip(frames, crops):
+        found = [(t, l) for t in range(5) for l in range(5) if np.array_equal(frame[t:t + 8, l:l + 8], crop)]
+        assert len(found) == 1
+        places.add(found[0])
+    assert len(places) > 10  # 25 possible offsets, drawn per face
+
+
+def test_mixup_blends_inputs_and_targets_with_the_same_weight():
+    import tensorflow as tf
+
+    from fer_core.train import mixup
+
+    x = np.random.default_rng(1).uniform(-1, 1, (7, 4, 4, 1)).astype(np.float32)
+    y = np.eye(7, dtype=np.float32)  # face i has class i, so the target says who was mixed with whom
+    mixed_x, mixed_y = (t.numpy() for t in mixup(tf.constant(x), tf.constant(y), alpha=1.0))
+    np.testing.assert_allclose(mixed_y.sum(1), 1.0, rtol=1e-6)
+    # row i is lam * face i + (1 - lam) * its partner, so y[i, i] is lam wherever the partner is another face
+    lams = [mixed_y[i, i] for i in range(7) if mixed_y[i, i] < 1 - 1e-6]
+    assert lams and np.allclose(lams, lams[0], atol=1e-6)  # one weight for the whole batch
+    for i in range(7):
+        others = np.delete(np.arange(7), i)
+        partner = i if mixed_y[i, i] >= 1 - 1e-6 else int(others[np.argmax(mixed_y[i, others])])
+        lam = mixed_y[i, i] if partner != i else 1.0
+        np.testing.assert_allclose(mixed_x[i], lam * x[i] + (1 - lam) * x[partner], atol=1e-5)
+    assert not np.allclose(mixed_x, x)
+
+
+def test_crop_trained_model_centre_crops_and_reports_ten_crop(tmp_path):
+    """frame_size > input_size: random crops in training, the centre crop for validation and single-pass
+    inference, ten-crop in the metrics; the registered spec carries the frame so EmotionModel can crop."""
+    from fer_core import create_emotion_model
+    from fer_core.train import split_data
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp_path, csv_path, model={"input_size": 40, "frame_size": 48},
+                      augment={"erasing_prob": 0.2, "mixup_alpha": 0.2}, optim={"epochs": 6})
+    metrics = train(cfg, command="pytest crops")
+    assert metrics["PublicTest_accuracy"] > 0.4 and 0.0 <= metrics["PublicTest_accuracy_ten_crop"] <= 1.0
+    out = Path(cfg.output_dir)
+    model = create_emotion_model(str(out / "model.keras"), tta="ten_crop")
+    assert model.spec.frame_size == 48 and model.spec.input_shape == (40, 40, 1) and model.views == 10
+    _, val, test, _ = split_data(cfg)
+    assert val.images.shape[1:3] == (48, 48)  # loaded at the frame size; the net never sees 48x48
+    got = float((model.predict(test.images).argmax(1) == test.labels).mean())
+    assert got == pytest.approx(metrics["PublicTest_accuracy_ten_crop"], abs=1e-4)
+    model.tta = False
+    assert float((model.predict(val.images).argmax(1) == val.labels).mean()) == pytest.approx(metrics["val_accuracy"], abs=1e-4)
+    assert "random crops of faces resized to 48x48" in (out / "model_card.md").read_text()
+
+
+def _write_yaml(path: Path, cfg) -> Path:
+    import yaml
+
+    from fer_core.config import dataclass_to_dict
+
+    path.write_text(yaml.safe_dump(dataclass_to_dict(cfg)))
+    return path
+
+
+def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
+    """Train 2 epochs, export the one committed file, wipe the output dir (a fresh clone), train on:
+    the run restores epoch 2's weights and plateau state from the file and trains exactly one more epoch."""
+    import keras
+
+    from fer_core.train import main, run_identity
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    committed = tmp_path / "repo" / "checkpoints" / "tiny.npz"
+    cfg = tiny_config(tmp_path, csv_path, portable_checkpoint=str(committed),
+                      optim={"epochs": 2, "optimizer": "sgd", "schedule": "plateau", "plateau_patience": 0,
+                             "plateau_factor": 0.5, "weight_decay": 1e-4})
+    config = _write_yaml(tmp_path / "run.yaml", cfg)
+    assert main(["--config", str(config)]) == 0
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    before = keras.models.load_model(ckpt / "last.keras", compile=False)
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 2 and state["plateau"]["lr"] in (0.01, 0.005)  # epoch 2 improved or not
+    assert main(["--config", str(config), "--export-checkpoint"]) == 0
+    assert "exported epoch 2" in capsys.readouterr().out
+    assert committed.stat().st_size < 200_000  # tiny net; fer-vgg's is a few MB (float16)
+
+    import shutil
+
+    shutil.rmtree(cfg.output_dir)
+    assert main(["--config", str(config), "--epochs", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"restored {ckpt} from the portable checkpoint {committed} (epoch 2)" in printed
+    assert "resuming from" in printed and "after epoch 2" in printed
+    rows = list(csv.DictReader(open(ckpt / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[2]["lr"]) == pytest.approx(state["plateau"]["lr"])  # the LR the plateau schedule had reached
+    # the weights continued from epoch 2 (float16 in the file), not from a new random init
+    images, _ = synthetic_faces(4, seed=5)
+    spec = model_spec(cfg.model)
+    x = preprocess(images, spec)
+    from fer_core.checkpoint import read
+
+    saved = read(committed)
+    epoch2 = keras.models.clone_model(before)
+    epoch2.set_weights(saved["last"])
+    np.testing.assert_allclose(epoch2.predict_on_batch(x), before.predict_on_batch(x), atol=2e-2)
+    after = keras.models.load_model(ckpt / "last.keras", compile=False)
+
+    def kernel_distance(weights):  # convolution kernels only: BatchNormalization statistics move anyway
+        return sum(float(np.square(a - b).sum()) for a, b in zip(weights, saved["last"]) if a.ndim == 4)
+
+    moved, fresh = kernel_distance(after.get_weights()), kernel_distance(keras.models.clone_model(before).get_weights())
+    assert 0 < moved < 0.1 * fresh  # epoch 3 trained on from epoch 2's kernels
+    # a file from another run (here: another seed, so another validation split) is refused, not resumed
+    shutil.rmtree(cfg.output_dir)
+    other = _write_yaml(tmp_path / "other.yaml", replace(cfg, seed=cfg.seed + 1))
+    with pytest.raises(ConfigError, match="other seed settings"):
+        main(["--config", str(other)])
+    assert saved["identity"] == run_identity(cfg)

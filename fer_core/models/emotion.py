@@ -17,9 +17,54 @@ from fer_core.errors import WeightsError
 from fer_core.labels import EMOTIONS
 from fer_core.models.fold import fold_batch_norm
 from fer_core.models.spec import ModelSpec
-from fer_core.preprocess import preprocess
+from fer_core.preprocess import preprocess_frame
 
-__all__ = ["EmotionModel", "load_keras_model", "version_of"]
+__all__ = ["EmotionModel", "TTA_MODES", "load_keras_model", "tta_views", "version_of"]
+
+# Named test-time augmentations: lists of views, each a crop position and an optional "_flip" (mirrored).
+# "c" is the centre crop (the whole face for a net that is not crop-trained); tl/tr/bl/br the corners.
+TTA_MODES: dict[str, tuple[str, ...]] = {
+    "none": ("c",),
+    "flip": ("c", "c_flip"),
+    "ten_crop": ("c", "tl", "tr", "bl", "br", "c_flip", "tl_flip", "tr_flip", "bl_flip", "br_flip"),
+}
+_POSITIONS = ("c", "tl", "tr", "bl", "br")
+
+
+def tta_mode_name(tta: "bool | str | None") -> str:
+    """False/None -> "none", True -> "flip" (the job's boolean switch); names and view lists pass through."""
+    if tta is None or tta is False:
+        return "none"
+    if tta is True:
+        return "flip"
+    return str(tta)
+
+
+def tta_views(tta: "bool | str | None", spec: ModelSpec) -> list[tuple[int, int, bool]]:
+    """(top, left, flipped) windows of the spec's frame that a TTA mode averages over.
+
+    ``tta``: False/True (flip), a name in TTA_MODES, or a comma list of views such as
+    "c,c_flip,tl,tr" (a measured subset of ten-crop). Corner crops need a crop-trained spec
+    (frame_size > input_size): a net that saw whole faces has no corners to look at.
+    """
+    mode = tta_mode_name(tta)
+    names = TTA_MODES.get(mode) or tuple(v.strip() for v in mode.split(",") if v.strip())
+    frame, size = spec.frame, spec.input_size
+    offsets = {"c": ((frame - size) // 2, (frame - size) // 2), "tl": (0, 0), "tr": (0, frame - size),
+               "bl": (frame - size, 0), "br": (frame - size, frame - size)}
+    views = []
+    for name in names:
+        position, _, flip = name.partition("_")
+        if position not in _POSITIONS or flip not in ("", "flip"):
+            raise ValueError(f"tta: unknown view {name!r} in {mode!r}; use one of {sorted(TTA_MODES)} or a comma list "
+                             f"of {list(_POSITIONS)}, each optionally with '_flip'")
+        if position != "c" and frame == size:
+            raise ValueError(f"tta {mode!r}: view {name!r} needs a crop-trained model, but {spec.name}@{spec.version} "
+                             f"sees the whole {size}x{size} face (spec.frame_size 0); use tta 'flip'")
+        views.append((*offsets[position], flip == "flip"))
+    if not views:
+        raise ValueError(f"tta: {mode!r} names no views; use one of {sorted(TTA_MODES)}")
+    return views
 
 
 def version_of(spec: ModelSpec) -> str:
@@ -55,14 +100,15 @@ def _as_probabilities(out: np.ndarray) -> np.ndarray:
 class EmotionModel:
     """A loaded emotion classifier: uint8 face crops in, (N, 7) EMOTIONS-order probabilities out.
 
-    tta: also classify the horizontally flipped crops and average (faces are roughly
-    mirror-symmetric; this trades 2x compute for a small, steady accuracy gain).
+    tta: False, True/"flip" (also classify the horizontally flipped crops and average: faces are
+    roughly mirror-symmetric; 2x compute for a small, steady gain), "ten_crop" (centre and corner
+    crops and their mirrors, for crop-trained specs: 10x compute), or a comma list of views (tta_views).
     batch_size: rows per ``predict_on_batch`` call, bounding peak memory on executors.
     fold: predict with a copy that has BatchNormalization folded into the layer before it
     (``fer_core.models.fold``: same outputs, fewer passes); ``keras_model`` stays as loaded.
     """
 
-    def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool = False, batch_size: int = 256,
+    def __init__(self, keras_model: Any, spec: ModelSpec, tta: bool | str = False, batch_size: int = 256,
                  fold: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,7 +127,7 @@ class EmotionModel:
         self.keras_model = keras_model
         self._inference_model = fold_batch_norm(keras_model) if fold else keras_model
         self.spec = spec
-        self.tta = bool(tta)
+        self.tta = tta
         self.batch_size = int(batch_size)
         # column j of the result is model output column _order[j]
         self._order = np.array(spec.emotion_order, dtype=np.int64)
@@ -93,6 +139,21 @@ class EmotionModel:
         return self._inference_model
 
     @property
+    def tta(self) -> bool | str:
+        """False, or the TTA mode's name ("flip", "ten_crop", a view list): truthy exactly when TTA is on."""
+        return False if self._tta_mode == "none" else self._tta_mode
+
+    @tta.setter
+    def tta(self, value: bool | str) -> None:
+        self._views = tta_views(value, self.spec)  # refuses modes this spec cannot serve, at construction
+        self._tta_mode = tta_mode_name(value)
+
+    @property
+    def views(self) -> int:
+        """Classifier passes per face (1 single pass, 2 flip, 10 ten-crop): the TTA's compute factor."""
+        return len(self._views)
+
+    @property
     def version(self) -> str:
         """Stable id stored in every result row, e.g. ``fer-mini-xception@25.10.3``."""
         return version_of(self.spec)
@@ -102,13 +163,16 @@ class EmotionModel:
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (N,H,W[,C]) -> (N, 7) float32 probabilities in EMOTIONS order; rows sum to 1."""
-        x = preprocess(crops, self.spec)
-        if len(x) == 0:
+        frame = preprocess_frame(crops, self.spec)
+        if len(frame) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        probs = self._forward(x)
-        if self.tta:
-            probs = (probs + self._forward(x[:, :, ::-1])) / 2.0
-        return np.ascontiguousarray(probs[:, self._order], dtype=np.float32)
+        size = self.spec.input_size
+        probs = None
+        for top, left, flipped in self._views:
+            x = frame[:, top:top + size, left:left + size]
+            p = self._forward(x[:, :, ::-1] if flipped else x)
+            probs = p if probs is None else probs + p
+        return np.ascontiguousarray(probs[:, self._order] / len(self._views), dtype=np.float32)
 
     def predict_preprocessed(self, x: np.ndarray) -> np.ndarray:
         """Model-input float32 (N, s, s, c) -> probabilities in the MODEL's label order (spec.labels)."""

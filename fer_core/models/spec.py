@@ -24,6 +24,10 @@ class ModelSpec:
     scaling: str = "minus1_1"
     labels: tuple[str, ...] = EMOTIONS
     crop_margin: float = 0.1
+    # >input_size: the net was trained on input_size crops of faces resized to frame_size (crop training,
+    # Khaireddin & Chen 2021); preprocess() feeds it the centre crop, EmotionModel's crop TTA averages
+    # corner and centre crops. 0: the net sees the whole face at input_size.
+    frame_size: int = 0
     description: str = ""
     extra: dict = field(default_factory=dict)
     # {"single": KxK, "tta": KxK, "faces": n, "source": "..."}: mean probabilities per true class on
@@ -37,6 +41,9 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name}: scaling must be one of {SCALINGS}, got {self.scaling!r}")
         if sorted(self.labels) != sorted(EMOTIONS):
             raise ValueError(f"ModelSpec {self.name}: labels must be a permutation of {EMOTIONS}")
+        if self.frame_size and self.frame_size < self.input_size:
+            raise ValueError(f"ModelSpec {self.name}: frame_size {self.frame_size} is smaller than input_size "
+                             f"{self.input_size}; crops are taken from the frame, so use 0 (no crops) or >= input_size")
         for key in ("single", "tta"):
             if key in self.mix_calibration:
                 rows = self.mix_calibration[key]
@@ -45,6 +52,11 @@ class ModelSpec:
                         and all(abs(sum(r) - 1) < 1e-3 and min(r) >= 0 for r in rows)):
                     raise ValueError(f"ModelSpec {self.name}: mix_calibration.{key} must be {k} rows of {k} "
                                      "probabilities summing to 1 (fer_core.quantify.mix_calibration writes it)")
+
+    @property
+    def frame(self) -> int:
+        """Side faces are resized to before the net's crop is taken (input_size when not crop-trained)."""
+        return self.frame_size or self.input_size
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from fer_core.config import dataclass_to_dict, load_dataclass, load_yaml
+from fer_core.decode import DEFAULT_MAX_BYTES
 from fer_core.errors import ConfigError
 from fer_core.pipeline import DetectorOptions, InferenceConfig as CoreInferenceConfig, ModelOptions
 from fer_core.runtime import RuntimeConfig
@@ -59,6 +60,14 @@ class InputConfig:
         timeout or a missing object) are fetched again; a retried image keeps one row, the new one.
     fetch_threads: URIs fetched at once per Python worker (object-store and CDN latency, not bandwidth,
         bounds a one-by-one fetch); 1 fetches one at a time.
+    uri_allow: where a dump's URIs may point besides the dump's own root (its folder for a local dump, its
+        bucket for an s3:// one): prefixes such as ``s3://brand-bucket/media/``, ``file:///data/media/`` or
+        ``https://cdn.example.com/``. Anything else is status fetch_error ("refused by input.uri_allow"),
+        checked before any file or socket is opened (fer_core.fetch). http(s) is off unless listed.
+    uri_allow_private_hosts: let listed http(s) prefixes reach loopback/private/link-local addresses
+        (an on-premise media server, tests). Off: such hosts are refused after DNS resolution.
+    posted_at_format: how posted_at is read. auto: timestamps (any unit, naive = UTC), dates and ISO-8601
+        text; epoch_s / epoch_ms: integers (an integer column is never guessed); iso8601: text only.
     """
 
     format: Literal["parquet", "folders"] = "parquet"
@@ -71,14 +80,46 @@ class InputConfig:
     default_platform: str | None = None
     glob_filter: str = ""
     storage_options: dict[str, str] = field(default_factory=dict)
-    max_fetch_bytes: int = 64 * 1024 * 1024
+    max_fetch_bytes: int = DEFAULT_MAX_BYTES
     retry_fetch_errors: bool = True
     fetch_threads: int = 16
+    uri_allow: list[str] = field(default_factory=list)
+    uri_allow_private_hosts: bool = False
+    posted_at_format: Literal["auto", "iso8601", "epoch_s", "epoch_ms"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("max_fetch_bytes", "fetch_threads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for prefix in self.uri_allow:
+            if not isinstance(prefix, str) or not prefix.strip() or "*" in prefix:
+                raise ConfigError(f"uri_allow: {prefix!r} is not a prefix; write e.g. s3://bucket/media/, "
+                                  "file:///data/media/ or https://cdn.example.com/ (no globs)")
+            if "://" in prefix and prefix.split("://", 1)[1].strip("/") == "":
+                raise ConfigError(f"uri_allow: {prefix!r} allows a whole scheme; name a bucket, folder or host")
+
+    def uri_policy(self):
+        """The fer_core.fetch.UriPolicy of this input: the dump's root plus uri_allow."""
+        from fer_core.fetch import UriPolicy
+
+        return UriPolicy.for_dump(dump_root(self.path), self.uri_allow,
+                                  allow_private_hosts=self.uri_allow_private_hosts)
+
+
+def dump_root(path: str) -> str:
+    """The folder (or bucket prefix) a dump path, glob or file lies in: where its own URIs may point."""
+    import os
+    import re
+
+    m = re.search(r"[*?\[{]", path)
+    head = path[: m.start()].rsplit("/", 1)[0] if m else path
+    if "://" not in head or head.startswith("file://"):
+        local = head[len("file://"):] if head.startswith("file://") else head
+        local = os.path.abspath(local or ".")
+        return local if os.path.isdir(local) or not os.path.splitext(local)[1] else os.path.dirname(local)
+    if head.rstrip("/").lower().endswith((".parquet", ".parq", ".pq")):
+        head = head.rstrip("/").rsplit("/", 1)[0]
+    return head
 
 
 @dataclass(frozen=True)
@@ -89,6 +130,10 @@ class OutputConfig:
     dashboards: render HTML dashboards at the end of a run.
     dashboards_path: where (default <path>/dashboards; may be a local dir when the lake is remote).
     target_file_rows: an executor starts a new Parquet file after this many rows of one table.
+    lock_wait_s: how long a run waits for the lake while another run, maintenance or erasure holds it
+        (jobs/campaign/lease.py); after that it exits with code 75 and the next run records it.
+    lock_ttl_s: a holder that has not renewed its lease for this long is taken for dead (SIGKILL, lost
+        host) and the next run takes the lake over; renewed every lock_ttl_s / 6.
     """
 
     path: str = "lake"
@@ -96,10 +141,16 @@ class OutputConfig:
     dashboards: bool = True
     dashboards_path: str | None = None
     target_file_rows: int = 200_000
+    lock_wait_s: float = 3600.0
+    lock_ttl_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.target_file_rows < 1:
             raise ConfigError(f"target_file_rows: must be >= 1, got {self.target_file_rows}")
+        if self.lock_wait_s < 0:
+            raise ConfigError(f"lock_wait_s: must be >= 0, got {self.lock_wait_s}")
+        if self.lock_ttl_s < 2:
+            raise ConfigError(f"lock_ttl_s: must be >= 2 seconds, got {self.lock_ttl_s}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +243,7 @@ class JobConfig:
             model=ModelOptions(name=self.model, tta=self.tta, batch_size=inf.batch_size),
             sentiment=self.sentiment,
             runtime=RuntimeConfig(device=inf.device, intra_threads=inf.intra_threads, inter_threads=inf.inter_threads),
-            max_pixels=inf.max_pixels,
+            max_pixels=inf.max_pixels, max_bytes=self.input.max_fetch_bytes,
         )
 
     def with_overrides(self, *, input: str | None = None, output: str | None = None) -> "JobConfig":

@@ -23,7 +23,7 @@ from typing import Any, Iterator, TextIO
 
 from fer_core.decode import IMAGE_SUFFIXES, image_glob
 from fer_core.errors import FerCoreError
-from fer_core.storage import fsspec_options
+from fer_core.storage import fsspec_options, redact
 
 from jobs.campaign.config import InputConfig
 
@@ -68,54 +68,68 @@ def _unstrip(fs, path: str, original: str) -> str:
 
 def list_files(path: str, options: dict[str, str] | None, *, suffixes: tuple[str, ...] | None = None) -> list[str]:
     """All files under a path / glob (recursively), sorted; hidden and _underscore files are skipped."""
+    return [f for f, _ in list_files_with_mtime(path, options, suffixes=suffixes)]
+
+
+def list_files_with_mtime(path: str, options: dict[str, str] | None, *,
+                          suffixes: tuple[str, ...] | None = None) -> list[tuple[str, float | None]]:
+    """(file, modification time in epoch seconds or None) for every file ``list_files`` returns, from
+    the one listing (no request per file)."""
     fs, stripped = filesystem(path, options)
     try:
         roots = sorted(fs.glob(stripped)) if _GLOB.search(stripped) else ([stripped] if fs.exists(stripped) else [])
+        files: dict[str, float | None] = {}
+        for root in roots:
+            found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
+            for f, info in found.items():
+                name = f.rstrip("/").rsplit("/", 1)[-1]
+                if name.startswith((".", "_")) or any(part.startswith((".", "_")) for part in f.split("/")[-3:-1]):
+                    continue
+                if suffixes and not name.lower().endswith(suffixes):
+                    continue
+                files[_unstrip(fs, f, path)] = _mtime(info)
+    except InputError:
+        raise
     except Exception as e:  # fsspec backends raise many types (permissions, credentials, endpoint)
-        raise InputError(f"input path {path}: cannot list it ({type(e).__name__}: {e}); check the path and credentials") from e
-    files: list[str] = []
-    for root in roots:
-        found = fs.find(root) if fs.isdir(root) else [root]
-        for f in found:
-            name = f.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith((".", "_")) or any(part.startswith((".", "_")) for part in f.split("/")[-3:-1]):
-                continue
-            if suffixes and not name.lower().endswith(suffixes):
-                continue
-            files.append(_unstrip(fs, f, path))
-    return sorted(set(files))
+        raise InputError(f"input path {path}: cannot list it ({type(e).__name__}: {redact(str(e), options)[:300]}); "
+                         "check the path and credentials") from None
+    return sorted(files.items())
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """A listing entry's modification time: local ``mtime`` (seconds), S3 ``LastModified`` (datetime)."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- Parquet footers (driver, metadata only)
 
 
 def _footer_schema(path: str, options: dict[str, str] | None):
-    import pyarrow.parquet as pq
+    from jobs.campaign.parquet_dumps import open_parquet
 
-    fs, stripped = filesystem(path, options)
     try:
-        with fs.open(stripped, "rb") as f:
-            return pq.read_schema(f)
+        fh, pf = open_parquet(path, options)
+        with fh:
+            return pf.schema_arrow
     except Exception as e:
         raise InputError(
-            f"unreadable Parquet file {path}: {type(e).__name__}: {e}; remove or re-export it "
-            f"(the job reads no input until every file of the dump is readable)"
+            f"unreadable Parquet file {path}: {type(e).__name__}: {redact(str(e), options)[:300]}; remove or "
+            f"re-export it (the job reads no input until every file of the dump is readable)"
         ) from None
 
 
-def check_parquet_files(files: list[str], options: dict[str, str] | None, required: list[str]):
-    """Read every footer (in threads); return the first file's Arrow schema. Raises InputError naming
-    the unreadable file, or the file lacking a required column."""
+def footer_schemas(files: list[str], options: dict[str, str] | None) -> list[Any]:
+    """Every file's Arrow schema (footers only, read in threads); InputError names an unreadable file."""
     with ThreadPoolExecutor(max_workers=16) as pool:
-        schemas = list(pool.map(lambda f: _footer_schema(f, options), files))
-    for f, s in zip(files, schemas):
-        missing = [c for c in required if c not in s.names]
-        if missing:
-            raise InputError(
-                f"Parquet file {f} has no column {missing[0]!r} (it has {s.names}); "
-                f"map the right column in input.columns / input.extra_columns"
-            )
-    return schemas[0]
+        return list(pool.map(lambda f: _footer_schema(f, options), files))
 
 
 # ---------------------------------------------------------------- executor-side Parquet reader
@@ -175,10 +189,6 @@ def read_parquet_files(
 # ---------------------------------------------------------------- the standard input DataFrame
 
 
-def _spark_type_ok(dtype, allowed: tuple[str, ...]) -> bool:
-    return dtype.typeName() in allowed
-
-
 def read_input(spark, cfg: InputConfig, out: TextIO | None = None):
     """The standard input DataFrame (see module doc). Raises InputError before any image is read.
 
@@ -190,12 +200,13 @@ def read_input(spark, cfg: InputConfig, out: TextIO | None = None):
 
 
 def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
+    """Which column carries the image; ``names`` in lower case (dump columns are matched in any case)."""
     cols = cfg.columns
-    if cfg.payload == "image" or (cfg.payload == "auto" and cols.image in names):
-        if cols.image not in names:
+    if cfg.payload == "image" or (cfg.payload == "auto" and cols.image.lower() in names):
+        if cols.image.lower() not in names:
             raise InputError(f"{where}: no image column {cols.image!r} (input.columns.image); columns are {names}")
         return "image"
-    if cols.uri not in names:
+    if cols.uri.lower() not in names:
         raise InputError(
             f"{where}: neither an image column {cols.image!r} nor a uri column {cols.uri!r} "
             f"(input.columns.image / input.columns.uri); columns are {names}"
@@ -204,78 +215,55 @@ def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
 
 
 def _read_parquet(spark, cfg: InputConfig):
+    """Every file's footer is planned on the driver (jobs/campaign/parquet_dumps.py), then pyarrow reads
+    the files on the executors: Spark's own Parquet source refuses nanosecond timestamps and reads
+    neither Hive folders given as files nor columns in another case."""
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from jobs.campaign.parquet_dumps import check_posted_at_text, output_fields, plan_file, read_dump
 
     files = list_files(cfg.path, cfg.storage_options, suffixes=(".parquet", ".parq", ".pq"))
     if not files:
         raise InputError(f"no input: no Parquet file matches input.path {cfg.path!r}; check the path or --input")
-    cols = cfg.columns
-    first = _footer_schema(files[0], cfg.storage_options)
-    payload = _payload_column(cfg, first.names, files[0])
-    required = [cols.campaign_id, getattr(cols, payload), *cfg.extra_columns]
-    arrow_schema = check_parquet_files(files, cfg.storage_options, required)
-
-    wanted = {cols.image_id, cols.campaign_id, cols.posted_at, cols.platform, cols.caption, getattr(cols, payload),
-              *cfg.extra_columns}
-    present = [n for n in arrow_schema.names if n in wanted]
-    if is_remote(files[0]):
-        import pyarrow as pa
-
-        sub = pa.schema([arrow_schema.field(n) for n in present])
-        df = read_parquet_files(spark, files, from_arrow_schema(sub), cfg.storage_options)
-        source = F.col("_file")
-    else:
-        df = spark.read.parquet(*[local_path(f) for f in files]).select(*present)
-        source = F.input_file_name()
-    return _standardise(df, cfg, payload, source, files[0])
-
-
-def _check_type(df, column: str, allowed: tuple[str, ...], our: str, where: str) -> None:
-    dtype = df.schema[column].dataType
-    if not _spark_type_ok(dtype, allowed):
-        raise InputError(
-            f"{where}: column {column!r} (input.columns.{our}) has type {dtype.simpleString()}, "
-            f"expected one of {list(allowed)}"
-        )
-
-
-def _standardise(df, cfg: InputConfig, payload: str, source, where: str):
-    from pyspark.sql import functions as F
-
-    cols = cfg.columns
-    names = df.columns
-    str_like = ("string", "integer", "long", "short")
-    _check_type(df, cols.campaign_id, str_like, "campaign_id", where)
-    if payload == "image":
-        _check_type(df, cols.image, ("binary",), "image", where)
-    else:
-        _check_type(df, cols.uri, ("string",), "uri", where)
-    for our, allowed in (("image_id", str_like), ("posted_at", ("timestamp", "timestamp_ntz", "date")),
-                         ("platform", ("string",)), ("caption", ("string",))):
-        if getattr(cols, our) in names:
-            _check_type(df, getattr(cols, our), allowed, our, where)
-        elif getattr(cols, our) != our:  # renamed in the config, so it was expected
-            raise InputError(f"{where}: no column {getattr(cols, our)!r} (input.columns.{our}); columns are {names}")
-
-    def opt(name: str, dtype: str):
-        return F.col(name).cast(dtype) if name in names else F.lit(None).cast(dtype)
-
-    image = F.col(cols.image) if payload == "image" else F.lit(None).cast("binary")
-    uri = F.col(cols.uri) if payload == "uri" else F.lit(None).cast("string")
-    source_col = (uri if payload == "uri" else source).cast("string")
+    schemas = footer_schemas(files, cfg.storage_options)
+    payload = _payload_column(cfg, [n.lower() for n in schemas[0].names], files[0])
+    root = _glob_root(cfg.path).rstrip("/")
+    if not is_remote(root):
+        root = os.path.abspath(local_path(root))
+    plans = [plan_file(schema, f, root, cfg, payload) for f, schema in zip(files, schemas)]
+    fields = output_fields(plans[0], schemas[0], payload)
+    for f, plan, schema in zip(files[1:], plans[1:], schemas[1:]):
+        other = output_fields(plan, schema, payload)
+        for a, b in zip(fields, other):
+            if a.type != b.type and not _pa_castable(b.type, a.type):
+                raise InputError(f"Parquet file {f}: column {plan.columns[b.name][0]!r} has type {b.type}, but "
+                                 f"{files[0]} has {a.type}; export every file of the dump with one type")
+    check_posted_at_text(spark, files, plans, cfg.storage_options)
+    df = read_dump(spark, files, plans, fields, cfg.storage_options)
+    image = F.col("image") if payload == "image" else F.lit(None).cast("binary")
+    uri = F.col("uri") if payload == "uri" else F.lit(None).cast("string")
     std = df.select(
-        opt(cols.image_id, "string").alias("image_id"),
-        F.coalesce(F.col(cols.campaign_id).cast("string"), F.lit(cfg.default_campaign)).alias("campaign_id"),
-        opt(cols.posted_at, "timestamp").alias("posted_at"),
-        F.coalesce(opt(cols.platform, "string"), F.lit(cfg.default_platform).cast("string")).alias("platform"),
-        opt(cols.caption, "string").alias("caption"),
-        source_col.alias("source"),
+        F.col("image_id"),
+        F.coalesce(F.col("campaign_id"), F.lit(cfg.default_campaign)).alias("campaign_id"),
+        F.col("posted_at"),
+        F.coalesce(F.col("platform"), F.lit(cfg.default_platform).cast("string")).alias("platform"),
+        F.col("caption"),
+        (uri if payload == "uri" else F.col("_file")).alias("source"),
         image.alias("image"),
         uri.alias("uri"),
         *[F.col(c) for c in cfg.extra_columns],
     )
     return std.withColumn("image_id", fallback_image_id())
+
+
+def _pa_castable(source, target) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.array([], source).cast(target)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
 
 
 def fallback_image_id():
@@ -327,31 +315,25 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
     def matching(files: list[str]) -> list[str]:
         return [f for f in files if any(fnmatch.fnmatchcase(f.rsplit("/", 1)[-1], p) for p in pats)]
 
+    # Listed on the driver (one listing, with modification times) and fetched inside the UDFs through the
+    # URI policy, local and remote alike: a symlink in a folder that points out of it is refused there.
+    listed = list_files_with_mtime(cfg.path if is_remote(cfg.path) else local_path(cfg.path), cfg.storage_options)
+    all_files = [f for f, _ in listed]
+    if not all_files:
+        raise InputError(f"no input: nothing matches input.path {cfg.path!r}; check the path or --input")
+    files = matching(all_files)
+    _report_left_out(all_files, files, cfg, out)
+    if not files:
+        raise InputError(_no_images(cfg, len(all_files)))
+    kept = set(files)
+    # local files keep the file:/ URI Spark's binaryFile source gave them, so image ids stay what they were
+    rows = [(f if is_remote(f) else "file:" + f, m) for f, m in listed if f in kept]
+    df = spark.createDataFrame(rows, "path string, mtime double").repartition(
+        max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4)))
+    df = df.withColumn("modificationTime", F.timestamp_seconds(F.col("mtime")))
     if is_remote(cfg.path):
-        # No s3a in the pyspark wheel: list on the driver, fetch each file by URI inside the UDFs.
-        all_files = list_files(cfg.path, cfg.storage_options)
-        files = matching(all_files)
-        _report_left_out(all_files, files, cfg, out)
-        if not files:
-            raise InputError(_no_images(cfg, len(all_files)))
-        df = spark.createDataFrame([(f,) for f in files], "path string").repartition(
-            max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
-        df = df.select("path", F.lit(None).cast("timestamp").alias("modificationTime"),
-                       F.lit(None).cast("binary").alias("content"))
-        payload = "uri"
         rel = F.regexp_replace(F.col("path"), "^" + re.escape(root) + "/+", "")
     else:
-        local = local_path(cfg.path)
-        all_files = list_files(local, None)
-        if not all_files:
-            raise InputError(f"no input: nothing matches input.path {cfg.path!r}; check the path or --input")
-        files = matching(all_files)
-        _report_left_out(all_files, files, cfg, out)
-        if not files:
-            raise InputError(_no_images(cfg, len(all_files)))
-        df = (spark.read.format("binaryFile").option("pathGlobFilter", pattern)
-              .option("recursiveFileLookup", "true").load(local))
-        payload = "image"
         abs_root = os.path.abspath(local_path(root))
         rel = F.regexp_replace(F.col("path"), "^(file:)?/*" + re.escape(abs_root.lstrip("/")) + "/+", "")
 
@@ -366,8 +348,8 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
         F.lit(cfg.default_platform).cast("string").alias("platform"),
         F.lit(None).cast("string").alias("caption"),
         F.col("path").alias("source"),
-        (F.col("content") if payload == "image" else F.lit(None).cast("binary")).alias("image"),
-        (F.col("path") if payload == "uri" else F.lit(None).cast("string")).alias("uri"),
+        F.lit(None).cast("binary").alias("image"),
+        F.col("path").alias("uri"),
     )
     if cfg.extra_columns:
         raise InputError("input.extra_columns: folders have no extra columns; remove them or use a Parquet dump")

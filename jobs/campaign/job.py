@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from fer_core.labels import EMOTIONS
 from fer_core.models.spec import ModelSpec
@@ -66,8 +66,11 @@ def _arrow_extras(df, names: list[str]) -> list[Any]:
     return [pa.field(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields if f.name in names]
 
 
-def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
-    """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe."""
+def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] | None = None) -> None:
+    """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe.
+
+    guard: called before each commit (``LakeLease.ensure_held``): a run that lost the lake stops there."""
+    guard = guard or (lambda: None)
     import pyarrow as pa
 
     from jobs.campaign.lake import faces_schema, recompute_campaigns
@@ -75,31 +78,37 @@ def commit_run(spark, lake, manifest: dict[str, Any]) -> None:
     run_id = manifest["run_id"]
     files = manifest["files"]
     img_schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(manifest["images_schema"])))
+    guard()
     lake.commit_files("faces", files["faces"], faces_schema(), run_id)
     _fail_point("after_faces_commit")
+    guard()
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
     lake.drop_superseded_fetch_errors(manifest.get("retried", []), manifest["model_version"], run_id)
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id,
                                mix_matrix=manifest.get("mix_matrix"), sentiment_groups=manifest.get("sentiment_groups"))
+    guard()
     lake.merge_campaigns(rows, run_id)
     lake.drop_campaign_rows(set(manifest["campaigns"]) - set(rows.column("campaign_id").to_pylist()))  # all erased
     _fail_point("after_campaigns_commit")
     row = dict(manifest["run"])
     for k in ("started_at", "finished_at"):
         row[k] = dt.datetime.fromisoformat(row[k])
+    guard()
     lake.append_run(row, run_id)
     lake.drop_manifest(run_id)
 
 
-def recover_pending(spark, lake, out: TextIO) -> int:
-    """Finish the commits of runs that died after writing their manifest. Returns how many."""
+def recover_pending(spark, lake, out: TextIO, guard: Callable[[], None] | None = None) -> int:
+    """Finish the commits of runs that died after writing their manifest. Returns how many.
+
+    Called under the lake lease: no other run is alive, so every pending manifest is a dead run's."""
     manifests = lake.pending_manifests()
     for m in manifests:
         print(f"recovering run {m['run_id']}: completing its commits from {lake.root}/_job/pending", file=out,
               flush=True)
         m["run"]["status"] = "recovered"
-        commit_run(spark, lake, m)
+        commit_run(spark, lake, m, guard)
     return len(manifests)
 
 
@@ -107,29 +116,54 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
             dry_run: bool = False) -> dict[str, Any]:
     """Score ``cfg.input`` into the lake at ``cfg.output.path``; returns the runs-table row.
 
+    The whole run holds the lake lease (jobs/campaign/lease.py): a run that finds the lake held waits up
+    to ``output.lock_wait_s``, saying for whom, then raises LakeBusyError (the script exits with
+    BUSY_EXIT_CODE and the next holder records it in the runs table).
     dry_run: read the input and the lake, print what a run would score (per campaign) and how long it
-    should take (from earlier runs' speed), write nothing; returns that plan (see ``_dry_run_plan``).
+    should take (from earlier runs' speed), write nothing and take no lease; returns that plan.
     """
+    from jobs.campaign.lake import Lake
+    from jobs.campaign.lease import LakeBusyError, LakeLease
+
+    out = out or sys.stdout
+    run_id = run_id or new_run_id()
+    started = dt.datetime.now(dt.timezone.utc)
+    if dry_run:
+        return _run(spark, cfg, run_id, out, True, None, started)
+    lake = Lake(cfg.output.path, cfg.output.storage_options)
+    lease = LakeLease(lake.root, cfg.output.storage_options, run_id, kind="run", ttl_s=cfg.output.lock_ttl_s)
+    try:
+        lease.acquire(cfg.output.lock_wait_s, out)
+    except LakeBusyError as e:
+        lake.note_gave_up(run_id, started, str(e), cfg)
+        raise
+    with lease:
+        lake.record_gave_up_runs()
+        return _run(spark, cfg, run_id, out, False, lease, started)
+
+
+def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, started) -> dict[str, Any]:
+    """run_job's body, under the lease (``lease`` None: a dry run)."""
     from pyspark.sql import functions as F
 
+    from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import dedupe, read_input
     from jobs.campaign.lake import STATUSES, Lake, faces_schema, images_schema
     from jobs.campaign.progress import Progress, format_summary
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
 
-    out = out or sys.stdout
-    run_id = run_id or new_run_id()
-    started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     sc = spark.sparkContext
     lake = Lake(cfg.output.path, cfg.output.storage_options)
+    guard = lease.ensure_held if lease is not None else None
 
     if not dry_run:
-        recover_pending(spark, lake, out)
+        recover_pending(spark, lake, out, guard)
     model_version, model_bytes, model_spec = resolve_model(cfg.model)
     mix_matrix = model_spec.mix_matrix(cfg.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
 
+    uri_policy = cfg.input.uri_policy()
     df = read_input(spark, cfg.input, out)
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
@@ -145,15 +179,18 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         n_erased = n_input - df.count()
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
-    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status"])
+    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"])
     todo = dedupe(df)
     retried: list[str] = []
     if existing is not None:
         existing = existing.where(F.col("model_version") == model_version)
         if cfg.input.retry_fetch_errors:  # fetch again; commit_run drops the superseded rows
-            failed = existing.where(F.col("status") == "fetch_error").select("image_id").distinct()
+            # ... but not the URIs this very policy refused: they would be refused again, every run
+            refused_again = F.coalesce(F.col("error").startswith(refused_prefix(uri_policy.fingerprint)), F.lit(False))
+            failed = (existing.where((F.col("status") == "fetch_error") & ~refused_again)
+                      .select("image_id").distinct())
             retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
-            existing = existing.where(F.col("status") != "fetch_error")
+            existing = existing.where((F.col("status") != "fetch_error") | refused_again)
         existing = existing.select("image_id")
         todo = todo.join(existing, "image_id", "left_anti")
         n_todo = ids.join(existing, "image_id", "left_anti").count()
@@ -182,7 +219,8 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         progress = Progress(sc, n_todo, cfg.progress.interval_s, out)
         ctx = ScoringContext(
             pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
-            storage_options=dict(cfg.input.storage_options), max_fetch_bytes=cfg.input.max_fetch_bytes,
+            storage_options=dict(cfg.input.storage_options), uri_policy=uri_policy,
+            max_fetch_bytes=cfg.input.max_fetch_bytes,
             fetch_threads=cfg.input.fetch_threads,
             detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
             sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
@@ -210,7 +248,7 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
         "duration_s": round(time.monotonic() - t0, 3),
         "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
         "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
-        "spark_master": sc.master,
+        "spark_master": sc.master, "lock_wait_s": round(lease.waited_s, 3),
     }
     manifest = {
         "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
@@ -223,9 +261,10 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
     }
     lake.ensure("images", img_schema, ["campaign_id"])
     lake.ensure("faces", faces_schema(), ["campaign_id"])
+    guard()
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
-    commit_run(spark, lake, manifest)
+    commit_run(spark, lake, manifest, guard)
     printable = {**run_row, "started_at": started, "finished_at": finished,
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
@@ -297,7 +336,8 @@ def render(cfg: JobConfig) -> str:
     target = cfg.dashboards_dir()
     cols = cfg.input.columns
     # dashboards read inline-bytes Parquet dumps with the default column names themselves
-    loader = _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image") else None
+    loader = _policy_loader(cfg, _dump_bytes_loader(cfg) if (cols.image_id, cols.image) != ("image_id", "image")
+                            else None)
     models = _model_file_versions(cfg)
     if not is_remote(target):
         return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader,
@@ -319,6 +359,23 @@ def _model_file_versions(cfg: JobConfig) -> dict[str, str]:
     from fer_core.models.registry import is_model_path
 
     return {resolve_model(cfg.model)[0]: cfg.model} if is_model_path(cfg.model) else {}
+
+
+def _policy_loader(cfg: JobConfig, parquet_loader):
+    """Thumbnail bytes: a URI source is fetched through the same URI policy as scoring (its host may
+    resolve elsewhere by now); an inline-bytes Parquet source goes to ``parquet_loader`` (None: the
+    dashboards' own reader)."""
+    from fer_core.fetch import fetch_uri
+
+    policy = cfg.input.uri_policy()
+    limit = cfg.input.max_fetch_bytes
+
+    def load(image_id: str, source: str | None) -> bytes | None:
+        if source and source.lower().endswith((".parquet", ".parq", ".pq")):
+            return parquet_loader(image_id, source) if parquet_loader is not None else None
+        return fetch_uri(source, policy, cfg.input.storage_options, limit)
+
+    return load
 
 
 def _dump_bytes_loader(cfg: JobConfig):

@@ -117,6 +117,7 @@ def runs_schema():
         pa.field("n_faces", pa.int64()), pa.field("duration_s", pa.float64()), pa.field("images_per_s", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
         pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
+        pa.field("lock_wait_s", pa.float64()),  # seconds it waited for the lake lease (null before leases)
     ])
 
 
@@ -375,9 +376,43 @@ class Lake:
 
         if self.committed(name, run_id):
             return False
+        # schema_mode merge: a table written before a column existed gains it (older rows read null)
         write_deltalake(self.uri(name), rows, mode="append", storage_options=self.options,
-                        commit_properties=self._txn(run_id))
+                        commit_properties=self._txn(run_id), schema_mode="merge")
         return True
+
+    # -- runs that gave up waiting for the lake lease (they hold no lease, so they write no table)
+    def _gave_up_dir(self) -> str:
+        return f"{self.root}/_job/gave_up"
+
+    def note_gave_up(self, run_id: str, started: datetime.datetime, message: str, cfg: Any) -> None:
+        """Leave a note (one small object of its own) that the next lease holder turns into a runs row."""
+        from jobs.campaign.config import config_hash
+
+        fs, d = filesystem(self._gave_up_dir(), self.storage_options)
+        if not is_remote(self.root):
+            fs.makedirs(d, exist_ok=True)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        row = {"run_id": run_id, "started_at": started.isoformat(), "finished_at": now.isoformat(),
+               "status": "gave_up_waiting", "input": cfg.input.path, "output": self.root, "error": message,
+               "config_hash": config_hash(cfg), "lock_wait_s": (now - started).total_seconds()}
+        fs.pipe_file(f"{d}/{run_id}.json", json.dumps(row).encode())
+
+    def record_gave_up_runs(self) -> int:
+        """Append the notes of runs that gave up waiting to the runs table (status gave_up_waiting)."""
+        fs, d = filesystem(self._gave_up_dir(), self.storage_options)
+        if not fs.exists(d):
+            return 0
+        n = 0
+        for path in sorted(p for p in fs.ls(d, detail=False) if p.endswith(".json")):
+            note = json.loads(fs.cat_file(path))
+            row = {f.name: note.get(f.name) for f in runs_schema()}
+            for k in ("started_at", "finished_at"):
+                row[k] = datetime.datetime.fromisoformat(note[k])
+            self.append_run(row, note["run_id"])
+            fs.rm_file(path)
+            n += 1
+        return n
 
     # -- maintenance
     def maintain(self, *, vacuum_hours: int | None = None, dry_run: bool = False,

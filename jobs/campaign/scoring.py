@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from fer_core.errors import IMAGE_STATUSES, FetchError, ImageTooLargeError
+from fer_core.errors import IMAGE_STATUSES, ImageTooLargeError
 from fer_core.labels import EMOTIONS
 
 __all__ = ["ModelCache", "MODEL_CACHE", "ScoringContext", "make_pipeline_fn", "score", "DETECT_FIELDS",
@@ -110,6 +110,7 @@ class ScoringContext:
 
     pipeline_fn: Callable[[], Any]
     storage_options: dict[str, str]  # for fetching URIs
+    uri_policy: Any  # fer_core.fetch.UriPolicy: where the dump's URIs may point
     max_fetch_bytes: int
     fetch_threads: int  # URIs of one chunk fetched at once
     detect_chunk: int  # images decoded + detected at once (bounds memory per worker)
@@ -140,22 +141,6 @@ DETECT_FIELDS = [
 ]
 
 
-def _fetch(uri: str | None, options: dict[str, str], limit: int) -> bytes:
-    """Read one image URI (local path, file://, s3://, any fsspec URL); FetchError/too_large on failure."""
-    from jobs.campaign.inputs import filesystem
-
-    if uri is None or uri == "":
-        raise FetchError("image URI is null or empty; the dump row has no image to fetch")
-    try:
-        fs, path = filesystem(uri, options)
-        data = fs.cat_file(path, start=0, end=limit + 1)  # one ranged GET (open() first asks for the size)
-    except Exception as e:  # fsspec raises FileNotFoundError, PermissionError, botocore errors, ...
-        raise FetchError(f"cannot fetch {uri}: {type(e).__name__}: {e}") from None
-    if len(data) > limit:
-        raise ImageTooLargeError(f"{uri} is larger than input.max_fetch_bytes={limit} bytes; not read")
-    return data
-
-
 _FETCH_POOLS: dict[int, Any] = {}
 _FETCH_POOLS_LOCK = threading.Lock()
 
@@ -177,10 +162,11 @@ def _payloads(pdf, ctx: ScoringContext) -> list[Any]:
     store's latency, so one at a time would leave the worker idle (bench/bench_fetch.py).
     """
     from fer_core.errors import ImageError
+    from fer_core.fetch import fetch_uri
 
     def fetch(uri: str) -> Any:
         try:
-            return _fetch(uri, ctx.storage_options, ctx.max_fetch_bytes)
+            return fetch_uri(uri, ctx.uri_policy, ctx.storage_options, ctx.max_fetch_bytes)
         except ImageError as e:
             return e
 

@@ -1,0 +1,77 @@
+"""What a person is shown of scored images: the ``predict --json`` document and the annotated picture.
+
+One home for both, because the command line (``python -m fer_core predict``) and the local page
+(``python -m fer_core serve``) must show the same figures: the page's JSON download is the text
+``json_document`` makes here, byte for byte what ``predict --json`` prints for the same file.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from fer_core.labels import EMOTION_COLORS, EMOTIONS
+from fer_core.types import ImageResult
+
+__all__ = ["image_record", "json_document", "annotate", "hex_to_rgb"]
+
+
+def image_record(name: str, result: ImageResult) -> dict[str, Any]:
+    """The JSON object of one image: image, status, error, width, height, faces[box, score,
+    landmarks, probabilities{7}, emotion, sentiment, valence]; numbers rounded for reading."""
+    faces = []
+    for fr in result.faces:
+        lms = np.asarray(fr.face.landmarks, np.float64)
+        faces.append({
+            "box": [round(float(v), 2) for v in fr.face.box],
+            "score": round(float(fr.face.score), 4),
+            # null when the detector gives no landmarks (e.g. Haar): JSON has no NaN
+            "landmarks": np.round(lms, 2).tolist() if np.isfinite(lms).all() else None,
+            "probabilities": {e: round(float(p), 4) for e, p in zip(EMOTIONS, fr.probabilities)},
+            "emotion": fr.emotion,
+            "sentiment": fr.sentiment,
+            "valence": round(float(fr.valence), 4),
+        })
+    return {"image": name, "status": result.status, "error": result.error,
+            "width": result.width, "height": result.height, "faces": faces}
+
+
+def json_document(records: Sequence[dict[str, Any]]) -> str:
+    """The ``--json`` output: one JSON list, one object per image, newline-terminated."""
+    return json.dumps(list(records), indent=2) + "\n"
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` -> (r, g, b)."""
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def _readable_on(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white text, whichever reads better on that background (relative luminance)."""
+    r, g, b = rgb
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def annotate(image: np.ndarray, result: ImageResult) -> np.ndarray:
+    """RGB image with each face's box and landmarks in its emotion's colour and a label
+    "<n> <emotion> <p> (<valence>)"; n counts from 1 in the order of the JSON's faces."""
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    for n, fr in enumerate(result.faces, start=1):
+        x, y, w, h = (int(round(v)) for v in fr.face.box)
+        colour = hex_to_rgb(EMOTION_COLORS.get(fr.emotion, "#ffffff"))
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thick)
+        for lx, ly in fr.face.landmarks:
+            if np.isfinite(lx) and np.isfinite(ly):
+                cv2.circle(out, (int(lx), int(ly)), thick + 1, colour, -1)
+        label = f"{n} {fr.emotion} {float(fr.probabilities.max()):.2f} ({fr.valence:+.2f})"
+        scale = 0.4 * thick
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
+        cv2.rectangle(out, (x, ty - th - base), (x + tw, ty + base), colour, -1)
+        cv2.putText(out, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, _readable_on(colour), thick, cv2.LINE_AA)
+    return out
