@@ -11,7 +11,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps java chromium weights demo test test-fast bench train train-resume train-export evaluate clean
+.PHONY: setup system-deps java chromium weights demo test test-fast bench train train-resume train-export evaluate clean pack
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # Exact versions from requirements.lock keep pip's resolver fast and installs reproducible.
 $(VENV)/.installed: $(BIN)/python setup.py requirements.lock
-	$(BIN)/pip install -q -c requirements.lock -e ".[test]"
+	$(BIN)/pip install -q -c requirements.lock -e ".[test,pack]"
 	$(BIN)/pip install -q --no-deps "fer==25.10.3"  # peer baseline for bench/ (its own pins clash; needs setuptools<81)
 	touch $@
 
@@ -40,9 +40,36 @@ system-deps: java chromium
 weights: setup
 	$(BIN)/python -m fer_core models --fetch
 
+# Spark's console at WARN: log4j reads its file when the JVM starts (jobs/score_campaign.py --verbose: all logs)
+SPARK_QUIET := --driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)"
+
+# The job's Python environment packed for cluster nodes that lack the project (README, "On a cluster"):
+# spark-submit --archives $(PACK)#environment --conf spark.pyspark.python=./environment/bin/python ...
+# A venv with the project and its runtime dependencies only (no test extras; reused by the next pack, which
+# reinstalls the project: `make clean` starts afresh), the verified weights
+# (and the converted RetinaFace) under share/fer_core, packed by venv-pack. Nodes need $(PYTHON)'s
+# interpreter at the same path (venv-pack does not copy it).
+PACK ?= build/campaign-emotion-env.tar.gz
+PACK_VENV ?= build/pack-venv
+FER_CORE_HOME ?= $(HOME)/.cache/fer_core
+
+pack: setup weights
+	test -x $(PACK_VENV)/bin/python || $(PYTHON) -m venv $(PACK_VENV)
+	$(PACK_VENV)/bin/pip install -q -c requirements.lock .
+	rm -rf $(PACK) $(PACK_VENV)/share/fer_core $(PACK_VENV)/share/campaign-emotion
+	mkdir -p $(PACK_VENV)/share/fer_core $(PACK_VENV)/share/campaign-emotion
+	cp -R $(FER_CORE_HOME)/. $(PACK_VENV)/share/fer_core/
+	cp -R conf $(PACK_VENV)/share/campaign-emotion/
+	cd / && FER_CORE_HOME=$(abspath $(PACK_VENV))/share/fer_core $(abspath $(PACK_VENV))/bin/python -c \
+	    "import sys; from fer_core.cli import main; from fer_core.detectors import create_detector; \
+	     rc = main(['models', '--fetch']); create_detector('retinaface', engine='tflite'); sys.exit(rc)"
+	mkdir -p $(dir $(PACK))
+	$(BIN)/venv-pack -p $(PACK_VENV) -o $(PACK) --compress-level 1
+	@echo "packed $(PACK): spark-submit --archives $(PACK)#environment --conf spark.pyspark.python=./environment/bin/python ..."
+
 demo: setup java weights
 	$(BIN)/python jobs/make_sample_dump.py --out $(DEMO_DIR)
-	$(BIN)/spark-submit --master "local[2]" jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
+	$(BIN)/spark-submit --master "local[2]" $(SPARK_QUIET) jobs/score_campaign.py --input $(DEMO_DIR)/dump --output $(DEMO_DIR)/lake
 	@echo ""
 	@echo "Dashboards: file://$(abspath $(DEMO_DIR))/lake/dashboards/index.html"
 
@@ -79,4 +106,4 @@ evaluate: setup
 	$(BIN)/python -m fer_core.evaluate --model default --data ../shared/data/fer2013/fer2013.csv.gz --out out/eval --compare fer-mini-xception
 
 clean:
-	rm -rf out artifacts .pytest_cache
+	rm -rf out artifacts .pytest_cache build

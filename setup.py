@@ -39,6 +39,7 @@ EXTRAS = {
         # fer==25.10.3 itself is installed with --no-deps (its pins clash); see Makefile
     ],
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
+    "pack": ["venv-pack==0.2.0"],  # make pack: the environment shipped to cluster nodes (--archives)
 }
 
 setup(

@@ -72,7 +72,10 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
                               "images_per_s", "model_version", "detector_version", "config_hash"],
                      optional_table=True).sort_by([("started_at", "descending")]).to_pylist()
     latest_run = {k: (_fmt_time(v) if isinstance(v, dt.datetime) else v) for k, v in runs[0].items()} if runs else None
+    health = lake.read("health", HEALTH_COLUMNS, optional_table=True).sort_by(
+        [("finished_at", "descending")]).slice(0, 10).to_pylist()
     common = {"rendered_at": _fmt_time(rendered_at), "latest_run": latest_run,
+              "run_health": [_health_row(h) for h in health],
               "blur_faces": blur_faces, "gradcam": gradcam, "tables_uri": tables_uri}
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
@@ -93,6 +96,22 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     _write(out, CSV_NAME, campaigns_csv(kpi_rows, adjusted))
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows), csv_name=CSV_NAME)
     return _write(out, "index.html", index)
+
+
+HEALTH_COLUMNS = ("run_id", "finished_at", "n_scored", "images_per_s", "error_share", "faces_per_image",
+                  "mean_det_score", "lag_s", "drift_checked", "drift", "drift_reasons", "n_trailing")
+"""The job's health table (jobs/campaign/health.py): one row per run, its metrics and drift verdict."""
+
+
+def _health_row(h: dict) -> dict:
+    """One run's health, formatted for the index's run-health table."""
+    lag = h.get("lag_s")
+    return {"run_id": h["run_id"], "finished_at": _fmt_time(h["finished_at"]), "n_scored": _fmt_int(h["n_scored"]),
+            "images_per_s": _fmt_num(h["images_per_s"]), "error_share": _fmt_pct(h["error_share"]),
+            "faces_per_image": _fmt_num(h["faces_per_image"]), "mean_det_score": _fmt_num(h["mean_det_score"], 3),
+            "lag": "–" if lag is None else f"{lag / 3600:.1f} h", "drift": bool(h["drift"]),
+            "verdict": (h["drift_reasons"] if h["drift"] else
+                        f"no drift vs {h['n_trailing']} runs" if h["drift_checked"] else h["drift_reasons"] or "–")}
 
 
 CSV_NAME = "campaigns.csv"

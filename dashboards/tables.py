@@ -47,6 +47,12 @@ COLUMN_TYPES: dict[str, dict[str, pa.DataType]] = {
         "images_per_s": pa.float64(), "model_version": pa.string(), "detector_version": pa.string(),
         "config_hash": pa.string(), "spark_master": pa.string(),
     },
+    "health": {
+        "run_id": pa.string(), "finished_at": pa.timestamp("us", tz="UTC"), "n_scored": pa.int64(),
+        "images_per_s": pa.float64(), "error_share": pa.float64(), "faces_per_image": pa.float64(),
+        "mean_det_score": pa.float64(), "lag_s": pa.float64(), "drift_checked": pa.bool_(), "drift": pa.bool_(),
+        "drift_reasons": pa.string(), "n_trailing": pa.int64(),
+    },
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "images": ("image_id", "campaign_id", "status"),

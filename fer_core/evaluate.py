@@ -23,15 +23,19 @@ DEFAULT_SPLITS = ("PublicTest", "test", "val", "train", "Training")
 
 
 def pick_split(splits: dict[str, FaceDataset], wanted: str | None) -> tuple[str, FaceDataset]:
-    """The requested split, else the first of PublicTest/test/val/train that exists."""
+    """The requested split; else the only split the data has (a file of PrivateTest rows, a test/ folder);
+    else the first of DEFAULT_SPLITS that exists."""
     if wanted:
         if wanted not in splits:
             raise ValueError(f"--split {wanted!r} not found; the data has {sorted(splits)}")
         return wanted, splits[wanted]
+    present = [name for name, data in splits.items() if len(data)]
+    if len(present) == 1:
+        return present[0], splits[present[0]]
     for name in DEFAULT_SPLITS:
-        if name in splits:
+        if name in present:
             return name, splits[name]
-    raise ValueError(f"no usable split in the data ({sorted(splits)})")
+    raise ValueError(f"no usable split in the data ({sorted(splits)}): pass --split NAME to pick one")
 
 
 def evaluate_model(model, data: FaceDataset, *, tta_compare: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
@@ -261,6 +265,9 @@ def evaluate(model_name: str, data_path: str, out_dir: str, *, split: str | None
     if limit:
         data = data.subset(np.arange(min(limit, len(data))))
     print(report.summary(), flush=True)
+    why = "asked for" if split else ("the only split in the data" if len([d for d in splits.values() if len(d)]) == 1
+                                     else f"the first present of {', '.join(DEFAULT_SPLITS)}")
+    print(f"evaluating split {split_name} ({len(data)} faces; {why})", flush=True)
     model = create_emotion_model(model_name)
     main, outputs = evaluate_model(model, data, tta_compare=tta)
     print(_summary_line(main), flush=True)
@@ -284,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default", help="registered name, 'default', or a .keras/.h5 path or URI")
     p.add_argument("--data", required=True, help="FER2013 CSV (.csv/.csv.gz) or class-folder root of face crops")
     p.add_argument("--out", required=True, help="output directory for metrics.json and report.html")
-    p.add_argument("--split", help="split to evaluate (default: PublicTest, else test/val/train)")
+    p.add_argument("--split", help="split to evaluate (default: the only split in the data, else the first of "
+                                   "PublicTest/test/val/train/Training)")
     p.add_argument("--compare", action="append", default=[], help="another model to evaluate in the same run (repeatable)")
     p.add_argument("--no-tta", action="store_true", help="skip the flip-TTA comparison")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N faces (smoke runs)")

@@ -2,12 +2,16 @@
 
     spark-submit jobs/score_campaign.py [--config conf/<file>.yaml] [--input PATH_OR_GLOB_OR_URI]
                                         [--output LAKE_DIR_OR_URI] [--run-id ID] [--dry-run]
+                                        [--fail-on-drift] [--verbose]
     python jobs/score_campaign.py ...        (same flags; local[*] unless the config names a master)
 
 Thin entry point: parse flags, load the config, build the session, call jobs.campaign.job.run_job,
-render the dashboards. Exit codes: 0 ok, 2 config/input problem (the message names the key, column
-or path), 75 the lake stayed held by another run longer than output.lock_wait_s (try again later),
-1 anything else.
+render the dashboards. The console shows the job's lines and Spark's WARN/ERROR once spark-submit is
+given conf/log4j2.properties (see the README); ``--verbose`` brings the rest back.
+
+Exit codes: 0 ok, 2 config/input problem (the message names the key, column or path), 3 the run drifted
+and --fail-on-drift was given (its rows are committed), 75 the lake stayed held by another run longer than
+output.lock_wait_s (try again later), 1 anything else.
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dashboards", action="store_true", help="skip rendering the dashboards")
     p.add_argument("--dry-run", action="store_true",
                    help="print what a run would score (per campaign) and an estimated time; write nothing")
+    p.add_argument("--fail-on-drift", action="store_true",
+                   help="exit 3 when the run drifted from the trailing runs (health: thresholds in the config)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Spark's INFO lines and TensorFlow's C++ logs on the console too (default: the job's "
+                        "lines, Spark WARN/ERROR)")
     return p.parse_args(argv)
 
 
@@ -46,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.campaign.session import build_session
 
-    spark = build_session(cfg)  # before deltalake is imported anywhere (the JVM is forked)
+    spark = build_session(cfg, verbose=args.verbose)  # before deltalake is imported anywhere (the JVM is forked)
     try:
         from jobs.campaign.job import render, run_job
 
         from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, LeaseLostError
 
         try:
-            run_job(spark, cfg, args.run_id, dry_run=args.dry_run)
+            row = run_job(spark, cfg, args.run_id, dry_run=args.dry_run)
         except (ConfigError, InputError) as e:
             print(f"score_campaign: {e}", file=sys.stderr)
             return 2
@@ -74,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.output.dashboards and not args.no_dashboards and not args.dry_run:
             index = render(cfg)
             print(f"dashboards: {index}")
+        health = row.get("health") or {}
+        if args.fail_on_drift and health.get("drift"):
+            from jobs.campaign.health import DRIFT_EXIT
+
+            print(f"score_campaign: run {row['run_id']} drifted: {health['drift_reasons']}", file=sys.stderr)
+            return DRIFT_EXIT
         return 0
     finally:
         spark.stop()

@@ -5,6 +5,7 @@ Spark master + worker) is started by the test itself on 127.0.0.1 and stopped af
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -100,10 +101,11 @@ def run_job_in_process(spark, cfg_dict: dict[str, Any], run_id: str | None = Non
 
 
 def submit(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 900,
-           master: str = "local[2]") -> subprocess.CompletedProcess:
-    """spark-submit jobs/score_campaign.py ARGS in a subprocess (nice'd), capturing output."""
+           master: str = "local[2]", spark_args: list[str] = ()) -> subprocess.CompletedProcess:
+    """spark-submit [SPARK_ARGS] jobs/score_campaign.py ARGS in a subprocess (nice'd), capturing output.
+    ``spark_args`` come after the defaults, so a --conf there wins."""
     cmd = ["nice", "-n", "10", spark_bin("spark-submit"), "--master", master,
-           "--conf", f"spark.pyspark.python={PY}", "--conf", "spark.driver.memory=1g",
+           "--conf", f"spark.pyspark.python={PY}", "--conf", "spark.driver.memory=1g", *spark_args,
            str(REPO / "jobs" / "score_campaign.py"), *args]
     full_env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PY, "PYSPARK_DRIVER_PYTHON": PY,
                 "PYTHONPATH": str(REPO), **(env or {})}
@@ -137,6 +139,62 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def standalone_cluster(tmp_path: Path, env: dict[str, str], cores: int = 2, memory: str = "3g"):
+    """A standalone master + one worker on 127.0.0.1 (spark-class), stopped afterwards; yields the master URL.
+
+    The daemons get this process's environment without its Python settings (PYTHONPATH, PYSPARK_PYTHON,
+    PYSPARK_DRIVER_PYTHON), then ``env``: what the worker's executors see of Python is what ``env`` says.
+    Logs: tmp_path/master.log, worker.log; executors' work dirs under tmp_path/work.
+    """
+    import json
+    import urllib.request
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    port, ui, wui = free_port(), free_port(), free_port()
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    import pyspark
+
+    # the Spark install (pip's pyspark) named outright: spark-class would look for it with PYSPARK_PYTHON
+    full_env = {**base, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1",
+                "SPARK_LOG_DIR": str(tmp_path), "SPARK_WORKER_DIR": str(tmp_path / "work"), **env}
+    logs = [open(tmp_path / "master.log", "w"), open(tmp_path / "worker.log", "w")]
+    master = subprocess.Popen(["nice", "-n", "10", spark_bin("spark-class"), "org.apache.spark.deploy.master.Master",
+                               "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
+                              env=full_env, stdout=logs[0], stderr=subprocess.STDOUT)
+    procs = [master]
+    try:
+        wait_port(port)
+        url = f"spark://127.0.0.1:{port}"
+        worker = subprocess.Popen(["nice", "-n", "10", spark_bin("spark-class"), "org.apache.spark.deploy.worker.Worker",
+                                   url, "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
+                                   "--webui-port", str(wui), "--work-dir", str(tmp_path / "work")],
+                                  env=full_env, stdout=logs[1], stderr=subprocess.STDOUT)
+        procs.append(worker)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5))
+                if state.get("aliveworkers", 0) >= 1:
+                    break
+            except (OSError, ValueError):  # not up yet, or (seen once) its HTML page while /json/ is not attached
+                pass
+            time.sleep(1)
+        else:
+            raise TimeoutError("the standalone worker did not register with the master")
+        yield url
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in logs:
+            f.close()
 
 
 def campaigns_comparable(df):

@@ -311,7 +311,7 @@ def test_only_needed_columns_are_read(sample, tmp_path, monkeypatch):
         assert "landmarks" not in columns or filt is not None
         if "caption" in columns or "source" in columns:
             assert filt is not None, f"{name} read {columns} without a filter"
-    assert {c[0] for c in calls} <= {"images", "faces", "runs", "campaigns"}
+    assert {c[0] for c in calls} <= {"images", "faces", "runs", "campaigns", "health"}
 
 
 # ----------------------------------------------------------------------------- pages

@@ -85,6 +85,26 @@ def test_one_run_writes_every_row_once(one_shot, dump):
     assert sum(runs.iloc[0][f"n_{s}"] for s in ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")) == n_unique
 
 
+def test_committed_files_carry_delta_stats_but_not_of_image_id(one_shot):
+    """Readers skip files by posted_at / run_id / status: the executors' footers became Delta stats."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    lake, _ = one_shot
+    images = read_table(f"{lake}/images")
+    for table, columns in (("images", ("posted_at", "scored_at", "run_id", "status", "n_faces")),
+                           ("faces", ("run_id", "emotion", "det_score", "valence"))):
+        actions = pa.table(DeltaTable(f"{lake}/{table}").get_add_actions(flatten=True)).to_pylist()
+        assert actions
+        for a in actions:
+            assert all(a[f"null_count.{c}"] is not None for c in columns), a
+            assert a["min.run_id"] == a["max.run_id"] == "one-shot"
+            assert not any(k.endswith(".image_id") for k in a), sorted(a)
+        if table == "images":
+            assert min(a["min.posted_at"] for a in actions) == images.posted_at.min().floor("ms")
+            assert {a["min.status"] for a in actions} | {a["max.status"] for a in actions} <= set(images.status)
+
+
 def test_rerun_changes_nothing(spark, one_shot, dump):  # noqa: F811
     lake, _ = one_shot
     before = {t: table_version(f"{lake}/{t}") for t in ("images", "faces", "campaigns")}

@@ -25,7 +25,8 @@ with DAG(
     BashOperator(
         task_id="score",
         bash_command=(
-            f"cd {REPO} && .venv/bin/spark-submit --master ${{SPARK_MASTER:-local[*]}} jobs/score_campaign.py "
+            f"cd {REPO} && .venv/bin/spark-submit --master ${{SPARK_MASTER:-local[*]}} "
+            "--driver-java-options -Dlog4j2.configurationFile=conf/log4j2.properties jobs/score_campaign.py "
             "--config conf/default.yaml --input 'dumps/date={{ ds }}/' --output lake "
             "--run-id 'airflow-{{ ts_nodash }}'"
         ),

@@ -37,6 +37,7 @@ import numpy as np
 from fer_core.detectors import register_detector
 from fer_core.detectors.base import Detections, Detector, DetectorConfig
 from fer_core.errors import ConfigError, WeightsError
+from fer_core.runtime import filtered_native_logs, import_tensorflow
 from fer_core.weights import (
     RETINAFACE_MOBILENET_V2,
     WeightSpec,
@@ -63,7 +64,7 @@ def resolve_engine(engine: str) -> str:
         raise ConfigError(f"detector.engine: expected one of {list(ENGINES)}, got {engine!r}")
     if engine != "auto":
         return engine
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     return "tf" if tf.config.get_visible_devices("GPU") else "tflite"
 
@@ -71,13 +72,20 @@ def resolve_engine(engine: str) -> str:
 def _shared_runner(graph_bytes: bytes, sha256: str, engine: str) -> tuple[GraphRunner, threading.Lock]:
     with _GRAPHS_LOCK:
         if (sha256, engine) not in _GRAPHS:
-            if engine == "tflite":
-                runner: GraphRunner = TFLiteGraph(tflite_model(graph_bytes, sha256))
-            else:
-                runner = _tf_runner(load_graph_function(graph_bytes))
-            runner(np.zeros((64, 64, 3), np.float32))  # the first call optimises the graph (~2 s): pay it at load
-            _GRAPHS[(sha256, engine)] = (runner, threading.Lock())
+            import_tensorflow()
+            with filtered_native_logs():  # TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                _GRAPHS[(sha256, engine)] = (_load_runner(graph_bytes, sha256, engine), threading.Lock())
         return _GRAPHS[(sha256, engine)]
+
+
+def _load_runner(graph_bytes: bytes, sha256: str, engine: str) -> GraphRunner:
+    """The graph on ``engine``, called once (warmed up)."""
+    if engine == "tflite":
+        runner: GraphRunner = TFLiteGraph(tflite_model(graph_bytes, sha256))
+    else:
+        runner = _tf_runner(load_graph_function(graph_bytes))
+    runner(np.zeros((64, 64, 3), np.float32))  # the first call optimises the graph (~2 s): pay it at load
+    return runner
 
 
 def _tf_runner(fn: Any) -> GraphRunner:

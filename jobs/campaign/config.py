@@ -200,6 +200,27 @@ class ProgressSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """``health:`` each run's metrics and its drift check against the trailing runs (jobs/campaign/health.py).
+
+    A run drifts when, against the median of the last ``trailing_runs`` runs with at least ``min_images``
+    scored images, its error share or mean detector confidence moves by more than the given absolute
+    amount, its faces per image by more than the given fraction, or its emotion mix by a total variation
+    distance above ``max_mix_change``. Nothing is judged before ``min_trailing_runs`` such runs.
+    ``textfile``: where the Prometheus textfile goes (default ``<output.path>/_job/score_campaign.prom``).
+    """
+
+    trailing_runs: int = 10
+    min_trailing_runs: int = 3
+    min_images: int = 50
+    max_error_share_change: float = 0.05
+    max_faces_per_image_change: float = 0.3
+    max_confidence_change: float = 0.05
+    max_mix_change: float = 0.15
+    textfile: str | None = None
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """The whole job config (conf/default.yaml documents every key)."""
 
@@ -212,6 +233,7 @@ class JobConfig:
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     spark: SparkSettings = field(default_factory=SparkSettings)
     progress: ProgressSettings = field(default_factory=ProgressSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     def core(self) -> CoreInferenceConfig:
         """The fer_core InferenceConfig executors build their FacePipeline from."""
@@ -253,7 +275,7 @@ def config_hash(cfg: JobConfig) -> str:
     is the RetinaFace engine, whose engines return the same rows (tests/test_detectors.py), so that runs
     before and after it existed keep one hash."""
     data = dataclass_to_dict(cfg)
-    for key in ("input", "output", "spark", "progress"):
+    for key in ("input", "output", "spark", "progress", "health"):
         data.pop(key, None)
     data["detector"].pop("engine", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -232,6 +232,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         det_bc = sc.broadcast(detector_bytes) if detector_bytes is not None else None
         model_bc = sc.broadcast(model_bytes)
         key = f"{model_version}|{detector_version}|{core!r}"
+        progress = Progress(sc, n_todo, cfg.progress.interval_s, out)
         ctx = ScoringContext(
             pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
             storage_options=dict(cfg.input.storage_options), uri_policy=uri_policy,
@@ -240,9 +241,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
             sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
-            images_schema=img_schema, faces_schema=faces_schema(),
+            images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
         )
-        with Progress(sc, n_todo, cfg.progress.interval_s, out) as progress:
+        with progress:
             ctx_df = score(todo, ctx, progress.accumulator)
             rows = [r.asDict() for r in ctx_df.collect()]  # file metadata only, never the data
         for r in rows:
@@ -284,7 +285,21 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)
+    printable["health"] = _record_health(lake, cfg, printable, out)
     return printable
+
+
+def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
+    """The run's health metrics and drift verdict (jobs/campaign/health.py); None when they could not be
+    written (the run itself is committed either way, so that is a warning, not a failure)."""
+    from jobs.campaign.health import record_health
+
+    try:
+        return record_health(lake, cfg, row, out)
+    except Exception as e:  # noqa: BLE001 - reported, and the committed run stands
+        print(f"score_campaign: warning: run health not recorded: {type(e).__name__}: {e}", file=sys.stderr,
+              flush=True)
+        return None
 
 
 def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,

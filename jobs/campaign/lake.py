@@ -30,13 +30,22 @@ from fer_core.labels import EMOTIONS
 from jobs.campaign.inputs import filesystem, is_remote, read_parquet_files
 
 __all__ = ["Lake", "images_schema", "FACES_SCHEMA", "CAMPAIGNS_SCHEMA", "RUNS_SCHEMA", "write_part_files",
-           "STATUSES", "APP_PREFIX"]
+           "STATUSES", "APP_PREFIX", "STATS_COLUMNS", "footer_stats"]
 
 STATUSES = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
 APP_PREFIX = "score_campaign:"
 PARTITION = "campaign_id"
 TABLES = ("images", "faces", "campaigns", "runs")
 ERASABLE = ("images", "faces", "campaigns")
+STATS_COLUMNS = ("posted_at", "scored_at", "run_id", "status", "platform", "model_version", "detector_version",
+                 "width", "height", "n_faces", "face_index", "det_score", "dominant_emotion", "emotion", "sentiment",
+                 "valence", *(f"p_{e}" for e in EMOTIONS))
+"""Columns of the images and faces files whose min/max/nullCount go into the Delta log, so readers skip
+files (by posted_at, run_id, status ...). Never image_id: an erased image's id would stay in the log's
+history; nor the dump's free text (caption, error, source, extra columns). Also the tables'
+``delta.dataSkippingStatsColumns``, so delta-rs (compaction, deletes) writes no other column's stats."""
+STATS_PROPERTY = "delta.dataSkippingStatsColumns"
+STATS_TABLES = ("images", "faces")
 
 
 def _pa():
@@ -151,9 +160,63 @@ def partition_dir(value: str | None) -> str:
     return f"{PARTITION}={safe}"
 
 
+def stats_columns(schema) -> list[str]:
+    """The STATS_COLUMNS a table's (pyarrow) schema has, in STATS_COLUMNS order."""
+    return [c for c in STATS_COLUMNS if c in schema.names]
+
+
+def _stat_value(value: Any, arrow_type) -> Any:
+    """A Parquet footer min/max (its raw physical value) as Delta's stats JSON writes it: timestamps as
+    ISO-8601 UTC truncated to milliseconds (Delta readers widen max by 1 ms), numbers and strings as is."""
+    pa = _pa()
+    if pa.types.is_timestamp(arrow_type):
+        per_ms = {"s": 1e-3, "ms": 1, "us": 1000, "ns": 1_000_000}[arrow_type.unit]
+        ms = int(value // per_ms) if per_ms >= 1 else int(value * 1000)
+        t = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=ms)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+def footer_stats(metadata, schema, columns: Iterable[str]) -> dict[str, Any]:
+    """Delta add-action stats (numRecords, minValues, maxValues, nullCount) of one written Parquet file,
+    from its footer (``pyarrow.parquet.FileMetaData``): no second pass over the data. A column whose
+    row groups lack min/max gets its nullCount only (all-null) or nothing (unknown: never skipped)."""
+    wanted = set(columns)
+    index = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in [n for n in schema.names if n in wanted and n in index]:
+        lo = hi = None
+        n_null, known, has_values = 0, True, False
+        for g in range(metadata.num_row_groups):
+            st = metadata.row_group(g).column(index[name]).statistics
+            if st is None or not st.has_null_count:
+                known = False
+                break
+            n_null += st.null_count
+            if st.has_min_max:
+                has_values = True
+                lo = st.min_raw if lo is None else min(lo, st.min_raw)
+                hi = st.max_raw if hi is None else max(hi, st.max_raw)
+            elif st.num_values:  # values but no min/max (e.g. too long): unknown
+                known = False
+                break
+        if not known:
+            continue
+        nulls[name] = n_null
+        if has_values:
+            arrow_type = schema.field(name).type
+            mins[name], maxs[name] = _stat_value(lo, arrow_type), _stat_value(hi, arrow_type)
+    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
 def write_part_files(table_uri: str, rows: list[dict[str, Any]], schema, run_id: str,
                      options: dict[str, str] | None) -> list[dict[str, Any]]:
-    """Write ``rows`` as one Parquet file per campaign under ``table_uri``; return their add-action metadata.
+    """Write ``rows`` as one Parquet file per campaign under ``table_uri``; return their add-action metadata,
+    with Delta statistics of the STATS_COLUMNS taken from each file's footer.
 
     Runs on executors (pyarrow + fsspec, no deltalake). The partition column is kept out of the files
     (Delta stores it in the log).
@@ -174,12 +237,14 @@ def write_part_files(table_uri: str, rows: list[dict[str, Any]], schema, run_id:
         full = f"{root.rstrip('/')}/{rel}"
         if not is_remote(table_uri):
             fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+        footers: list[Any] = []
         with fs.open(full, "wb") as f:
-            pq.write_table(sub, f, compression="snappy")
+            pq.write_table(sub, f, compression="snappy", metadata_collector=footers)
         size = fs.size(full)
+        stats = footer_stats(footers[0], data_schema, STATS_COLUMNS)
         out.append({"path": rel, "campaign_id": campaign, "size": int(size),
                     "modification_time": int(time.time() * 1000), "num_records": sub.num_rows,
-                    "stats": json.dumps({"numRecords": sub.num_rows})})
+                    "stats": json.dumps(stats)})
     return out
 
 
@@ -221,8 +286,22 @@ class Lake:
         from deltalake import DeltaTable
 
         if self.table(name) is None:
+            config = {STATS_PROPERTY: ",".join(stats_columns(schema))} if name in STATS_TABLES else None
             DeltaTable.create(self.uri(name), schema, mode="ignore", partition_by=partition_by,
-                              storage_options=self.options)
+                              storage_options=self.options, configuration=config)
+
+    def limit_stats_columns(self, name: str) -> bool:
+        """Give a table made before the property (an older lake) its ``delta.dataSkippingStatsColumns``, so
+        a rewrite by delta-rs (compaction, a delete) writes stats of STATS_COLUMNS only, not of image_id.
+        Returns whether it changed the table."""
+        dt = self.table(name) if name in STATS_TABLES else None
+        if dt is None:
+            return False
+        wanted = ",".join(stats_columns(_pa().schema(dt.schema())))
+        if dt.metadata().configuration.get(STATS_PROPERTY) == wanted:
+            return False
+        dt.alter.set_table_properties({STATS_PROPERTY: wanted})
+        return True
 
     @staticmethod
     def app_id(run_id: str) -> str:
@@ -288,14 +367,17 @@ class Lake:
         return deleted
 
     def append_run(self, row: dict[str, Any], run_id: str) -> bool:
+        return self.append_once("runs", _pa().Table.from_pylist([row], schema=runs_schema()), run_id)
+
+    def append_once(self, name: str, rows, run_id: str) -> bool:
+        """Append ``rows`` (pyarrow Table) to table ``name`` once per run (the run's app transaction);
+        False if this run had already appended them."""
         from deltalake import write_deltalake
 
-        if self.committed("runs", run_id):
+        if self.committed(name, run_id):
             return False
-        pa = _pa()
-        table = pa.Table.from_pylist([row], schema=runs_schema())
-        # schema_mode merge: a runs table written before a column existed gains it (older rows read null)
-        write_deltalake(self.uri("runs"), table, mode="append", storage_options=self.options,
+        # schema_mode merge: a table written before a column existed gains it (older rows read null)
+        write_deltalake(self.uri(name), rows, mode="append", storage_options=self.options,
                         commit_properties=self._txn(run_id), schema_mode="merge")
         return True
 
@@ -355,7 +437,9 @@ class Lake:
                 continue
             before = len(dt.file_uris())
             if not dry_run:
-                dt.optimize.compact()
+                if self.limit_stats_columns(name):
+                    dt = self.table(name)
+                dt.optimize.compact()  # the new files' stats: delta-rs's, of the STATS_PROPERTY columns
                 dt = self.table(name)
             vacuumed: list[str] = []
             if vacuum_hours is not None:
@@ -445,6 +529,7 @@ class Lake:
                         mode="append", storage_options=self.options)
         vacuumed = 0
         for name in ERASABLE:
+            self.limit_stats_columns(name)  # the rewritten files' stats must not list image ids
             table = self.table(name)
             if table is None:
                 continue

@@ -123,6 +123,7 @@ class ScoringContext:
     target_file_rows: int
     images_schema: Any  # pyarrow schema of the images table
     faces_schema: Any
+    progress: Any = None  # jobs.campaign.progress.ProgressReporter: live counts to the driver, or None
 
 
 def crop_shape(spec: Any) -> tuple[int, ...]:
@@ -200,9 +201,13 @@ def detect_faces(batches: Iterator[Any], ctx: ScoringContext, meta_columns: list
     det_version = pipe.detector.version
     grey = pipe.model.spec.channels == 1
     out_cols = meta_columns + [name for name, _ in DETECT_FIELDS]
+    n_detected = 0
     for pdf in batches:
         for start in range(0, len(pdf), ctx.detect_chunk):
             chunk = pdf.iloc[start:start + ctx.detect_chunk]
+            if ctx.progress is not None:  # detection is most of an image's time: count images as they reach it
+                ctx.progress.report(n_detected)
+                n_detected += len(chunk)
             payloads = _payloads(chunk, ctx)
             decoded = [p if isinstance(p, ImageError) else None for p in payloads]
             todo = [i for i, p in enumerate(payloads) if not isinstance(p, ImageError)]
@@ -374,6 +379,8 @@ def write_tables(batches: Iterator[Any], ctx: ScoringContext, progress: Any) -> 
     n_images = sum(counts[status] for status in IMAGE_STATUSES)  # not the faces' emotion/sentiment counts
     if progress is not None:
         progress.add(n_images)
+    if ctx.progress is not None:
+        ctx.progress.report(n_images, final=True)
     # The status counts ride on a metadata row of their own (path null) so the driver sums them.
     files.append({"table": "counts", "path": None, "campaign_id": None, "size": 0, "modification_time": 0,
                   "num_records": n_images, "stats": None, "counts": json.dumps(dict(counts))})
