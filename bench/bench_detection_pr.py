@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_gap import iou  # noqa: E402  (the one box IoU of the benchmarks)
 
 SIZES = [(640, 360), (1080, 1080), (1350, 1080), (1280, 720), (1080, 1350), (960, 720)]  # (h, w)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -50,16 +53,6 @@ def make_set(n: int, seed: int) -> tuple[list[np.ndarray], list[list[tuple[int, 
         images.append(img)
         truths.append(boxes)
     return images, truths
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 def curve(detections, truths, thresholds=THRESHOLDS) -> list[tuple[float, float, float]]:
