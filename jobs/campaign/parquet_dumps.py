@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from urllib.parse import unquote
 
 from jobs.campaign.config import InputConfig
+from jobs.campaign.inputs import InputError, filesystem
 
 __all__ = ["FilePlan", "plan_file", "partition_values", "read_dump", "output_fields", "check_posted_at_text",
            "TEXT_TYPES"]
@@ -117,8 +118,6 @@ def _find(names: list[str], wanted: str, where: str) -> str | None:
         return wanted
     hits = [n for n in names if n.lower() == wanted.lower()]
     if len(hits) > 1:
-        from jobs.campaign.inputs import InputError
-
         raise InputError(f"Parquet file {where}: columns {hits} all match {wanted!r} ignoring case; "
                          "name the right one exactly in input.columns")
     return hits[0] if hits else None
@@ -149,8 +148,6 @@ class FilePlan:
 
 
 def _refuse(where: str, column: str, our: str, t, fix: str):
-    from jobs.campaign.inputs import InputError
-
     return InputError(f"Parquet file {where}: column {column!r} (input.columns.{our}) has type {t}, {fix}")
 
 
@@ -197,13 +194,9 @@ def plan_file(arrow_schema, path: str, root: str, cfg: InputConfig, payload: str
         src = _find(names, configured, path)
         if src is None:
             if our in required:
-                from jobs.campaign.inputs import InputError
-
                 raise InputError(f"Parquet file {path} has no column {configured!r} (input.columns.{our}); "
                                  f"it has {names}. Map the right column in input.columns")
             if configured != our:  # renamed in the config, so it was expected
-                from jobs.campaign.inputs import InputError
-
                 raise InputError(f"Parquet file {path}: no column {configured!r} (input.columns.{our}); "
                                  f"columns are {names}")
             columns[our] = (None, "null")
@@ -231,8 +224,6 @@ def plan_file(arrow_schema, path: str, root: str, cfg: InputConfig, payload: str
     for extra in cfg.extra_columns:
         src = _find(names, extra, path)
         if src is None:
-            from jobs.campaign.inputs import InputError
-
             raise InputError(f"Parquet file {path} has no column {extra!r} (input.extra_columns); it has {names}")
         columns[extra] = (src, "keep")
     return FilePlan(columns, parts)
@@ -345,8 +336,6 @@ def open_parquet(path: str, options: dict[str, str] | None):
     """(file handle, ParquetFile); INT96 times read at microseconds (nanoseconds overflow after 2262)."""
     import pyarrow.parquet as pq
 
-    from jobs.campaign.inputs import filesystem
-
     fs, stripped = filesystem(path, options)
     fh = fs.open(stripped, "rb")
     return fh, pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
@@ -427,8 +416,6 @@ def check_posted_at_text(spark, files: list[str], plans: list[FilePlan], storage
     found = [r for r in _listing(spark, [(f, p.to_json()) for f, p in text_files]).mapInArrow(count, schema)
              .where("bad > 0").orderBy("file").collect()]
     if found:
-        from jobs.campaign.inputs import InputError
-
         first = found[0]
         total = sum(r["bad"] for r in found)
         raise InputError(
