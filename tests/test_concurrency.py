@@ -248,3 +248,25 @@ def test_overlapping_runs_on_s3(spark, tmp_path):  # noqa: F811
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.timeout(600)
+def test_a_run_that_gives_up_waiting_is_recorded_by_the_next_holder(spark, tmp_path):  # noqa: F811
+    from jobs.campaign.lease import LakeBusyError, LakeLease
+
+    info = make_dump(tmp_path / "gen", n_images=2, days=1, mode="bytes", bad=False, seed=24)
+    lake = str(tmp_path / "lake")
+    cfg = fast_config(info["dump"], lake, input={"extra_columns": []}, output={"lock_wait_s": 1.5})
+    other = LakeLease(lake, None, "a-long-backfill").hold(0)  # another holder, alive (it renews its lease)
+    with other:
+        with pytest.raises(LakeBusyError, match="held by run a-long-backfill"):
+            run_job_in_process(spark, cfg, run_id="impatient")
+    row = run_job_in_process(spark, cfg, run_id="next")
+    assert row["status"] == "succeeded"
+    runs = read_table(f"{lake}/runs").set_index("run_id")
+    assert runs.loc["impatient", "status"] == "gave_up_waiting" and runs.loc["impatient", "lock_wait_s"] >= 1.5
+    assert runs.loc["next", "status"] == "succeeded"
+    assert runs[["n_scored", "n_ok"]].loc["impatient"].isna().all()  # it scored nothing: null counts
+    assert not list((Path(lake) / "_job" / "gave_up").glob("*.json"))  # the note was consumed
