@@ -156,11 +156,7 @@ def read_parquet_files(
     columns = [f.name for f in schema.fields if not constants or f.name not in constants[0]]
     out_schema = StructType(list(schema.fields) + [StructField("_file", StringType())])
     rows = [(f, json.dumps(c)) for f, c in zip(files, constants or [{}] * len(files))]
-    n = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4))
-    listing = spark.createDataFrame(rows or [("", "{}")], "file string, constants string", verifySchema=False)
-    if not rows:
-        listing = listing.limit(0)
-    listing = listing.repartition(n)
+    listing = file_listing(spark, rows, "constants")
     names = [f.name for f in out_schema.fields]
     opts = dict(storage_options or {})
 
@@ -184,6 +180,16 @@ def read_parquet_files(
                         yield pd.DataFrame({c: [] for c in names})
 
     return listing.mapInPandas(read, out_schema)
+
+
+def file_listing(spark, rows: list[tuple[str, str]], second: str):
+    """One row (file, ``second``: a JSON string) per file, spread over up to 4x the default parallelism, so
+    executor-side readers get one task per file at most."""
+    n = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4))
+    listing = spark.createDataFrame(rows or [("", "{}")], f"file string, {second} string", verifySchema=False)
+    if not rows:
+        listing = listing.limit(0)
+    return listing.repartition(n)
 
 
 # ---------------------------------------------------------------- the standard input DataFrame

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from urllib.parse import unquote
 
 from jobs.campaign.config import InputConfig
-from jobs.campaign.inputs import InputError, filesystem
+from jobs.campaign.inputs import InputError, file_listing, filesystem
 
 __all__ = ["FilePlan", "plan_file", "partition_values", "read_dump", "output_fields", "check_posted_at_text",
            "TEXT_TYPES"]
@@ -350,7 +350,7 @@ def read_dump(spark, files: list[str], plans: list[FilePlan], fields, storage_op
     out_fields = list(fields) + [pa.field("_file", pa.string())]
     out_schema = pa.schema(out_fields)
     rows = [(f, p.to_json()) for f, p in zip(files, plans)]
-    listing = _listing(spark, rows)
+    listing = file_listing(spark, rows, "plan")
     opts = dict(storage_options or {})
 
     def read(batches: Iterator[Any]) -> Iterator[Any]:
@@ -366,15 +366,6 @@ def read_dump(spark, files: list[str], plans: list[FilePlan], fields, storage_op
                         yield from table.cast(out_schema).to_batches()
 
     return listing.mapInArrow(read, from_arrow_schema(out_schema))
-
-
-def _listing(spark, rows: list[tuple[str, str]]):
-    """One row per file, spread over up to 4x the default parallelism (one task per file at most)."""
-    n = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4))
-    listing = spark.createDataFrame(rows or [("", "{}")], "file string, plan string", verifySchema=False)
-    if not rows:
-        listing = listing.limit(0)
-    return listing.repartition(n)
 
 
 def check_posted_at_text(spark, files: list[str], plans: list[FilePlan], storage_options: dict[str, str] | None):
@@ -413,7 +404,8 @@ def check_posted_at_text(spark, files: list[str], plans: list[FilePlan], storage
 
     schema = "file string, bad long, row long, example string, type string"
     column_of = {f: p.columns["posted_at"][0] for f, p in text_files}
-    found = [r for r in _listing(spark, [(f, p.to_json()) for f, p in text_files]).mapInArrow(count, schema)
+    listing = file_listing(spark, [(f, p.to_json()) for f, p in text_files], "plan")
+    found = [r for r in listing.mapInArrow(count, schema)
              .where("bad > 0").orderBy("file").collect()]
     if found:
         first = found[0]
