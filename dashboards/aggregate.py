@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dashboards.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, Lake
+from fer_core.kpis import campaign_kpis, keep_current_model
+from fer_core.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, SCORED_STATUSES, SENTIMENTS
 
-SENTIMENTS: tuple[str, ...] = ("positive", "neutral", "negative")
-GOOD_STATUSES: tuple[str, ...] = ("ok", "no_face")
-"""Statuses of images that were decoded and looked at; every other status is a data problem."""
+from dashboards.tables import Lake
+
 MAX_FACES_BUCKET = 10
 DET_BIN = 0.02
 MISSING = "(missing)"
@@ -185,7 +185,7 @@ def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
     for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
                           ("model_version", ""), ("run_id", ""), ("platform", MISSING)):
         images = _fill(images, column, value)
-    images = _keep_latest_model(images)
+    images = keep_current_model(images)  # the campaign's current model, as in the campaigns table
     images = _mark_baseline(images)
 
     faces = lake.read("faces", FACE_COLUMNS, optional_table=True)
@@ -200,15 +200,6 @@ def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
                     ["campaign_id", "posted_at", "platform", "in_baseline"])
     faces = faces.filter(pc.is_valid(faces["campaign_id"]))  # faces of other model versions / unknown images
     return images, faces
-
-
-def _keep_latest_model(images: pa.Table) -> pa.Table:
-    if pc.count_distinct(images.column("model_version")).as_py() <= 1:
-        return images
-    versions = images.group_by(["campaign_id", "model_version"]).aggregate([("scored_at", "max")])
-    latest = top_k_per_group(versions, ["campaign_id"], "scored_at_max", 1, descending=True)
-    return images.join(latest.select(["campaign_id", "model_version"]),
-                       keys=["campaign_id", "model_version"], join_type="inner")
 
 
 def _mark_baseline(images: pa.Table) -> pa.Table:
@@ -241,41 +232,31 @@ def _mark_baseline(images: pa.Table) -> pa.Table:
 # ----------------------------------------------------------------------------- aggregates
 
 
+TILE_NAMES: dict[str, str] = {"n_images_with_faces": "n_with_faces", "share_neutral_sentiment": "share_neutral",
+                              "n_neutral_sentiment": "n_neutral",
+                              "first_posted_at": "first_posted", "last_posted_at": "last_posted"}
+"""fer_core.kpis columns -> the names the pages use (on a page, "neutral" is the sentiment)."""
+
+
 def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
-    status = images["status"]
-    img = pa.table({
-        "campaign_id": images["campaign_id"],
-        "one": pa.chunked_array([pa.array(np.ones(images.num_rows, dtype=np.int64))]),
-        "ok": _flag(pc.equal(status, "ok")),
-        "with_faces": _flag(pc.greater(images["n_faces"], 0)),
-        "bad": _flag(pc.invert(pc.is_in(status, pa.array(GOOD_STATUSES)))),
-        "undated": _flag(pc.is_null(images["posted_at"])),
-        "posted_at": images["posted_at"],
-    })
-    gi = img.group_by("campaign_id").aggregate([
-        ("one", "sum"), ("ok", "sum"), ("with_faces", "sum"), ("bad", "sum"), ("undated", "sum"),
-        ("posted_at", "min"), ("posted_at", "max")])
-    gi = _rename(gi, {"one_sum": "n_images", "ok_sum": "n_ok", "with_faces_sum": "n_with_faces",
-                      "bad_sum": "n_bad", "undated_sum": "n_undated", "posted_at_min": "first_posted",
-                      "posted_at_max": "last_posted"})
-    fc = pa.table({
-        "campaign_id": faces["campaign_id"],
-        "one": pa.chunked_array([pa.array(np.ones(faces.num_rows, dtype=np.int64))]),
-        **{s: _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
-        "valence": faces["valence"],
-        "valence_sq": pc.multiply(faces["valence"], faces["valence"]),
-    })
-    gf = fc.group_by("campaign_id").aggregate([("one", "sum"), *[(s, "sum") for s in SENTIMENTS],
-                                               ("valence", "mean"), ("valence_sq", "mean")])
-    gf = _rename(gf, {"one_sum": "n_faces", "valence_mean": "mean_valence", "valence_sq_mean": "mean_valence_sq",
-                      **{f"{s}_sum": f"n_{s}" for s in SENTIMENTS}})
-    table = gi.join(gf, "campaign_id", join_type="left outer")
-    for c in ("n_faces", *[f"n_{s}" for s in SENTIMENTS]):
-        table = _fill(table, c, 0)
-    table = table.append_column("share_with_faces", _ratio(table["n_with_faces"], table["n_images"]))
-    for s in SENTIMENTS:
-        table = table.append_column(f"share_{s}", _ratio(table[f"n_{s}"], table["n_faces"]))
-    return table.append_column("net_sentiment", pc.subtract(table["share_positive"], table["share_negative"]))
+    """The campaign KPIs of fer_core.kpis (the one definition; the campaigns table holds the same numbers)
+    under TILE_NAMES, plus what only the pages show: problem images (``n_bad``: not looked at), undated
+    images, the share of images with faces and the mean squared valence (for intervals)."""
+    kpi = campaign_kpis(images, faces)
+    kpi = kpi.select(["campaign_id", "n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_positive",
+                      "n_negative", "n_neutral_sentiment", "share_positive",
+                      "share_negative", "share_neutral_sentiment", "net_sentiment", "mean_valence",
+                      "first_posted_at", "last_posted_at"]).rename_columns(TILE_NAMES)
+    undated = pa.table({"campaign_id": images["campaign_id"], "undated": _flag(pc.is_null(images["posted_at"]))})
+    undated = _rename(undated.group_by("campaign_id").aggregate([("undated", "sum")]), {"undated_sum": "n_undated"})
+    squares = pa.table({"campaign_id": faces["campaign_id"],
+                        "valence_sq": pc.multiply(faces["valence"], faces["valence"])})
+    squares = _rename(squares.group_by("campaign_id").aggregate([("valence_sq", "mean")]),
+                      {"valence_sq_mean": "mean_valence_sq"})
+    table = kpi.join(undated, "campaign_id", join_type="left outer").join(squares, "campaign_id",
+                                                                           join_type="left outer")
+    table = table.append_column("n_bad", pc.subtract(table["n_images"], table["n_images_ok"]))
+    return table.append_column("share_with_faces", _ratio(table["n_with_faces"], table["n_images"]))
 
 
 KPI_FIELDS: tuple[str, ...] = ("n_images", "share_with_faces", "n_faces", "share_positive", "share_neutral",
@@ -438,7 +419,7 @@ def adjusted_mix(lake: Lake, images: pa.Table) -> pa.Table:
 
 def faces_per_image(images: pa.Table) -> pa.Table:
     """Histogram of faces per decoded image; the last bucket holds MAX_FACES_BUCKET or more."""
-    looked = images.filter(pc.is_in(images["status"], pa.array(GOOD_STATUSES)))
+    looked = images.filter(pc.is_in(images["status"], pa.array(SCORED_STATUSES)))
     bucket = pc.min_element_wise(pc.cast(looked["n_faces"], pa.int64()), MAX_FACES_BUCKET)
     return _count(pa.table({"campaign_id": looked["campaign_id"], "n_faces": bucket}),
                   ["campaign_id", "n_faces"], "n_images").sort_by([("campaign_id", "ascending"),

@@ -12,9 +12,9 @@ import json
 import math
 from typing import Any, Sequence
 
+from fer_core.labels import EMOTION_COLORS, EMOTIONS
+
 from dashboards.aggregate import DET_BIN, MAX_FACES_BUCKET, SENTIMENTS
-from dashboards.tables import EMOTIONS
-from fer_core.labels import EMOTION_COLORS  # noqa: F401 (the dashboards' emotion palette, re-exported)
 
 SENTIMENT_COLORS: dict[str, str] = {"positive": "#2a9d5c", "neutral": "#b7bec7", "negative": "#d1495b"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"

@@ -25,11 +25,14 @@ import pyarrow as pa
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from fer_core.labels import EMOTIONS
+from fer_core.tables import SCORED_STATUSES
+
 from dashboards import aggregate, figures
 from dashboards.aggregate import CHANGE_TESTED, NOISE_P, SENTIMENTS, split_by_campaign
 from dashboards.explain import ExplainError, Explainer
 from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, is_campaign_page_name, safe_name
-from dashboards.tables import EMOTIONS, DashboardError, Lake
+from dashboards.tables import DashboardError, Lake
 from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, ThumbnailError, blur_whole,
                                    chain_loaders, default_loader, load_rgb, make_thumbnail, save_jpeg)
 
@@ -497,7 +500,7 @@ def _quality(row: dict, counts: list[dict], examples: list[dict]) -> list[dict]:
         status = c["status"]
         out.append({"status": status, "label": STATUS_LABELS.get(status, status), "n": _fmt_int(c["n_images"]),
                     "share": _fmt_pct(c["n_images"] / row["n_images"] if row["n_images"] else None),
-                    "problem": status not in aggregate.GOOD_STATUSES, "examples": by_status.get(status, [])})
+                    "problem": status not in SCORED_STATUSES, "examples": by_status.get(status, [])})
     return out
 
 

@@ -13,47 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""FER2013 order; the ``p_<emotion>`` columns of images and faces follow it."""
-PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
-ADJUSTED_COLUMNS: tuple[str, ...] = tuple(f"adjusted_share_{e}" for e in EMOTIONS)
-"""campaigns: the mix corrected for the model's confusions (fer_core.quantify); absent in older lakes."""
-TABLE_NAMES: tuple[str, ...] = ("images", "faces", "campaigns", "runs")
+from fer_core.tables import ADJUSTED_COLUMNS, EMOTIONS, PROB_COLUMNS, SCHEMAS, TABLE_NAMES, read_types
 
-# Column types the dashboards expect. A column missing from an older table is filled
-# with nulls of this type (except the REQUIRED ones, whose absence is an error).
-COLUMN_TYPES: dict[str, dict[str, pa.DataType]] = {
-    "images": {
-        "image_id": pa.string(), "campaign_id": pa.string(), "posted_at": pa.timestamp("us", tz="UTC"),
-        "platform": pa.string(), "caption": pa.string(), "source": pa.string(), "status": pa.string(),
-        "error": pa.string(), "width": pa.int64(), "height": pa.int64(), "n_faces": pa.int64(),
-        "dominant_emotion": pa.string(), **{c: pa.float64() for c in PROB_COLUMNS},
-        "sentiment": pa.string(), "valence": pa.float64(), "model_version": pa.string(),
-        "detector_version": pa.string(), "run_id": pa.string(), "scored_at": pa.timestamp("us", tz="UTC"),
-    },
-    "faces": {
-        "image_id": pa.string(), "campaign_id": pa.string(), "face_index": pa.int64(),
-        "x": pa.float64(), "y": pa.float64(), "w": pa.float64(), "h": pa.float64(),
-        "det_score": pa.float64(), "landmarks": pa.list_(pa.float64()), "emotion": pa.string(),
-        **{c: pa.float64() for c in PROB_COLUMNS}, "sentiment": pa.string(), "valence": pa.float64(),
-        "model_version": pa.string(), "run_id": pa.string(),
-    },
-    "campaigns": {"campaign_id": pa.string(), "model_version": pa.string(),
-                  **{c: pa.float64() for c in ADJUSTED_COLUMNS}},
-    "runs": {
-        "run_id": pa.string(), "started_at": pa.timestamp("us", tz="UTC"),
-        "finished_at": pa.timestamp("us", tz="UTC"), "status": pa.string(), "input": pa.string(),
-        "n_input": pa.int64(), "n_scored": pa.int64(), "n_ok": pa.int64(), "n_faces": pa.int64(),
-        "images_per_s": pa.float64(), "model_version": pa.string(), "detector_version": pa.string(),
-        "config_hash": pa.string(), "spark_master": pa.string(),
-    },
-    "health": {
-        "run_id": pa.string(), "finished_at": pa.timestamp("us", tz="UTC"), "n_scored": pa.int64(),
-        "images_per_s": pa.float64(), "error_share": pa.float64(), "faces_per_image": pa.float64(),
-        "mean_det_score": pa.float64(), "lag_s": pa.float64(), "drift_checked": pa.bool_(), "drift": pa.bool_(),
-        "drift_reasons": pa.string(), "n_trailing": pa.int64(),
-    },
-}
+__all__ = ["EMOTIONS", "PROB_COLUMNS", "ADJUSTED_COLUMNS", "TABLE_NAMES", "COLUMN_TYPES", "REQUIRED", "Lake",
+           "DashboardError"]
+
+# The types the dashboards bring each column to: the table contract's (fer_core.tables), widened on
+# purpose (int32 counts read as int64, float32 as float64). A column missing from an older table is
+# filled with nulls of this type (except the REQUIRED ones, whose absence is an error).
+COLUMN_TYPES: dict[str, dict[str, pa.DataType]] = {name: read_types(name) for name in SCHEMAS}
 REQUIRED: dict[str, tuple[str, ...]] = {
     "images": ("image_id", "campaign_id", "status"),
     "faces": ("image_id", "campaign_id"),

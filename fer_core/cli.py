@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from fer_core.errors import SCORED_STATUSES
+
 EXIT_OK, EXIT_IMAGE_ERROR, EXIT_USAGE = 0, 1, 2
-SCORED_STATUSES = ("ok", "no_face")
 
 
 def build_parser() -> argparse.ArgumentParser:

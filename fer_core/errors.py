@@ -58,3 +58,6 @@ class UriRefusedError(FetchError):
 
 IMAGE_STATUSES: tuple[str, ...] = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
 """Every value the images table's ``status`` column can take."""
+
+SCORED_STATUSES: tuple[str, ...] = ("ok", "no_face")
+"""The statuses of images that were decoded and looked at; every other status is a data problem."""

@@ -34,10 +34,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fer_core.labels import EMOTIONS  # noqa: E402 (after the path set-up, so the script runs from anywhere)
+
 __all__ = ["FacePatch", "composite_faces", "builtin_face_patches", "fer_face_patches", "make_background",
            "write_dump", "huge_png_header", "main"]
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CAMPAIGNS = ("summer_sale", "eco_launch", "city_marathon")
 PLATFORMS = ("instagram", "x", "tiktok", "facebook")
 CAPTIONS = (

@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+from fer_core import tables
+from fer_core.labels import EMOTIONS
+
 WEIGHTS = np.array([-0.9, -0.8, -0.7, 1.0, -0.8, 0.3, 0.0])
 MODEL = "fer-mini-xception@25.10.3"
 DETECTOR = "retinaface@0.0.17"
@@ -187,30 +189,23 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
     return images, faces, inline, run_ids
 
 
+def _as_narrow_writer(schema: pa.Schema) -> pa.Schema:
+    """The contract's schema with float32 numbers, as some producers write them: the dashboards' reader
+    must widen them (fer_core.tables.read_widening)."""
+    def narrow(t: pa.DataType) -> pa.DataType:
+        if t == pa.float64():
+            return pa.float32()
+        if pa.types.is_list(t) and t.value_type == pa.float64():
+            return pa.list_(pa.float32())
+        return t
+
+    return pa.schema([pa.field(f.name, narrow(f.type)) for f in schema])
+
+
+IMAGES_SCHEMA = _as_narrow_writer(tables.images_schema())
+FACES_SCHEMA = _as_narrow_writer(tables.faces_schema())
+RUNS_SCHEMA = tables.runs_schema()
 TS = pa.timestamp("us", tz="UTC")
-IMAGES_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("campaign_id", pa.string()), ("posted_at", TS), ("platform", pa.string()),
-    ("caption", pa.string()), ("source", pa.string()), ("status", pa.string()), ("error", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("n_faces", pa.int32()), ("dominant_emotion", pa.string()),
-    *[(f"p_{e}", pa.float32()) for e in EMOTIONS], ("sentiment", pa.string()), ("valence", pa.float32()),
-    ("model_version", pa.string()), ("detector_version", pa.string()), ("run_id", pa.string()),
-    ("scored_at", TS),
-])
-FACES_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("campaign_id", pa.string()), ("face_index", pa.int32()),
-    ("x", pa.float32()), ("y", pa.float32()), ("w", pa.float32()), ("h", pa.float32()),
-    ("det_score", pa.float32()), ("landmarks", pa.list_(pa.float32())), ("emotion", pa.string()),
-    *[(f"p_{e}", pa.float32()) for e in EMOTIONS], ("sentiment", pa.string()), ("valence", pa.float32()),
-    ("model_version", pa.string()), ("run_id", pa.string()),
-])
-RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("started_at", TS), ("finished_at", TS), ("status", pa.string()),
-    ("input", pa.string()), ("n_input", pa.int64()), ("n_scored", pa.int64()), ("n_skipped", pa.int64()),
-    ("n_ok", pa.int64()), ("n_no_face", pa.int64()), ("n_decode_error", pa.int64()),
-    ("n_fetch_error", pa.int64()), ("n_too_large", pa.int64()), ("n_empty", pa.int64()),
-    ("n_faces", pa.int64()), ("images_per_s", pa.float64()), ("model_version", pa.string()),
-    ("detector_version", pa.string()), ("config_hash", pa.string()), ("spark_master", pa.string()),
-])
 
 
 def write_lake(root: Path | str, images: dict[str, list], faces: dict[str, list], run_ids: list[str],

@@ -1,0 +1,205 @@
+"""The table contract: the columns of every table the job writes, the statuses, and how one
+``ImageResult`` becomes rows.
+
+This is the one home of that contract. The job writes Parquet with these schemas
+(jobs/campaign/lake_files.py), the dashboards read with :func:`read_types` (the same schemas,
+widened on purpose, see :func:`read_widening`), and the tests build their lakes from them. It lives in
+``fer_core`` because it is where a scored image turns into data, and because both rooms above it
+(dashboards, jobs) may import it; it needs pyarrow only for the schemas, not for :func:`image_rows`.
+Nothing here knows Spark or Delta.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from fer_core.errors import IMAGE_STATUSES, SCORED_STATUSES
+from fer_core.labels import EMOTIONS
+from fer_core.sentiment import SENTIMENTS
+from fer_core.types import ImageResult
+
+__all__ = ["EMOTIONS", "SENTIMENTS", "STATUSES", "SCORED_STATUSES", "PROB_COLUMNS", "ADJUSTED_COLUMNS",
+           "TABLE_NAMES", "images_schema", "faces_schema", "campaigns_schema", "runs_schema", "erasures_schema",
+           "health_schema", "schema_of", "read_types", "read_widening", "image_rows", "face_landmarks"]
+
+STATUSES: tuple[str, ...] = IMAGE_STATUSES
+"""Every value of ``images.status`` (derived from fer_core.errors' typed errors)."""
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
+"""images and faces: one probability column per emotion, in EMOTIONS order."""
+ADJUSTED_COLUMNS: tuple[str, ...] = tuple(f"adjusted_share_{e}" for e in EMOTIONS)
+"""campaigns: the mix corrected for the model's confusions (fer_core.quantify); absent in older lakes."""
+TABLE_NAMES: tuple[str, ...] = ("images", "faces", "campaigns", "runs")
+"""The tables of every lake (``erasures`` and ``health`` exist once something wrote them)."""
+
+
+def _pa():
+    import pyarrow as pa
+
+    return pa
+
+
+def _ts():
+    return _pa().timestamp("us", tz="UTC")
+
+
+def _probs(prefix: str = "p_") -> list:
+    pa = _pa()
+    return [pa.field(f"{prefix}{e}", pa.float64()) for e in EMOTIONS]
+
+
+def images_schema(extras: Iterable[Any] = ()):
+    """images: one row per (image, model); the contract columns, then the configured extra columns."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("posted_at", _ts()),
+        pa.field("platform", pa.string()), pa.field("caption", pa.string()), pa.field("source", pa.string()),
+        pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()), pa.field("n_faces", pa.int32()), pa.field("dominant_emotion", pa.string()),
+        *_probs(), pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
+        pa.field("run_id", pa.string()), pa.field("scored_at", _ts()), *extras,
+    ])
+
+
+def faces_schema():
+    """faces: one row per detected face."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("face_index", pa.int32()),
+        pa.field("x", pa.float64()), pa.field("y", pa.float64()), pa.field("w", pa.float64()),
+        pa.field("h", pa.float64()), pa.field("det_score", pa.float64()),
+        pa.field("landmarks", pa.list_(pa.float64())), pa.field("emotion", pa.string()), *_probs(),
+        pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
+    ])
+
+
+def campaigns_schema():
+    """campaigns: one row per campaign (the KPIs of fer_core.kpis, recomputed by every run that touches it)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("campaign_id", pa.string()), pa.field("n_images", pa.int64()), pa.field("n_images_ok", pa.int64()),
+        pa.field("n_images_with_faces", pa.int64()), pa.field("n_faces", pa.int64()),
+        *[pa.field(f"share_{e}", pa.float64()) for e in EMOTIONS],
+        pa.field("share_positive", pa.float64()), pa.field("share_negative", pa.float64()),
+        pa.field("share_neutral_sentiment", pa.float64()), pa.field("net_sentiment", pa.float64()),
+        pa.field("mean_valence", pa.float64()), pa.field("first_posted_at", _ts()),
+        pa.field("last_posted_at", _ts()), pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
+        pa.field("updated_at", _ts()),
+        *[pa.field(c, pa.float64()) for c in ADJUSTED_COLUMNS],
+        pa.field("adjusted_share_positive", pa.float64()), pa.field("adjusted_share_negative", pa.float64()),
+        pa.field("adjusted_share_neutral_sentiment", pa.float64()), pa.field("adjusted_net_sentiment", pa.float64()),
+    ])
+
+
+def runs_schema():
+    """runs: one row per job run (also the runs that gave up waiting for the lake)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("run_id", pa.string()), pa.field("started_at", _ts()), pa.field("finished_at", _ts()),
+        pa.field("status", pa.string()), pa.field("input", pa.string()), pa.field("output", pa.string()),
+        pa.field("n_input", pa.int64()), pa.field("n_duplicates", pa.int64()), pa.field("n_scored", pa.int64()),
+        pa.field("n_skipped", pa.int64()), *[pa.field(f"n_{s}", pa.int64()) for s in STATUSES],
+        pa.field("n_faces", pa.int64()), pa.field("duration_s", pa.float64()), pa.field("images_per_s", pa.float64()),
+        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
+        pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
+        pa.field("lock_wait_s", pa.float64()),  # seconds it waited for the lake lease (null before leases)
+    ])
+
+
+def erasures_schema():
+    """erasures: one row per erased campaign or image (a tombstone the scoring job honours)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("erasure_id", pa.string()), pa.field("kind", pa.string()), pa.field("id", pa.string()),
+        pa.field("campaign_id", pa.string()), pa.field("reason", pa.string()), pa.field("erased_at", _ts()),
+    ])
+
+
+def health_schema():
+    """health: one row per committed run, its metrics and drift verdict (jobs/campaign/health.py)."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("run_id", pa.string()), pa.field("finished_at", _ts()), pa.field("n_scored", pa.int64()),
+        *[pa.field(f"n_{s}", pa.int64()) for s in STATUSES], pa.field("n_faces", pa.int64()),
+        pa.field("images_per_s", pa.float64()), pa.field("error_share", pa.float64()),
+        pa.field("faces_per_image", pa.float64()), pa.field("mean_det_score", pa.float64()),
+        *[pa.field(f"share_{e}", pa.float64()) for e in EMOTIONS],
+        pa.field("newest_posted_at", _ts()), pa.field("lag_s", pa.float64()),
+        pa.field("drift_checked", pa.bool_()), pa.field("drift", pa.bool_()), pa.field("drift_reasons", pa.string()),
+        pa.field("n_trailing", pa.int64()),
+    ])
+
+
+SCHEMAS: dict[str, Callable[[], Any]] = {
+    "images": images_schema, "faces": faces_schema, "campaigns": campaigns_schema, "runs": runs_schema,
+    "erasures": erasures_schema, "health": health_schema,
+}
+
+
+def schema_of(name: str):
+    """The pyarrow schema of table ``name`` (images without extra columns)."""
+    if name not in SCHEMAS:
+        raise KeyError(f"unknown table {name!r}; the tables are {sorted(SCHEMAS)}")
+    return SCHEMAS[name]()
+
+
+def read_widening() -> dict[Any, Any]:
+    """The one widening readers apply: narrower integers and floats are read as int64 / float64, so
+    sums and means never overflow or lose precision, whatever a producer wrote (a Spark job writes
+    int32 counts, another tool float32 probabilities)."""
+    pa = _pa()
+    return {pa.int8(): pa.int64(), pa.int16(): pa.int64(), pa.int32(): pa.int64(),
+            pa.float16(): pa.float64(), pa.float32(): pa.float64()}
+
+
+def read_types(name: str) -> dict[str, Any]:
+    """Column -> the type a reader (the dashboards) brings it to: the written type, widened."""
+    pa = _pa()
+    widen = read_widening()
+    out: dict[str, Any] = {}
+    for f in schema_of(name):
+        t = f.type
+        if pa.types.is_list(t) and t.value_type in widen:
+            t = pa.list_(widen[t.value_type])
+        out[f.name] = widen.get(t, t)
+    return out
+
+
+# ---------------------------------------------------------------- ImageResult -> rows
+
+
+def face_landmarks(landmarks: Any) -> list[float] | None:
+    """The 5 (x, y) landmarks as the faces table's flat list of 10, or None when unknown (NaN)."""
+    if landmarks is None:
+        return None
+    lm = np.asarray(landmarks, np.float64).reshape(-1)
+    return lm.tolist() if lm.size and np.isfinite(lm).all() else None
+
+
+def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: str, detector_version: str,
+               run_id: str, scored_at: Any, sentiment: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One scored image -> (its images row, its faces rows).
+
+    meta: the input row's columns that the images table keeps as they came (image_id, campaign_id,
+    posted_at, platform, caption, source and any configured extra column). sentiment: the
+    SentimentConfig that rates the image-level probabilities (fer_core.pipeline.image_summary).
+    """
+    from fer_core.pipeline import image_summary
+
+    image_id, campaign_id = meta.get("image_id"), meta.get("campaign_id")
+    faces = []
+    for k, fr in enumerate(result.faces):
+        x, y, w, h = (float(v) for v in fr.face.box)
+        faces.append({
+            "image_id": image_id, "campaign_id": campaign_id, "face_index": k, "x": x, "y": y, "w": w, "h": h,
+            "det_score": float(fr.face.score), "landmarks": face_landmarks(fr.face.landmarks),
+            "emotion": fr.emotion, **{c: float(p) for c, p in zip(PROB_COLUMNS, fr.probabilities)},
+            "sentiment": fr.sentiment, "valence": float(fr.valence), "model_version": model_version,
+            "run_id": run_id,
+        })
+    image = {**meta, "status": result.status, "error": result.error, "width": result.width,
+             "height": result.height, **image_summary(result, sentiment), "model_version": model_version,
+             "detector_version": detector_version, "run_id": run_id, "scored_at": scored_at}
+    return image, faces

@@ -1,0 +1,133 @@
+"""The table contract (fer_core/tables.py) and the one KPI implementation (fer_core/kpis.py)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fer_core import kpis, tables
+from fer_core.errors import IMAGE_STATUSES, SCORED_STATUSES
+from fer_core.labels import EMOTIONS
+from fer_core.sentiment import SentimentConfig, score_sentiment
+from fer_core.types import Face, FaceResult, ImageResult
+
+UTC = dt.timezone.utc
+
+
+@pytest.mark.parametrize("name", sorted(tables.SCHEMAS))
+def test_every_table_has_one_schema_and_widened_read_types(name) -> None:
+    schema = tables.schema_of(name)
+    assert len(set(schema.names)) == len(schema.names)
+    types = tables.read_types(name)
+    assert list(types) == schema.names
+    for field in schema:
+        want = types[field.name]
+        if pa.types.is_integer(field.type):
+            assert want == pa.int64()
+        elif pa.types.is_floating(field.type):
+            assert want == pa.float64()
+        elif pa.types.is_list(field.type):
+            assert want.value_type in (pa.float64(), pa.int64(), pa.string())
+        else:
+            assert want == field.type  # strings, timestamps, booleans: read as written
+
+
+def test_every_status_has_a_runs_and_health_column() -> None:
+    assert tables.STATUSES == IMAGE_STATUSES and set(SCORED_STATUSES) <= set(IMAGE_STATUSES)
+    for name in ("runs", "health"):
+        assert {f"n_{s}" for s in IMAGE_STATUSES} <= set(tables.schema_of(name).names)
+    for name in ("images", "faces"):
+        assert set(tables.PROB_COLUMNS) <= set(tables.schema_of(name).names)
+
+
+def test_dashboards_and_test_fixtures_derive_from_the_contract() -> None:
+    from dashboards.tables import COLUMN_TYPES
+    from tests import _dash_fixtures as fx
+
+    for name in tables.SCHEMAS:
+        assert COLUMN_TYPES[name] == tables.read_types(name)
+    assert fx.IMAGES_SCHEMA.names == tables.images_schema().names
+    assert fx.FACES_SCHEMA.names == tables.faces_schema().names
+    assert fx.RUNS_SCHEMA == tables.runs_schema()
+
+
+def test_image_rows_carry_every_contract_column_and_the_pipeline_numbers() -> None:
+    probs = np.array([[0.05, 0.05, 0.1, 0.6, 0.1, 0.05, 0.05], [0.5, 0.1, 0.1, 0.05, 0.15, 0.05, 0.05]], np.float32)
+    cfg = SentimentConfig()
+    valence, labels = score_sentiment(probs, cfg)
+    lm = np.arange(10, dtype=np.float32).reshape(5, 2)
+    faces = [Face(box=(10, 20, 100, 100), score=0.99, landmarks=lm), Face(box=(200, 20, 50, 50), score=0.91)]
+    result = ImageResult("ok", None, 640, 480, [
+        FaceResult(f, p, EMOTIONS[int(np.argmax(p))], s, float(v)) for f, p, s, v in zip(faces, probs, labels, valence)])
+    meta = {"image_id": "i1", "campaign_id": "c1", "posted_at": dt.datetime(2026, 1, 1, tzinfo=UTC),
+            "platform": "x", "caption": "hi", "source": "s3://b/k.jpg"}
+    now = dt.datetime(2026, 1, 2, tzinfo=UTC)
+    image, face_rows = tables.image_rows(result, meta, model_version="m@1", detector_version="d@1", run_id="r",
+                                         scored_at=now, sentiment=cfg)
+    assert list(image) == tables.images_schema().names  # no extra column configured: exactly the contract
+    assert [list(f) for f in face_rows] == [tables.faces_schema().names] * 2
+    pa.Table.from_pylist([image], schema=tables.images_schema())  # the types fit the schema
+    pa.Table.from_pylist(face_rows, schema=tables.faces_schema())
+    assert image["n_faces"] == 2 and image["status"] == "ok" and image["width"] == 640
+    area = np.array([100 * 100, 50 * 50], np.float64)
+    mean = area @ probs / area.sum()
+    assert [image[c] for c in tables.PROB_COLUMNS] == pytest.approx(mean.tolist(), abs=1e-6)
+    assert image["dominant_emotion"] == EMOTIONS[int(np.argmax(mean))]
+    assert face_rows[0]["landmarks"] == lm.reshape(-1).tolist() and face_rows[1]["landmarks"] is None  # NaN: unknown
+    assert [f["emotion"] for f in face_rows] == ["happy", "angry"]
+    assert [f["face_index"] for f in face_rows] == [0, 1]
+
+    bad, none = tables.image_rows(ImageResult("fetch_error", "could not read"), meta, model_version="m@1",
+                                  detector_version="d@1", run_id="r", scored_at=now)
+    assert none == [] and bad["status"] == "fetch_error" and bad["n_faces"] == 0 and bad["valence"] is None
+
+
+def _ts(day: int) -> dt.datetime:
+    return dt.datetime(2026, 3, day, tzinfo=UTC)
+
+
+def test_campaign_kpis_follow_the_documented_definitions() -> None:
+    images = pa.table({
+        "campaign_id": ["a", "a", "a", "a", "b", "a"],
+        "status": ["ok", "no_face", "decode_error", "ok", "fetch_error", "ok"],
+        "n_faces": pa.array([2, 0, 0, 1, 0, 3], pa.int32()),
+        "posted_at": [_ts(1), _ts(4), None, _ts(2), _ts(9), _ts(20)],
+        "model_version": ["v2", "v2", "v2", "v2", "v2", "v1"],  # the v1 row is older: not a's current model
+        "scored_at": [_ts(10), _ts(10), _ts(10), _ts(11), _ts(10), _ts(5)],
+    })
+    p = {c: [0.1, 0.3, 0.2, 0.9] for c in tables.PROB_COLUMNS}
+    faces = pa.table({"campaign_id": ["a", "a", "a", "a"], "emotion": ["happy", "sad", "happy", "angry"],
+                      "sentiment": ["positive", "negative", "positive", "negative"],
+                      "valence": [0.8, -0.4, 0.6, -0.9], "model_version": ["v2", "v2", "v2", "v1"], **p})
+    images, faces = kpis.keep_current_model(images, faces)
+    assert images.num_rows == 5 and faces.num_rows == 3
+    rows = {r["campaign_id"]: r for r in kpis.campaign_kpis(images, faces).to_pylist()}
+    a, b = rows["a"], rows["b"]
+    assert (a["n_images"], a["n_images_ok"], a["n_images_with_faces"], a["n_faces"]) == (4, 3, 2, 3)
+    assert a["share_happy"] == pytest.approx(2 / 3) and a["share_sad"] == pytest.approx(1 / 3) and a["share_angry"] == 0
+    assert a["share_positive"] == pytest.approx(2 / 3) and a["net_sentiment"] == pytest.approx(1 / 3)
+    assert a["mean_valence"] == pytest.approx((0.8 - 0.4 + 0.6) / 3)
+    assert a["mean_p_happy"] == pytest.approx(0.2)
+    assert (a["first_posted_at"], a["last_posted_at"]) == (_ts(1), _ts(4)) and a["model_version"] == "v2"
+    assert (b["n_images"], b["n_images_ok"], b["n_faces"], b["share_happy"], b["net_sentiment"]) == (1, 0, 0, None, None)
+    assert kpis.campaign_kpis(images, faces).schema == kpis.kpi_schema()
+
+
+def test_the_dashboards_tiles_are_the_kpis(tmp_path) -> None:
+    """The dashboards' KPI table carries fer_core.kpis' numbers (renamed for the tiles), not its own."""
+    from dashboards import aggregate
+    from dashboards.tables import Lake
+    from tests._dash_fixtures import make_sample_lake
+
+    sample = make_sample_lake(tmp_path)
+    images, faces = aggregate.load_current(Lake(str(sample.root)))
+    tiles = {r["campaign_id"]: r for r in aggregate.kpis(images, faces).to_pylist()}
+    for r in kpis.campaign_kpis(images, faces).to_pylist():
+        t = tiles[r["campaign_id"]]
+        assert t["n_images"] == r["n_images"] and t["n_bad"] == r["n_images"] - r["n_images_ok"]
+        assert t["n_with_faces"] == r["n_images_with_faces"] and t["n_faces"] == r["n_faces"]
+        for tile, kpi in (("share_positive", "share_positive"), ("share_neutral", "share_neutral_sentiment"),
+                          ("net_sentiment", "net_sentiment"), ("mean_valence", "mean_valence")):
+            assert t[tile] == pytest.approx(r[kpi], nan_ok=True) if r[kpi] is not None else t[tile] is None
