@@ -4,7 +4,7 @@
 
 A local HTTP server (its own process, so it does not share this one's GIL) answers every request after --latency-ms (an object store's or a CDN's time to first
 byte; S3 GETs typically take 20-100 ms) with a --kb JPEG-sized body. The job's own executor code
-(``jobs.campaign.scoring._payloads``, chunks of 16 rows as in a run) fetches --n URIs through fsspec's
+(``jobs.campaign.scoring.fetch_payloads``, chunks of 16 rows as in a run) fetches --n URIs through fsspec's
 HTTP filesystem with each thread count (one ranged GET per URI); prints URIs/s, the ratio to one thread and
 to the job's earlier fetch (``open`` + ``read``: a HEAD for the size, then the GET, one URI at a time), and
 whether every row got its own bytes back. Detection runs at ~10-15 images/s per core, so a fetch rate far above that takes
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from fer_core.fetch import UriPolicy
-    from jobs.campaign.scoring import ScoringContext, _payloads
+    from jobs.campaign.scoring import ScoringContext, fetch_payloads
 
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency-ms", str(args.latency_ms),
                              "--kb", str(args.kb)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = UriPolicy.for_dump(".", [base + "/"], allow_private_hosts=True)
         ctx = ScoringContext(pipeline_fn=None, storage_options={}, uri_policy=policy, max_fetch_bytes=64 << 20,
                              fetch_threads=threads,
-                             detect_chunk=chunk, run_id="bench", model_version="", sentiment=None, images_uri="",
+                             detect_chunk=chunk, run_id="bench", model_version="", images_uri="",
                              faces_uri="", lake_options={}, target_file_rows=1, images_schema=None,
                              faces_schema=None)
         uris = [f"{base}/t{threads}/img{i}.jpg" for i in range(args.n)]
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         for start in range(0, args.n, chunk):
             part = uris[start:start + chunk]
-            out = _payloads(pd.DataFrame({"image": [None] * len(part), "uri": part}), ctx)
+            out = fetch_payloads(pd.DataFrame({"image": [None] * len(part), "uri": part}), ctx)
             ok &= all(isinstance(b, bytes) and b == body_of(u.split(base, 1)[1], args.kb) for b, u in zip(out, part))
         rates[threads] = args.n / (time.perf_counter() - t0)
         ratio = rates[threads] / rates[min(rates)] if threads != min(rates) else 1.0

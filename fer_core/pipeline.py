@@ -156,10 +156,16 @@ class FacePipeline:
 
     # -- stages ------------------------------------------------------------
 
-    def decode(self, images: Sequence[bytes | None]) -> list[np.ndarray | ImageError]:
-        """Bytes -> RGB uint8 arrays; a problem becomes its typed ImageError in place (never raised)."""
+    def decode(self, images: Sequence[bytes | None | ImageError]) -> list[np.ndarray | ImageError]:
+        """Bytes -> RGB uint8 arrays; a problem becomes its typed ImageError in place (never raised).
+
+        An ImageError given in place of bytes (the caller could not read them: a fetch error, an
+        oversized cell) passes through unchanged, so every per-image status is decided here."""
         out: list[np.ndarray | ImageError] = []
         for data in images:
+            if isinstance(data, ImageError):
+                out.append(data)
+                continue
             try:
                 out.append(decode_image(data, max_pixels=self.max_pixels))
             except ImageError as e:
@@ -206,10 +212,13 @@ class FacePipeline:
                     out.append(DecodeError(f"face detection failed on this image: {type(e).__name__}: {e}"))
             return out
 
-    _detect_safe = detect_safe  # the name jobs/campaign/scoring.py first used
+    def score_images(self, images: Sequence[bytes | None | ImageError]) -> list[ImageResult]:
+        """Bytes (None: an empty cell; an ImageError: bytes that could not be read) per image -> one
+        ImageResult each, in order. Never raises for one bad image.
 
-    def score_images(self, images: Sequence[bytes | None]) -> list[ImageResult]:
-        """Bytes (or None) per image -> one ImageResult each, in order. Never raises for one bad image."""
+        The one place that orders decode -> detect -> align -> classify -> sentiment: the CLI, the
+        local page and the Spark job all score through it. All faces of the batch are classified in
+        one call."""
         decoded = self.decode(images)
         results: list[ImageResult] = []
         ok: list[int] = []

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="wait this long for the lake lease while a scoring run holds it (then exit 75)")
     args = p.parse_args(argv)
 
-    from jobs.campaign.inputs import InputError
+    from jobs.campaign.admin import AdminError, erase
     from jobs.campaign.lake import Lake
     from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, lake_lease
 
@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         # under the lake lease: a scoring run either committed before (its rows are deleted here) or
         # starts after (it reads the tombstone and never scores the erased ids)
         with lake_lease(lake, "erase", args.lock_wait_s, sys.stdout):
-            report = lake.erase(campaigns=args.campaign, images=args.image, reason=args.reason,
+            report = erase(lake, campaigns=args.campaign, images=args.image, reason=args.reason,
                                 vacuum=not args.keep_files, dry_run=args.dry_run)
     except LakeBusyError as e:
         print(f"erase: {e}", file=sys.stderr)
         return BUSY_EXIT_CODE
-    except InputError as e:
+    except AdminError as e:
         print(f"erase: {e}", file=sys.stderr)
         return 2
     verb = "would delete" if args.dry_run else "deleted"

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
               "scoring run still in progress could be deleted; pass a larger value", file=sys.stderr)
         return 2
 
-    from jobs.campaign.inputs import InputError
+    from jobs.campaign.admin import AdminError, maintain
     from jobs.campaign.lake import Lake
     from jobs.campaign.lease import BUSY_EXIT_CODE, LakeBusyError, lake_lease
 
@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # under the lake lease: no scoring run is between writing its files and committing them
         with lake_lease(lake, "maintain", args.lock_wait_s, sys.stdout):
-            report = lake.maintain(vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
+            report = maintain(lake, vacuum_hours=args.vacuum_hours, dry_run=args.dry_run)
     except LakeBusyError as e:
         print(f"maintain_lake: {e}", file=sys.stderr)
         return BUSY_EXIT_CODE
-    except InputError as e:
+    except AdminError as e:
         print(f"maintain_lake: {e}", file=sys.stderr)
         return 2
     if not report:

@@ -17,7 +17,9 @@ import pytest
 from fer_core.labels import EMOTIONS
 from jobs.campaign.config import job_config_from_dict
 from jobs.campaign.health import drift_check, prometheus_text, record_health
-from jobs.campaign.lake import Lake, faces_schema, images_schema, write_part_files
+from fer_core.tables import faces_schema, images_schema
+from jobs.campaign.lake import Lake
+from jobs.campaign.lake_files import write_part_files
 from tests._spark import REPO, fast_config, make_dump, read_table, submit, write_yaml
 
 UTC = dt.timezone.utc

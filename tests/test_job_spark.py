@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from tests._spark import (campaigns_comparable, fast_config, make_dump, read_table, run_job_in_process, spark,  # noqa: F401
@@ -53,6 +54,16 @@ def test_one_run_writes_every_row_once(one_shot, dump):
     probs = ok[[c for c in ok.columns if c.startswith("p_")]].sum(axis=1)
     assert ((probs - 1).abs() < 1e-4).all()
     assert faces.landmarks.isna().all()  # haar gives no landmarks
+    # every table as written is the contract's schema (fer_core.tables), the images table plus its extras
+    from deltalake import DeltaTable
+
+    from fer_core import tables
+
+    for name in ("images", "faces", "campaigns", "runs"):
+        written = pa.schema(DeltaTable(f"{lake}/{name}").schema())
+        contract = tables.schema_of(name)
+        assert [(f.name, f.type) for f in written][:len(contract)] == [(f.name, f.type) for f in contract], name
+        assert name == "images" or len(written) == len(contract), name
     # campaigns: recomputed from the tables
     camps = read_table(f"{lake}/campaigns")
     assert camps.n_images.sum() == n_unique and camps.n_faces.sum() == len(faces)
@@ -138,6 +149,7 @@ def test_dry_run_plans_without_writing(spark, one_shot, dump, tmp_path):  # noqa
 def test_erased_images_and_campaigns_are_never_scored_again(spark, dump, tmp_path):  # noqa: F811
     """After jobs/erase.py, rerunning the same dump skips what was erased, and the campaign that lost
     an image gets its campaigns row recomputed even though nothing new was scored."""
+    from jobs.campaign.admin import erase
     from jobs.campaign.lake import Lake
 
     lake = tmp_path / "lake"
@@ -149,7 +161,7 @@ def test_erased_images_and_campaigns_are_never_scored_again(spark, dump, tmp_pat
     its_campaign, emptied, gone_campaign = counts.index[0], counts.index[1], counts.index[-1]
     gone_image = ok[ok.campaign_id == its_campaign].image_id.iloc[0]
     emptied_images = list(images[images.campaign_id == emptied].image_id)  # erased one by one
-    Lake(str(lake)).erase(campaigns=[gone_campaign], images=[gone_image, *emptied_images], reason="test")
+    erase(Lake(str(lake)), campaigns=[gone_campaign], images=[gone_image, *emptied_images], reason="test")
 
     row = run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="after")
     n_gone = int(counts[gone_campaign]) + 1 + len(emptied_images)

@@ -126,7 +126,7 @@ def test_progress_line_and_summary():
 
 
 def test_partition_dir_is_safe():
-    from jobs.campaign.lake import partition_dir
+    from jobs.campaign.lake_files import partition_dir
 
     assert partition_dir("summer_sale") == "campaign_id=summer_sale"
     odd = partition_dir("a b/ü%")
@@ -152,7 +152,8 @@ def test_storage_option_translation():
 def test_write_part_files_one_file_per_campaign(tmp_path):
     import pyarrow.parquet as pq
 
-    from jobs.campaign.lake import faces_schema, write_part_files
+    from fer_core.tables import faces_schema
+    from jobs.campaign.lake_files import write_part_files
 
     row = {"image_id": "i", "face_index": 0, "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "det_score": 0.9,
            "landmarks": None, "emotion": "happy", **{f"p_{e}": 1 / 7 for e in
@@ -171,7 +172,8 @@ def test_campaigns_table_from_before_the_adjusted_columns_gains_them(tmp_path):
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    from jobs.campaign.lake import Lake, campaigns_schema
+    from fer_core.tables import campaigns_schema
+    from jobs.campaign.lake import Lake
 
     schema = campaigns_schema()
     old_schema = pa.schema([f for f in schema if not f.name.startswith("adjusted_")])
@@ -298,7 +300,7 @@ def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
     import pyarrow.parquet as pq
     from deltalake import DeltaTable, write_deltalake
 
-    from jobs.campaign.inputs import InputError
+    from jobs.campaign.admin import AdminError, erase, erased, stale_campaigns
     from jobs.campaign.lake import Lake
     from jobs.erase import main
 
@@ -316,7 +318,7 @@ def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
                                                            "updated_at": pa.array([long_ago] * 2, pa.timestamp("us", tz="UTC"))}))
     lake = Lake(str(tmp_path))
     versions = {t: lake.table(t).version() for t in ("images", "faces", "campaigns")}
-    plan = lake.erase(campaigns=["b"], images=["it's"], reason="test", dry_run=True)
+    plan = erase(lake, campaigns=["b"], images=["it's"], reason="test", dry_run=True)
     assert plan["deleted"] == {"images": 3, "faces": 3, "campaigns": 1} and plan["campaigns"] == ["a", "b"]
     assert {t: lake.table(t).version() for t in versions} == versions and lake.table("erasures") is None
 
@@ -335,14 +337,14 @@ def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
     tomb = DeltaTable(str(tmp_path / "erasures")).to_pyarrow_table().to_pylist()
     assert sorted((r["kind"], r["id"], r["campaign_id"], r["reason"]) for r in tomb) == [
         ("campaign", "b", "b", "subject request 17"), ("image", "it's", "a", "subject request 17")]
-    assert lake.erased() == ({"b"}, {"it's"})
-    assert lake.stale_campaigns() == {"a"}  # its campaigns row still counts the erased image
+    assert erased(lake) == ({"b"}, {"it's"})
+    assert stale_campaigns(lake) == {"a"}  # its campaigns row still counts the erased image
 
     assert main(["--lake", str(tmp_path), "--reason", "x"]) == 2  # nothing named
     assert "nothing to erase" in capsys.readouterr().err
     lake.write_manifest("run-x", {"run_id": "run-x"})
-    with pytest.raises(InputError, match="run-x"):
-        lake.erase(images=["a1"], reason="test")
+    with pytest.raises(AdminError, match="run-x"):
+        erase(lake, images=["a1"], reason="test")
 
 
 def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsys):
@@ -353,6 +355,7 @@ def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsy
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
+    from jobs.campaign.admin import maintain
     from jobs.campaign.lake import Lake
     from jobs.maintain_lake import main
 
@@ -372,7 +375,7 @@ def test_maintain_lake_compacts_vacuums_and_refuses_pending_runs(tmp_path, capsy
     assert "images: 12 -> 2 files" in capsys.readouterr().out
     assert sorted(DeltaTable(uri).to_pyarrow_table().column("image_id").to_pylist()) == rows
     assert parquet_on_disk() == 14  # old files stay until vacuumed (time travel)
-    report = Lake(str(tmp_path)).maintain(vacuum_hours=0)
+    report = maintain(Lake(str(tmp_path)), vacuum_hours=0)
     assert report["images"]["vacuumed"] == 12 and parquet_on_disk() == 2
     assert sorted(DeltaTable(uri).to_pyarrow_table().column("image_id").to_pylist()) == rows
 
@@ -404,7 +407,7 @@ def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> N
 
     from fer_core.errors import FetchError, ImageTooLargeError
     from fer_core.fetch import UriPolicy
-    from jobs.campaign.scoring import ScoringContext, _payloads
+    from jobs.campaign.scoring import ScoringContext, fetch_payloads
 
     files = []
     for i in range(12):
@@ -421,9 +424,9 @@ def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> N
     pdf = pd.DataFrame(rows, columns=["image", "uri"])
     ctx = ScoringContext(pipeline_fn=None, storage_options={}, uri_policy=UriPolicy.for_dump(str(tmp_path)),
                          max_fetch_bytes=400, fetch_threads=threads,
-                         detect_chunk=16, run_id="r", model_version="m", sentiment=None, images_uri="",
+                         detect_chunk=16, run_id="r", model_version="m", images_uri="",
                          faces_uri="", lake_options={}, target_file_rows=1, images_schema=None, faces_schema=None)
-    out = _payloads(pdf, ctx)
+    out = fetch_payloads(pdf, ctx)
     assert len(out) == 12
     for i, value in enumerate(out):
         if i == 3:

@@ -12,7 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from jobs.campaign.lake import STATS_COLUMNS, Lake, faces_schema, images_schema, write_part_files
+from fer_core.tables import faces_schema, images_schema
+from jobs.campaign.admin import maintain
+from jobs.campaign.lake import Lake
+from jobs.campaign.lake_files import STATS_COLUMNS, write_part_files
 
 UTC = dt.timezone.utc
 DAY0 = dt.datetime(2024, 6, 1, tzinfo=UTC)
@@ -107,7 +110,7 @@ def test_a_filtered_read_opens_only_the_files_that_can_match(lake):
 
 
 def test_compaction_keeps_the_stats_and_adds_none_of_image_id(lake):
-    report = lake.maintain()
+    report = maintain(lake)
     assert report["images"]["files_before"] == 6 and report["images"]["files_after"] == 2
     actions = add_actions(lake.uri("images"))
     for a in actions:
@@ -128,7 +131,7 @@ def test_an_older_lake_gets_the_property_before_compaction_writes_stats(tmp_path
     DeltaTable.create(lake.uri("faces"), faces_schema(), partition_by=["campaign_id"])
     for run in range(2):
         write_run(lake, run)
-    lake.maintain()
+    maintain(lake)
     config = DeltaTable(lake.uri("images")).metadata().configuration
     assert "image_id" not in config["delta.dataSkippingStatsColumns"].split(",")
     for a in add_actions(lake.uri("images")):

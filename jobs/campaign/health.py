@@ -17,6 +17,7 @@ import statistics
 from typing import Any, Iterable, TextIO
 
 from fer_core.labels import EMOTIONS
+from fer_core.tables import SCORED_STATUSES, STATUSES, health_schema
 
 __all__ = ["HEALTH_TABLE", "health_schema", "run_metrics", "drift_check", "prometheus_text", "record_health",
            "format_health", "DRIFT_EXIT"]
@@ -24,34 +25,13 @@ __all__ = ["HEALTH_TABLE", "health_schema", "run_metrics", "drift_check", "prome
 HEALTH_TABLE = "health"
 DRIFT_EXIT = 3
 """score_campaign's exit code for a run that drifted, with --fail-on-drift (2 is a config/input error)."""
-OK_STATUSES = ("ok", "no_face")  # decoded images; every other status is an error
 SCALARS = ("error_share", "faces_per_image", "mean_det_score")
-
-
-def health_schema():
-    import pyarrow as pa
-
-    from jobs.campaign.lake import STATUSES
-
-    ts = pa.timestamp("us", tz="UTC")
-    return pa.schema([
-        pa.field("run_id", pa.string()), pa.field("finished_at", ts), pa.field("n_scored", pa.int64()),
-        *[pa.field(f"n_{s}", pa.int64()) for s in STATUSES], pa.field("n_faces", pa.int64()),
-        pa.field("images_per_s", pa.float64()), pa.field("error_share", pa.float64()),
-        pa.field("faces_per_image", pa.float64()), pa.field("mean_det_score", pa.float64()),
-        *[pa.field(f"share_{e}", pa.float64()) for e in EMOTIONS],
-        pa.field("newest_posted_at", ts), pa.field("lag_s", pa.float64()),
-        pa.field("drift_checked", pa.bool_()), pa.field("drift", pa.bool_()), pa.field("drift_reasons", pa.string()),
-        pa.field("n_trailing", pa.int64()),
-    ])
 
 
 def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float) -> dict[str, Any]:
     """The run's metrics, from its committed images and faces rows."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
-
-    from jobs.campaign.lake import STATUSES
 
     def rows(name: str, columns: list[str]):
         table = lake.table(name)
@@ -68,7 +48,7 @@ def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float
             statuses[s.as_py()] = n.as_py()
         newest = pc.max(images["posted_at"]).as_py()
     n_scored = sum(statuses.values())
-    decoded = sum(statuses[s] for s in OK_STATUSES)
+    decoded = sum(statuses[s] for s in SCORED_STATUSES)
     n_faces = faces.num_rows if faces is not None else 0
     mix = {e: 0 for e in EMOTIONS}
     if n_faces:
@@ -142,8 +122,6 @@ def _prom_label(value: str) -> str:
 
 def prometheus_text(health: dict[str, Any], model_version: str) -> str:
     """The latest run's health as a Prometheus text exposition (gauges; node_exporter textfile format)."""
-    from jobs.campaign.lake import STATUSES
-
     lines: list[str] = []
 
     def gauge(name: str, help_text: str, samples: list[tuple[str, Any]]) -> None:

@@ -19,9 +19,9 @@ from fer_core.models.spec import ModelSpec
 from fer_core.sentiment import SENTIMENTS
 from jobs.campaign.config import JobConfig, config_hash
 
-__all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id", "FAIL_ENV"]
+__all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id"]
 
-FAIL_ENV = "SCORE_CAMPAIGN_FAIL_AT"
+FAIL_ENV = "SCORE_CAMPAIGN_FAIL_AT"  # crash-test hook of the recovery tests; not part of the product
 """Test hook: the driver exits (os._exit(3)) at this point of the commit protocol: after_write,
 after_manifest, after_faces_commit, after_images_commit, after_campaigns_commit."""
 
@@ -73,7 +73,8 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     guard = guard or (lambda: None)
     import pyarrow as pa
 
-    from jobs.campaign.lake import faces_schema, recompute_campaigns
+    from fer_core.tables import faces_schema
+    from jobs.campaign.campaigns import recompute_campaigns
 
     run_id = manifest["run_id"]
     files = manifest["files"]
@@ -172,7 +173,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
 
     from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import dedupe
-    from jobs.campaign.lake import STATUSES, faces_schema, images_schema
+    from fer_core.tables import STATUSES, faces_schema, images_schema
+    from jobs.campaign.admin import erased, stale_campaigns
     from jobs.campaign.progress import Progress, format_summary
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
 
@@ -184,7 +186,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
     n_input = df.count()
-    erased_campaigns, erased_images = lake.erased()
+    erased_campaigns, erased_images = erased(lake)
     n_erased = 0
     if erased_campaigns or erased_images:  # erased on request (jobs/erase.py): never scored again
         if erased_campaigns:  # (a null campaign_id is no erased campaign: keep it)
@@ -239,7 +241,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             max_fetch_bytes=cfg.input.max_fetch_bytes,
             fetch_threads=cfg.input.fetch_threads,
             detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
-            sentiment=cfg.sentiment, images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
+            images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
             images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
         )
@@ -272,7 +274,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
         "sentiment_groups": cfg.sentiment.groups,
         # campaigns with new rows, and those an image erasure left stale since their last recompute
-        "campaigns": sorted({f["campaign_id"] for f in files["images"]} | lake.stale_campaigns()),
+        "campaigns": sorted({f["campaign_id"] for f in files["images"]} | stale_campaigns(lake)),
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
     }
     lake.ensure("images", img_schema, ["campaign_id"])

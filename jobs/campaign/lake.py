@@ -1,8 +1,9 @@
-"""The Delta lake: table schemas, executor-side Parquet files, driver-side commits, campaign recompute.
+"""The Delta lake's commit protocol: the driver commits what the executors wrote, exactly once.
 
 Exactly-once protocol (one run = one run_id):
-1. Executors write Parquet files into the table folders (``write_part_files``, pyarrow + fsspec).
-   Files of failed or killed attempts are never referenced, so they are invisible (VACUUM removes them).
+1. Executors write Parquet files into the table folders (``lake_files.write_part_files``, pyarrow +
+   fsspec). Files of failed or killed attempts are never referenced, so they are invisible (VACUUM
+   removes them).
 2. The driver writes a manifest ``<lake>/_job/pending/<run_id>.json`` (the add actions of every table,
    the affected campaigns and the runs row) in one atomic put.
 3. It commits faces, images (``create_write_transaction`` + AddAction), then the campaign MERGE, then
@@ -12,127 +13,32 @@ Exactly-once protocol (one run = one run_id):
    2 and 3 is completed by the next one: no lost row, no duplicate (incremental skipping happens
    after recovery).
 
-deltalake is imported lazily, only in driver functions: never in a process that Spark forks.
+The tables' schemas are fer_core.tables'; erasure and maintenance are in admin.py, the campaign
+recompute in campaigns.py. deltalake is imported lazily, only in driver functions: never in a
+process that Spark forks.
 """
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
-import re
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from fer_core.labels import EMOTIONS
+from fer_core.tables import campaigns_schema, runs_schema
 
 from jobs.campaign.inputs import filesystem, is_remote, read_parquet_files
+from jobs.campaign.lake_files import PARTITION, STATS_PROPERTY, STATS_TABLES, stats_columns
 
-__all__ = ["Lake", "images_schema", "FACES_SCHEMA", "CAMPAIGNS_SCHEMA", "RUNS_SCHEMA", "write_part_files",
-           "STATUSES", "APP_PREFIX", "STATS_COLUMNS", "footer_stats"]
+__all__ = ["Lake", "APP_PREFIX", "TABLES", "delta_options", "in_predicates"]
 
-STATUSES = ("ok", "no_face", "decode_error", "fetch_error", "too_large", "empty")
 APP_PREFIX = "score_campaign:"
-PARTITION = "campaign_id"
 TABLES = ("images", "faces", "campaigns", "runs")
-ERASABLE = ("images", "faces", "campaigns")
-STATS_COLUMNS = ("posted_at", "scored_at", "run_id", "status", "platform", "model_version", "detector_version",
-                 "width", "height", "n_faces", "face_index", "det_score", "dominant_emotion", "emotion", "sentiment",
-                 "valence", *(f"p_{e}" for e in EMOTIONS))
-"""Columns of the images and faces files whose min/max/nullCount go into the Delta log, so readers skip
-files (by posted_at, run_id, status ...). Never image_id: an erased image's id would stay in the log's
-history; nor the dump's free text (caption, error, source, extra columns). Also the tables'
-``delta.dataSkippingStatsColumns``, so delta-rs (compaction, deletes) writes no other column's stats."""
-STATS_PROPERTY = "delta.dataSkippingStatsColumns"
-STATS_TABLES = ("images", "faces")
 
 
 def _pa():
     import pyarrow as pa
 
     return pa
-
-
-def _ts():
-    return _pa().timestamp("us", tz="UTC")
-
-
-def _probs() -> list:
-    pa = _pa()
-    return [pa.field(f"p_{e}", pa.float64()) for e in EMOTIONS]
-
-
-def images_schema(extras: Iterable[Any] = ()):
-    """images table: the contract columns, then the configured extra columns (pyarrow fields)."""
-    pa = _pa()
-    return pa.schema([
-        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("posted_at", _ts()),
-        pa.field("platform", pa.string()), pa.field("caption", pa.string()), pa.field("source", pa.string()),
-        pa.field("status", pa.string()), pa.field("error", pa.string()), pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()), pa.field("n_faces", pa.int32()), pa.field("dominant_emotion", pa.string()),
-        *_probs(), pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
-        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
-        pa.field("run_id", pa.string()), pa.field("scored_at", _ts()), *extras,
-    ])
-
-
-def faces_schema():
-    pa = _pa()
-    return pa.schema([
-        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("face_index", pa.int32()),
-        pa.field("x", pa.float64()), pa.field("y", pa.float64()), pa.field("w", pa.float64()),
-        pa.field("h", pa.float64()), pa.field("det_score", pa.float64()),
-        pa.field("landmarks", pa.list_(pa.float64())), pa.field("emotion", pa.string()), *_probs(),
-        pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
-        pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
-    ])
-
-
-def campaigns_schema():
-    pa = _pa()
-    return pa.schema([
-        pa.field("campaign_id", pa.string()), pa.field("n_images", pa.int64()), pa.field("n_images_ok", pa.int64()),
-        pa.field("n_images_with_faces", pa.int64()), pa.field("n_faces", pa.int64()),
-        *[pa.field(f"share_{e}", pa.float64()) for e in EMOTIONS],
-        pa.field("share_positive", pa.float64()), pa.field("share_negative", pa.float64()),
-        pa.field("share_neutral_sentiment", pa.float64()), pa.field("net_sentiment", pa.float64()),
-        pa.field("mean_valence", pa.float64()), pa.field("first_posted_at", _ts()),
-        pa.field("last_posted_at", _ts()), pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
-        pa.field("updated_at", _ts()),
-        # the mix corrected for the model's confusions (fer_core.quantify); null when the model has no profile
-        *[pa.field(f"adjusted_share_{e}", pa.float64()) for e in EMOTIONS],
-        pa.field("adjusted_share_positive", pa.float64()), pa.field("adjusted_share_negative", pa.float64()),
-        pa.field("adjusted_share_neutral_sentiment", pa.float64()), pa.field("adjusted_net_sentiment", pa.float64()),
-    ])
-
-
-def runs_schema():
-    pa = _pa()
-    return pa.schema([
-        pa.field("run_id", pa.string()), pa.field("started_at", _ts()), pa.field("finished_at", _ts()),
-        pa.field("status", pa.string()), pa.field("input", pa.string()), pa.field("output", pa.string()),
-        pa.field("n_input", pa.int64()), pa.field("n_duplicates", pa.int64()), pa.field("n_scored", pa.int64()),
-        pa.field("n_skipped", pa.int64()), *[pa.field(f"n_{s}", pa.int64()) for s in STATUSES],
-        pa.field("n_faces", pa.int64()), pa.field("duration_s", pa.float64()), pa.field("images_per_s", pa.float64()),
-        pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
-        pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
-        pa.field("lock_wait_s", pa.float64()),  # seconds it waited for the lake lease (null before leases)
-    ])
-
-
-def erasures_schema():
-    """erasures: one row per erased campaign or image (a tombstone the scoring job honours)."""
-    pa = _pa()
-    return pa.schema([
-        pa.field("erasure_id", pa.string()), pa.field("kind", pa.string()), pa.field("id", pa.string()),
-        pa.field("campaign_id", pa.string()), pa.field("reason", pa.string()), pa.field("erased_at", _ts()),
-    ])
-
-
-FACES_SCHEMA = faces_schema
-CAMPAIGNS_SCHEMA = campaigns_schema
-RUNS_SCHEMA = runs_schema
 
 
 def delta_options(options: dict[str, str] | None) -> dict[str, str] | None:
@@ -143,108 +49,6 @@ def delta_options(options: dict[str, str] | None) -> dict[str, str] | None:
     endpoint = out.get("AWS_ENDPOINT_URL", "")
     if endpoint.startswith("http://"):
         out.setdefault("AWS_ALLOW_HTTP", "true")
-    return out
-
-
-# ---------------------------------------------------------------- executor side: Parquet files
-
-
-def partition_dir(value: str | None) -> str:
-    """Folder of one campaign: ``campaign_id=<value>``; characters outside [A-Za-z0-9_.-] are replaced
-    and a short hash added, so the relative path needs no URI escaping (the log holds the real value)."""
-    if value is None:
-        return f"{PARTITION}=__HIVE_DEFAULT_PARTITION__"
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:80]
-    if safe != value:
-        safe += "-" + hashlib.sha1(value.encode()).hexdigest()[:8]
-    return f"{PARTITION}={safe}"
-
-
-def stats_columns(schema) -> list[str]:
-    """The STATS_COLUMNS a table's (pyarrow) schema has, in STATS_COLUMNS order."""
-    return [c for c in STATS_COLUMNS if c in schema.names]
-
-
-def _stat_value(value: Any, arrow_type) -> Any:
-    """A Parquet footer min/max (its raw physical value) as Delta's stats JSON writes it: timestamps as
-    ISO-8601 UTC truncated to milliseconds (Delta readers widen max by 1 ms), numbers and strings as is."""
-    pa = _pa()
-    if pa.types.is_timestamp(arrow_type):
-        per_ms = {"s": 1e-3, "ms": 1, "us": 1000, "ns": 1_000_000}[arrow_type.unit]
-        ms = int(value // per_ms) if per_ms >= 1 else int(value * 1000)
-        t = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=ms)
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return value
-
-
-def footer_stats(metadata, schema, columns: Iterable[str]) -> dict[str, Any]:
-    """Delta add-action stats (numRecords, minValues, maxValues, nullCount) of one written Parquet file,
-    from its footer (``pyarrow.parquet.FileMetaData``): no second pass over the data. A column whose
-    row groups lack min/max gets its nullCount only (all-null) or nothing (unknown: never skipped)."""
-    wanted = set(columns)
-    index = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for name in [n for n in schema.names if n in wanted and n in index]:
-        lo = hi = None
-        n_null, known, has_values = 0, True, False
-        for g in range(metadata.num_row_groups):
-            st = metadata.row_group(g).column(index[name]).statistics
-            if st is None or not st.has_null_count:
-                known = False
-                break
-            n_null += st.null_count
-            if st.has_min_max:
-                has_values = True
-                lo = st.min_raw if lo is None else min(lo, st.min_raw)
-                hi = st.max_raw if hi is None else max(hi, st.max_raw)
-            elif st.num_values:  # values but no min/max (e.g. too long): unknown
-                known = False
-                break
-        if not known:
-            continue
-        nulls[name] = n_null
-        if has_values:
-            arrow_type = schema.field(name).type
-            mins[name], maxs[name] = _stat_value(lo, arrow_type), _stat_value(hi, arrow_type)
-    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
-
-
-def write_part_files(table_uri: str, rows: list[dict[str, Any]], schema, run_id: str,
-                     options: dict[str, str] | None) -> list[dict[str, Any]]:
-    """Write ``rows`` as one Parquet file per campaign under ``table_uri``; return their add-action metadata,
-    with Delta statistics of the STATS_COLUMNS taken from each file's footer.
-
-    Runs on executors (pyarrow + fsspec, no deltalake). The partition column is kept out of the files
-    (Delta stores it in the log).
-    """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    df = pd.DataFrame(rows)
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    fs, root = filesystem(table_uri, options)
-    out: list[dict[str, Any]] = []
-    data_schema = schema.remove(schema.get_field_index(PARTITION))
-    for campaign in sorted(df[PARTITION].dropna().unique().tolist()) + ([None] if df[PARTITION].isna().any() else []):
-        mask = (df[PARTITION] == campaign).to_numpy() if campaign is not None else df[PARTITION].isna().to_numpy()
-        sub = table.filter(pa.array(mask)).drop_columns([PARTITION]).cast(data_schema)
-        rel = f"{partition_dir(campaign)}/part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
-        full = f"{root.rstrip('/')}/{rel}"
-        if not is_remote(table_uri):
-            fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-        footers: list[Any] = []
-        with fs.open(full, "wb") as f:
-            pq.write_table(sub, f, compression="snappy", metadata_collector=footers)
-        size = fs.size(full)
-        stats = footer_stats(footers[0], data_schema, STATS_COLUMNS)
-        out.append({"path": rel, "campaign_id": campaign, "size": int(size),
-                    "modification_time": int(time.time() * 1000), "num_records": sub.num_rows,
-                    "stats": json.dumps(stats)})
     return out
 
 
@@ -348,7 +152,7 @@ class Lake:
         campaigns = sorted(campaigns)
         if dt is None or not campaigns:
             return 0
-        return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in _in_predicates("campaign_id", campaigns))
+        return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in in_predicates("campaign_id", campaigns))
 
     def drop_superseded_fetch_errors(self, image_ids: list[str], model_version: str, run_id: str) -> int:
         """Delete the earlier fetch_error rows of images this run fetched again (its own rows stay).
@@ -360,7 +164,7 @@ class Lake:
         if not image_ids or dt is None:
             return 0
         deleted = 0
-        for ids in _in_predicates("image_id", image_ids):
+        for ids in in_predicates("image_id", image_ids):
             predicate = (f"status = 'fetch_error' AND model_version = {_sql_literal(model_version)} "
                          f"AND run_id <> {_sql_literal(run_id)} AND {ids}")
             deleted += int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
@@ -413,137 +217,6 @@ class Lake:
             fs.rm_file(path)
             n += 1
         return n
-
-    # -- maintenance
-    def maintain(self, *, vacuum_hours: int | None = None, dry_run: bool = False,
-                 tables: Iterable[str] = TABLES) -> dict[str, dict[str, Any]]:
-        """Compact each table's small files (one run = one file per campaign, so hourly runs pile
-        them up), then VACUUM files unreferenced for more than ``vacuum_hours`` (None: no vacuum).
-
-        Refuses while a run's manifest is pending: its Parquet files are not committed yet, and a
-        vacuum would delete what the next run's recovery commits. Run it under the job's lock.
-        Returns per table: files before/after, and the files vacuumed (or that would be, if dry_run).
-        """
-        from jobs.campaign.inputs import InputError
-
-        pending = [m["run_id"] for m in self.pending_manifests()]
-        if pending:
-            raise InputError(f"runs {pending} have uncommitted files under {self.root}; run the scoring job once "
-                             "(it completes them) before maintaining the lake")
-        report: dict[str, dict[str, Any]] = {}
-        for name in tables:
-            dt = self.table(name)
-            if dt is None:
-                continue
-            before = len(dt.file_uris())
-            if not dry_run:
-                if self.limit_stats_columns(name):
-                    dt = self.table(name)
-                dt.optimize.compact()  # the new files' stats: delta-rs's, of the STATS_PROPERTY columns
-                dt = self.table(name)
-            vacuumed: list[str] = []
-            if vacuum_hours is not None:
-                # the caller's retention is the contract (jobs/maintain_lake.py asks for >= 24 h)
-                vacuumed = dt.vacuum(retention_hours=int(vacuum_hours), dry_run=dry_run,
-                                     enforce_retention_duration=False)
-            report[name] = {"files_before": before, "files_after": len(self.table(name).file_uris()),
-                            "vacuumed": len(vacuumed), "version": self.table(name).version()}
-        return report
-
-    # -- erasure (a person's or a campaign's faces removed on request)
-    def erased(self) -> tuple[set[str], set[str]]:
-        """(erased campaign ids, erased image ids): the scoring job never scores these again."""
-        dt = self.table("erasures")
-        if dt is None:
-            return set(), set()
-        rows = dt.to_pyarrow_table(columns=["kind", "id"]).to_pylist()
-        return ({r["id"] for r in rows if r["kind"] == "campaign"}, {r["id"] for r in rows if r["kind"] == "image"})
-
-    def stale_campaigns(self) -> set[str]:
-        """Campaigns that lost images to an erasure after their campaigns row was computed; the next
-        scoring run recomputes them."""
-        erasures, campaigns = self.table("erasures"), self.table("campaigns")
-        if erasures is None or campaigns is None:
-            return set()
-        latest: dict[str, Any] = {}
-        for r in erasures.to_pyarrow_table(columns=["kind", "campaign_id", "erased_at"]).to_pylist():
-            if r["kind"] == "image" and r["campaign_id"] is not None:
-                latest[r["campaign_id"]] = max(latest.get(r["campaign_id"], r["erased_at"]), r["erased_at"])
-        updated = {r["campaign_id"]: r["updated_at"]
-                   for r in campaigns.to_pyarrow_table(columns=["campaign_id", "updated_at"]).to_pylist()}
-        return {c for c, t in latest.items() if c in updated and (updated[c] is None or updated[c] < t)}
-
-    def erase(self, *, campaigns: Iterable[str] = (), images: Iterable[str] = (), reason: str,
-              vacuum: bool = True, dry_run: bool = False) -> dict[str, Any]:
-        """Delete every row of these campaigns / images from images, faces and campaigns, and record a
-        tombstone in ``erasures`` first, so no later run scores them again (the dump may still hold them).
-
-        vacuum: then VACUUM those tables with zero retention, so the deleted rows' files are gone from
-        storage too (time travel to before the erasure stops working). Run it under the scoring job's
-        lock: a run writing files meanwhile would lose them. An image erasure leaves its campaign's
-        campaigns row stale until the next scoring run recomputes it. Refused while a run is pending.
-        Returns rows deleted per table, the affected campaigns and files vacuumed.
-        """
-        import pyarrow.compute as pc
-        from deltalake import DeltaTable, write_deltalake
-
-        from jobs.campaign.inputs import InputError
-
-        campaigns, images = sorted(set(campaigns)), sorted(set(images))
-        if not campaigns and not images:
-            raise InputError("nothing to erase: name at least one campaign or image id")
-        if not reason.strip():
-            raise InputError("give a reason for the erasure (it is kept in the erasures table as the record)")
-        pending = [m["run_id"] for m in self.pending_manifests()]
-        if pending:
-            raise InputError(f"runs {pending} have uncommitted files under {self.root}; run the scoring job once "
-                             "(it completes them) before erasing")
-        image_campaign: dict[str, str | None] = {i: None for i in images}
-        counts: dict[str, int] = {}
-        images_dt = self.table("images")
-        if images_dt is not None and images:
-            found = images_dt.to_pyarrow_dataset().to_table(
-                columns=["image_id", "campaign_id"], filter=pc.field("image_id").isin(images))
-            image_campaign.update(zip(found["image_id"].to_pylist(), found["campaign_id"].to_pylist()))
-        affected = sorted(set(campaigns) | {c for c in image_campaign.values() if c is not None})
-        if dry_run:
-            for name in ERASABLE:
-                dt = self.table(name)
-                if dt is None:
-                    continue
-                present = set(_pa().schema(dt.schema()).names)
-                table = dt.to_pyarrow_table(columns=[c for c in ("campaign_id", "image_id") if c in present])
-                mask = pc.is_in(table["campaign_id"], _pa().array(campaigns, _pa().string()))
-                if images and "image_id" in present:
-                    mask = pc.or_(mask, pc.is_in(table["image_id"], _pa().array(images, _pa().string())))
-                counts[name] = int(pc.sum(pc.cast(mask, "int64")).as_py() or 0)
-            return {"deleted": counts, "campaigns": affected, "vacuumed": 0, "dry_run": True}
-        pa = _pa()
-        now = datetime.datetime.now(datetime.timezone.utc)
-        erasure_id = uuid.uuid4().hex[:12]
-        tombstones = [{"erasure_id": erasure_id, "kind": "campaign", "id": c, "campaign_id": c, "reason": reason,
-                       "erased_at": now} for c in campaigns]
-        tombstones += [{"erasure_id": erasure_id, "kind": "image", "id": i, "campaign_id": c, "reason": reason,
-                        "erased_at": now} for i, c in image_campaign.items()]
-        write_deltalake(self.uri("erasures"), pa.Table.from_pylist(tombstones, schema=erasures_schema()),
-                        mode="append", storage_options=self.options)
-        vacuumed = 0
-        for name in ERASABLE:
-            self.limit_stats_columns(name)  # the rewritten files' stats must not list image ids
-            table = self.table(name)
-            if table is None:
-                continue
-            predicates = _in_predicates("campaign_id", campaigns)
-            if name != "campaigns":  # the campaigns table has no image rows
-                predicates += _in_predicates("image_id", images)
-            if not predicates:
-                continue
-            counts[name] = sum(int(table.delete(p).get("num_deleted_rows", 0) or 0) for p in predicates)
-            if vacuum:
-                vacuumed += len(DeltaTable(self.uri(name), storage_options=self.options).vacuum(
-                    retention_hours=0, dry_run=False, enforce_retention_duration=False))
-        return {"deleted": counts, "campaigns": affected, "vacuumed": vacuumed, "dry_run": False,
-                "erasure_id": erasure_id}
 
     # -- manifests (write-ahead log of a run's commits)
     def _manifest_dir(self) -> str:
@@ -614,7 +287,7 @@ def _sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _in_predicates(column: str, values: Iterable[str], chunk: int = 1000) -> list[str]:
+def in_predicates(column: str, values: Iterable[str], chunk: int = 1000) -> list[str]:
     """``column IN (...)`` predicates, at most ``chunk`` quoted values each (a sane SQL size)."""
     values = list(values)
     return [f"{column} IN ({', '.join(_sql_literal(v) for v in values[i:i + chunk])})"
@@ -624,82 +297,3 @@ def _in_predicates(column: str, values: Iterable[str], chunk: int = 1000) -> lis
 # ---------------------------------------------------------------- campaign recompute
 
 
-def recompute_campaigns(spark, lake: Lake, campaigns: list[str], model_version: str, run_id: str, *,
-                        mix_matrix: list[list[float]] | None = None, sentiment_groups: dict[str, str] | None = None):
-    """Campaign rows recomputed from the images and faces tables (current model version only), as a
-    pyarrow Table: equal to what one run over all the data gives. Runs in Spark; only one row per
-    campaign reaches the driver.
-
-    mix_matrix: the model's confusion profile (``ModelSpec.mix_matrix``); with it the adjusted_share_*
-    columns hold ``fer_core.quantify.adjusted_mix`` of each campaign's mean face probabilities, grouped
-    into sentiments by ``sentiment_groups`` (emotion -> positive/neutral/negative).
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    from pyspark.sql import functions as F
-
-    schema = campaigns_schema()
-    if not campaigns:
-        return schema.empty_table()
-    images = lake.spark_read(spark, "images", ["campaign_id", "status", "n_faces", "posted_at", "model_version"],
-                             campaigns)
-    prob_columns = [f"p_{e}" for e in EMOTIONS]
-    faces = lake.spark_read(spark, "faces", ["campaign_id", "emotion", "sentiment", "valence", "model_version",
-                                             *prob_columns], campaigns)
-    if images is None:
-        return schema.empty_table()
-    images = images.where(F.col("model_version") == model_version)
-    img = images.groupBy("campaign_id").agg(
-        F.count(F.lit(1)).alias("n_images"),
-        F.sum(F.col("status").isin("ok", "no_face").cast("long")).alias("n_images_ok"),
-        F.sum((F.col("n_faces") > 0).cast("long")).alias("n_images_with_faces"),
-        F.min("posted_at").alias("first_posted_at"), F.max("posted_at").alias("last_posted_at"),
-    )
-    if faces is not None:
-        faces = faces.where(F.col("model_version") == model_version)
-        share = lambda c, v: F.avg((F.col(c) == v).cast("double"))  # noqa: E731
-        fc = faces.groupBy("campaign_id").agg(
-            F.count(F.lit(1)).alias("n_faces"),
-            *[share("emotion", e).alias(f"share_{e}") for e in EMOTIONS],
-            share("sentiment", "positive").alias("share_positive"),
-            share("sentiment", "negative").alias("share_negative"),
-            share("sentiment", "neutral").alias("share_neutral_sentiment"),
-            F.avg("valence").alias("mean_valence"),
-            *[F.avg(c).alias(f"mean_{c}") for c in prob_columns],
-        )
-        joined = img.join(fc, "campaign_id", "left")
-    else:
-        joined = img
-    pdf = joined.toPandas()  # one row per affected campaign
-    now = pd.Timestamp.now(tz="UTC")
-    for f in schema:
-        if f.name not in pdf.columns:
-            pdf[f.name] = None
-    pdf["n_faces"] = pdf["n_faces"].fillna(0).astype("int64")
-    pdf["net_sentiment"] = pdf["share_positive"] - pdf["share_negative"]
-    has_faces = (pdf["n_faces"] > 0).to_numpy()
-    if mix_matrix is not None and has_faces.any():
-        from fer_core.quantify import adjusted_mix
-
-        mix = adjusted_mix(pdf.loc[has_faces, [f"mean_{c}" for c in prob_columns]].to_numpy(np.float64),
-                           np.asarray(mix_matrix, np.float64))
-        for i, e in enumerate(EMOTIONS):
-            pdf.loc[has_faces, f"adjusted_share_{e}"] = mix[:, i]
-        from fer_core.sentiment import SentimentConfig
-
-        groups = sentiment_groups or SentimentConfig().groups
-        for group, column in (("positive", "adjusted_share_positive"), ("negative", "adjusted_share_negative"),
-                              ("neutral", "adjusted_share_neutral_sentiment")):
-            members = [i for i, e in enumerate(EMOTIONS) if groups.get(e) == group]
-            pdf.loc[has_faces, column] = mix[:, members].sum(axis=1)
-        pdf["adjusted_net_sentiment"] = pdf["adjusted_share_positive"] - pdf["adjusted_share_negative"]
-    pdf["model_version"] = model_version
-    pdf["run_id"] = run_id
-    pdf["updated_at"] = now
-    for c in ("first_posted_at", "last_posted_at"):
-        pdf[c] = pd.to_datetime(pdf[c], utc=True)
-    for c in schema.names:
-        if c.startswith("adjusted_"):
-            pdf[c] = pd.to_numeric(pdf[c], errors="coerce").astype("float64")
-    return pa.Table.from_pandas(pdf[schema.names], schema=schema, preserve_index=False)

@@ -216,7 +216,7 @@ def _mix_lines(row: dict[str, Any]) -> list[str]:
 
 def format_summary(row: dict[str, Any]) -> str:
     """The final run summary (the same figures as the runs table row)."""
-    from jobs.campaign.lake import STATUSES
+    from fer_core.tables import STATUSES
 
     statuses = ", ".join(f"{s}={row.get(f'n_{s}', 0)}" for s in STATUSES)
     return "\n".join([
