@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import binomtest
 
     from fer_core.config import load_yaml
-    from fer_core.train import TrainConfig, model_spec, predict_probs, recalibrate_batch_norm, split_data
+    from fer_core.lab.train import TrainConfig, model_spec, predict_probs, recalibrate_batch_norm, split_data
 
     cfg = load_yaml(args.config, TrainConfig)
     spec = model_spec(cfg.model)

@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from fer_core.config import load_yaml
-    from fer_core.data import load_dataset, stratified_split
-    from fer_core.evaluate import sentiment_metrics
+    from fer_core.lab.data import load_dataset, stratified_split
+    from fer_core.lab.evaluate import sentiment_metrics
     from fer_core.models import create_emotion_model
     from fer_core.models.emotion import EmotionModel
     from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
-    from fer_core.train import TrainConfig
+    from fer_core.lab.train import TrainConfig
 
     train_cfg = load_yaml(a.train_config, TrainConfig)
     splits, _ = load_dataset(a.csv)
