@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.config import load_yaml
     from fer_core.models import EmotionModel, create_emotion_model
     from fer_core.models.emotion import load_keras_model, tta_mode_name
-    from fer_core.lab.train import TrainConfig, model_spec
+    from fer_core.lab.config import TrainConfig, model_spec
 
     cfg = load_yaml(a.config, TrainConfig)
     net = load_keras_model(a.checkpoint)

@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import binomtest
 
     from fer_core.config import load_yaml
-    from fer_core.lab.train import TrainConfig, model_spec, predict_probs, recalibrate_batch_norm, split_data
+    from fer_core.lab.averaging import recalibrate_batch_norm
+    from fer_core.lab.config import TrainConfig, model_spec
+    from fer_core.lab.measure import predict_probs
+    from fer_core.lab.train import split_data
 
     cfg = load_yaml(args.config, TrainConfig)
     spec = model_spec(cfg.model)

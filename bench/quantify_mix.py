@@ -78,7 +78,8 @@ def main() -> None:
     from fer_core.models.emotion import EmotionModel
     from fer_core.quantify import mix_calibration
     from fer_core.sentiment import SentimentConfig
-    from fer_core.lab.train import TrainConfig, split_data
+    from fer_core.lab.config import TrainConfig
+    from fer_core.lab.train import split_data
 
     cfg = load_yaml(args.config, TrainConfig)
     data_path = (ROOT / cfg.data.path).resolve() if not Path(cfg.data.path).is_absolute() else Path(cfg.data.path)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.models import create_emotion_model
     from fer_core.models.emotion import EmotionModel
     from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
-    from fer_core.lab.train import TrainConfig
+    from fer_core.lab.config import TrainConfig
 
     train_cfg = load_yaml(a.train_config, TrainConfig)
     splits, _ = load_dataset(a.csv)

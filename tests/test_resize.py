@@ -131,7 +131,8 @@ def test_bad_resize_requests_are_refused():
 
 def test_train_config_prunes_its_init_from_model(tmp_path):
     from fer_core.config import load_dataclass
-    from fer_core.lab.train import TrainConfig, build_from_config
+    from fer_core.lab.config import TrainConfig
+    from fer_core.lab.loop import build_from_config
 
     source = tmp_path / "wide.keras"
     wide = _vgg(WIDE)

@@ -12,7 +12,10 @@ from fer_core.config import load_dataclass
 from fer_core.lab.data import FaceDataset
 from fer_core.errors import ConfigError, WeightsError
 from fer_core.preprocess import preprocess
-from fer_core.lab.train import TrainConfig, class_weights, make_dataset, model_spec, train
+from fer_core.lab.batches import make_dataset
+from fer_core.lab.config import TrainConfig, model_spec
+from fer_core.lab.optim import class_weights
+from fer_core.lab.train import train
 
 TINY_MODEL = {"architecture": "vgg", "dropout": 0.0,
               "options": {"widths": [8, 16], "convs_per_stage": 1, "dense": 0, "stage_dropout": 0.0, "bn_momentum": 0.5}}
@@ -57,7 +60,7 @@ def test_tiny_training_lowers_the_loss_and_learns(trained):
 def test_fixed_sample_fit_is_accuracy_and_cross_entropy_of_the_model(trained):
     import keras
 
-    from fer_core.lab.train import fixed_sample_fit
+    from fer_core.lab.measure import fixed_sample_fit
 
     cfg, _, _ = trained
     model = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False)
@@ -155,7 +158,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
 def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
     """init_from starts from a model file's weights (how v3 continued v2, and how users fine-tune
     the default on their own faces): one near-zero-LR epoch keeps what it knew, and the card says so."""
-    from fer_core.lab.train import build_from_config
+    from fer_core.lab.loop import build_from_config
 
     cfg, metrics, csv_path = trained
     source = str(Path(cfg.output_dir) / "model.keras")
@@ -188,7 +191,7 @@ def test_transfer_head_freezes_then_fine_tunes_the_backbone(tmp_path):
     """The transfer path with a tiny backbone: frozen for phase 1, trainable in phase 2."""
     import keras
 
-    from fer_core.lab.train import backbone_of, fit
+    from fer_core.lab.loop import backbone_of, fit
 
     inp = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="bb_conv")(inp)
@@ -260,7 +263,7 @@ def test_cli_reports_bad_rows(tmp_path):
 
 @pytest.mark.parametrize("scaling,low", [("minus1_1", -1.0), ("unit", 0.0)])
 def test_augmentation_changes_pixels_but_keeps_shape_and_range(scaling, low):
-    from fer_core.lab.train import AugmentConfig, ModelConfig
+    from fer_core.lab.config import AugmentConfig, ModelConfig
 
     spec = model_spec(ModelConfig(scaling=scaling))
     faces, labels = synthetic_faces(4, seed=5)
@@ -375,7 +378,7 @@ def test_evaluation_report_draws_in_chromium(trained, tmp_path):
 
 
 def test_weight_average_is_the_mean_and_survives_a_restart(tmp_path):
-    from fer_core.lab.train import WeightAverage
+    from fer_core.lab.averaging import WeightAverage
 
     rng = np.random.default_rng(0)
     snaps = [[rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)] for _ in range(4)]
@@ -397,7 +400,7 @@ def test_recalibrated_batch_norm_holds_the_statistics_of_its_inputs():
     import keras
 
     from fer_core.models.spec import ModelSpec
-    from fer_core.lab.train import _batch_norm_layers, recalibrate_batch_norm
+    from fer_core.lab.averaging import _batch_norm_layers, recalibrate_batch_norm
 
     spec = ModelSpec(name="t", version="1", weights=None, input_size=48, channels=1, scaling="minus1_1")
     inp = keras.Input((48, 48, 1))
@@ -447,7 +450,7 @@ def test_make_dataset_blends_soft_targets_into_the_labels():
 def test_distillation_trains_towards_the_teachers_targets(tmp_path):
     """With weight 1 the labels are ignored: a 'teacher' that calls every class c class c+1 is what the
     student learns, so the soft targets really drive the gradient."""
-    from fer_core.lab.train import fit
+    from fer_core.lab.loop import fit
 
     images, labels = synthetic_faces(24, seed=3)
     shifted = (labels + 1) % 7
@@ -480,7 +483,8 @@ def test_online_teacher_labels_each_batch_as_the_model_file_predicts_it(trained)
     """distill.online: the targets of a batch are the blend with the teacher's flip-averaged prediction for
     exactly that batch, through the same preprocessing and label order as create_emotion_model(...).predict."""
     from fer_core.models.registry import create_emotion_model
-    from fer_core.lab.train import DistillConfig, online_teacher
+    from fer_core.lab.config import DistillConfig
+    from fer_core.lab.distill import online_teacher
 
     cfg, _, _ = trained
     teacher = str(Path(cfg.output_dir) / "model.keras")
@@ -495,7 +499,8 @@ def test_online_teacher_labels_each_batch_as_the_model_file_predicts_it(trained)
 
 
 def test_online_teacher_refuses_a_teacher_with_other_input(trained):
-    from fer_core.lab.train import DistillConfig, online_teacher
+    from fer_core.lab.config import DistillConfig
+    from fer_core.lab.distill import online_teacher
 
     cfg, _, _ = trained
     other = replace(model_spec(cfg.model), input_size=64)
@@ -505,7 +510,8 @@ def test_online_teacher_refuses_a_teacher_with_other_input(trained):
 
 def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
     """A refit that validates on the reported split must not claim that split is untouched."""
-    from fer_core.lab.train import DataConfig, TrainConfig, splits_text
+    from fer_core.lab.config import DataConfig, TrainConfig
+    from fer_core.lab.model_card import splits_text
 
     held_out = splits_text(TrainConfig(data=DataConfig(path="fer.csv", test_split="PublicTest"), output_dir=str(tmp_path)))
     assert "10% of them is held out" in held_out and "reported only; nothing was tuned on it" in held_out
@@ -535,7 +541,8 @@ def test_shipped_training_configs_load():
 
 def test_plateau_schedule_lowers_the_lr_after_more_than_patience_bad_epochs():
     """PyTorch's ReduceLROnPlateau rule (Khaireddin & Chen's recipe): `patience` bad epochs are tolerated, the next cuts."""
-    from fer_core.lab.train import OptimConfig, PlateauSchedule
+    from fer_core.lab.config import OptimConfig
+    from fer_core.lab.optim import PlateauSchedule
 
     schedule = PlateauSchedule.for_run(OptimConfig(schedule="plateau", warmup_epochs=0, learning_rate=0.01,
                                                    plateau_factor=0.5, plateau_patience=2, plateau_min_lr=0.002))
@@ -553,7 +560,7 @@ def test_plateau_schedule_lowers_the_lr_after_more_than_patience_bad_epochs():
 def test_random_crops_are_windows_of_each_frame_at_varying_places():
     import tensorflow as tf
 
-    from fer_core.lab.train import random_crops
+    from fer_core.lab.batches import random_crops
 
     frames = np.random.default_rng(0).uniform(-1, 1, (64, 12, 12, 1)).astype(np.float32)
     crops = random_crops(tf.constant(frames), 8).numpy()
@@ -569,7 +576,7 @@ def test_random_crops_are_windows_of_each_frame_at_varying_places():
 def test_mixup_blends_inputs_and_targets_with_the_same_weight():
     import tensorflow as tf
 
-    from fer_core.lab.train import mixup
+    from fer_core.lab.batches import mixup
 
     x = np.random.default_rng(1).uniform(-1, 1, (7, 4, 4, 1)).astype(np.float32)
     y = np.eye(7, dtype=np.float32)  # face i has class i, so the target says who was mixed with whom
@@ -623,7 +630,8 @@ def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
     the run restores epoch 2's weights and plateau state from the file and trains exactly one more epoch."""
     import keras
 
-    from fer_core.lab.train import main, run_identity
+    from fer_core.lab.loop import run_identity
+    from fer_core.lab.train import main
 
     csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
     committed = tmp_path / "repo" / "checkpoints" / "tiny.npz"
