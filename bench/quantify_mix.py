@@ -2,7 +2,7 @@
 
 A campaign's mix is a prevalence estimate, and a 67%-accurate classifier biases it whenever the
 campaign is not mixed like FER2013. This fits the model's confusion profile (fer_core.quantify) on the
-Training hold-out of conf/train_default.yaml (the rows the default model never trained on), then draws
+Training hold-out of conf/experiments/train_default.yaml (the rows the default model never trained on), then draws
 synthetic campaigns from PublicTest faces with known mixes and compares, per class and per sentiment
 group, the mean absolute error of:
   count     share of faces whose top emotion is the class (what the campaigns table held before)
@@ -65,7 +65,7 @@ def simulate(probs: np.ndarray, labels: np.ndarray, matrix: np.ndarray, groups: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--config", default=str(ROOT / "conf" / "train_default.yaml"),
+    parser.add_argument("--config", default=str(ROOT / "conf" / "experiments" / "train_default.yaml"),
                         help="training config whose validation hold-out fits the profile")
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)

@@ -522,11 +522,11 @@ def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
 
 
 def test_shipped_training_configs_load():
-    """Every conf/train_*.yaml is a strict TrainConfig, and a shipped model it starts from is in the repo."""
+    """Every conf/experiments/train_*.yaml is a strict TrainConfig, and a shipped model it starts from is in the repo."""
     from fer_core.config import load_yaml
 
     repo = Path(__file__).resolve().parents[1]
-    configs = sorted((repo / "conf").glob("train_*.yaml"))
+    configs = sorted((repo / "conf" / "experiments").glob("train_*.yaml"))
     assert any(p.name == "train_default.yaml" for p in configs)
     for path in configs:
         cfg = load_yaml(path, TrainConfig)
@@ -621,8 +621,28 @@ def _write_yaml(path: Path, cfg) -> Path:
 
     from fer_core.config import dataclass_to_dict
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dataclass_to_dict(cfg)))
     return path
+
+
+def test_a_moved_config_with_the_same_content_resumes_its_run(tmp_path, capsys):
+    """Resuming compares the run's state, not the config file's path: the same config moved (conf/train_*.yaml
+    to conf/experiments/, issue 22) continues the run in its output_dir after its last epoch."""
+    from fer_core.lab.train import main
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 2})
+    old = _write_yaml(tmp_path / "conf" / "train_tiny.yaml", cfg)
+    assert main(["--config", str(old)]) == 0
+    moved = tmp_path / "conf" / "experiments" / old.name
+    moved.parent.mkdir()
+    old.rename(moved)
+    capsys.readouterr()
+    assert main(["--config", str(moved), "--epochs", "3"]) == 0
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    assert f"resuming from {ckpt / 'last.keras'} after epoch 2" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in csv.DictReader(open(ckpt / "history.csv"))] == [1, 2, 3]
 
 
 def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):

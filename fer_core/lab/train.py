@@ -1,4 +1,4 @@
-"""Train (and cross-validate) an emotion model: `python -m fer_core.train --config conf/train_default.yaml`.
+"""Train (and cross-validate) an emotion model: `python -m fer_core.train --config conf/experiments/train_default.yaml`.
 
 Data go through the same `preprocess(crops, spec)` as inference; augmentation runs in a
 tf.data pipeline on top of it. Checkpoints are written every epoch and a run resumes from
