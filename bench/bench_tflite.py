@@ -83,7 +83,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found: this benchmark needs the FER2013 CSV beside the repository")
 
-    from fer_core.data import load_fer2013_csv
+    from fer_core.lab.data import load_fer2013_csv
     from fer_core.models.registry import create_emotion_model
     from fer_core.preprocess import preprocess
 

@@ -3,7 +3,7 @@ run's checkpoint (single, flip, six crops, ten-crop), interleaved in one process
 
 Cost does not depend on the weights, so any epoch of the run measures it. Usage (pause other training first):
 
-    .venv/bin/python bench/bench_tta_views.py --config conf/train_fer_vgg_v6.yaml \\
+    .venv/bin/python bench/bench_tta_views.py --config conf/experiments/train_fer_vgg_v6.yaml \\
         --checkpoint artifacts/train/fer-vgg-v6/checkpoints/last.keras --reference fer-vgg@5
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.config import load_yaml
     from fer_core.models import EmotionModel, create_emotion_model
     from fer_core.models.emotion import load_keras_model, tta_mode_name
-    from fer_core.train import TrainConfig, model_spec
+    from fer_core.lab.config import TrainConfig, model_spec
 
     cfg = load_yaml(a.config, TrainConfig)
     net = load_keras_model(a.checkpoint)

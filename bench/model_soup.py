@@ -1,6 +1,6 @@
 """Uniform "model soup": average the weights of fine-tunes of one model and score the average on validation.
 
-    python bench/model_soup.py --config conf/train_default.yaml --base fer_core/pretrained/fer-vgg-v5.keras \
+    python bench/model_soup.py --config conf/experiments/train_default.yaml --base fer_core/pretrained/fer-vgg-v5.keras \
         --soup all=0,1,2,3 --soup fine-tunes=1,2,3 artifacts/train/fer-vgg-v6/model.keras \
         artifacts/train/exp-weakaug/model.keras artifacts/train/exp-online-distill/model.keras
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="conf/train_default.yaml", help="training config: data, split, seed")
+    ap.add_argument("--config", default="conf/experiments/train_default.yaml", help="training config: data, split, seed")
     ap.add_argument("--base", default="fer_core/pretrained/fer-vgg-v5.keras", help="model 0, the reference")
     ap.add_argument("--soup", action="append", default=[], metavar="NAME=I,J,...")
     ap.add_argument("--out", default="", help="save each soup here as soup-NAME.keras (for fer_core.evaluate)")
@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import binomtest
 
     from fer_core.config import load_yaml
-    from fer_core.train import TrainConfig, model_spec, predict_probs, recalibrate_batch_norm, split_data
+    from fer_core.lab.averaging import recalibrate_batch_norm
+    from fer_core.lab.config import TrainConfig, model_spec
+    from fer_core.lab.measure import predict_probs
+    from fer_core.lab.train import split_data
 
     cfg = load_yaml(args.config, TrainConfig)
     spec = model_spec(cfg.model)

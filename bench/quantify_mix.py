@@ -2,7 +2,7 @@
 
 A campaign's mix is a prevalence estimate, and a 67%-accurate classifier biases it whenever the
 campaign is not mixed like FER2013. This fits the model's confusion profile (fer_core.quantify) on the
-Training hold-out of conf/train_default.yaml (the rows the default model never trained on), then draws
+Training hold-out of conf/experiments/train_default.yaml (the rows the default model never trained on), then draws
 synthetic campaigns from PublicTest faces with known mixes and compares, per class and per sentiment
 group, the mean absolute error of:
   count     share of faces whose top emotion is the class (what the campaigns table held before)
@@ -65,7 +65,7 @@ def simulate(probs: np.ndarray, labels: np.ndarray, matrix: np.ndarray, groups: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--config", default=str(ROOT / "conf" / "train_default.yaml"),
+    parser.add_argument("--config", default=str(ROOT / "conf" / "experiments" / "train_default.yaml"),
                         help="training config whose validation hold-out fits the profile")
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
@@ -78,7 +78,8 @@ def main() -> None:
     from fer_core.models.emotion import EmotionModel
     from fer_core.quantify import mix_calibration
     from fer_core.sentiment import SentimentConfig
-    from fer_core.train import TrainConfig, split_data
+    from fer_core.lab.config import TrainConfig
+    from fer_core.lab.train import split_data
 
     cfg = load_yaml(args.config, TrainConfig)
     data_path = (ROOT / cfg.data.path).resolve() if not Path(cfg.data.path).is_absolute() else Path(cfg.data.path)

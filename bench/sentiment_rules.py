@@ -8,7 +8,7 @@ Rules compared, each on the same probabilities (flip TTA on, as in conf/default.
   valence +-0.15       thresholds on the valence read-out (the earlier default)
   valence fitted       thresholds fitted on the validation hold-out (best macro-F1 on a 0.025 grid)
 The validation hold-out is the Training rows the default model never trained on (same seed and fraction as
-conf/train_default.yaml); fitting uses only it. PublicTest is reported, never fitted on.
+conf/experiments/train_default.yaml); fitting uses only it. PublicTest is reported, never fitted on.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--csv", default=str(ROOT.parent / "shared/data/fer2013/fer2013.csv.gz"))
     p.add_argument("--model", default="default")
-    p.add_argument("--train-config", default=str(ROOT / "conf/train_default.yaml"),
+    p.add_argument("--train-config", default=str(ROOT / "conf/experiments/train_default.yaml"),
                    help="gives the seed and val_fraction of the validation hold-out")
     p.add_argument("--no-tta", action="store_true")
     a = p.parse_args(argv)
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from fer_core.config import load_yaml
-    from fer_core.data import load_dataset, stratified_split
-    from fer_core.evaluate import sentiment_metrics
+    from fer_core.lab.data import load_dataset, stratified_split
+    from fer_core.lab.evaluate import sentiment_metrics
     from fer_core.models import create_emotion_model
     from fer_core.models.emotion import EmotionModel
     from fer_core.sentiment import SENTIMENTS, SentimentConfig, score_sentiment, sentiment_of_emotions
-    from fer_core.train import TrainConfig
+    from fer_core.lab.config import TrainConfig
 
     train_cfg = load_yaml(a.train_config, TrainConfig)
     splits, _ = load_dataset(a.csv)

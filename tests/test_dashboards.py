@@ -497,7 +497,7 @@ def test_gradcam_finds_model_files_and_pinned_versions(tmp_path):
     """Faces scored by a model file get Grad-CAM when the render is told the file; a pinned
     name@version that is registered loads that exact version, not the newest."""
     from dashboards.explain import ExplainError, Explainer
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
     from fer_core.models.registry import list_models, model_version
 
     path = tmp_path / "my-campaign-model.keras"

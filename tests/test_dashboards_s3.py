@@ -84,7 +84,7 @@ def test_gradcam_for_a_model_file_on_s3(s3_endpoint, tmp_path, monkeypatch):
 
     from dashboards.__main__ import _model_versions
     from dashboards.explain import Explainer
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
     from fer_core.models.registry import model_version
 
     opts, s3 = _s3(s3_endpoint, monkeypatch, "models")

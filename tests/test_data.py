@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from _fer_synthetic import write_fer_csv
-from fer_core.data import load_class_folders, load_dataset, load_fer2013_csv, stratified_kfold, stratified_split
+from fer_core.lab.data import load_class_folders, load_dataset, load_fer2013_csv, stratified_kfold, stratified_split
 
 
 def test_fer_csv_splits_and_bad_row_report(tmp_path):

@@ -292,7 +292,7 @@ def test_model_and_sidecar_from_s3(tmp_path):
 
 
 def _tiny_net(size: int):
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
 
     return build_model("vgg", (size, size, 1), 7, widths=(4, 8), convs_per_stage=1, dense=0, stage_dropout=0.0)
 

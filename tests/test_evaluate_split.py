@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 
-from fer_core.data import load_dataset
-from fer_core.evaluate import main as evaluate_main
-from fer_core.evaluate import pick_split
+from fer_core.lab.data import load_dataset
+from fer_core.lab.evaluate import main as evaluate_main
+from fer_core.lab.evaluate import pick_split
 from tests._fer_synthetic import write_fer_csv
 
 

@@ -49,7 +49,7 @@ def test_registered_models_fold_to_the_same_outputs(name):
 
 @pytest.mark.parametrize("architecture", ["vgg", "resnet", "mini_xception"])
 def test_every_architecture_folds_to_the_same_outputs(architecture):
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
 
     options = {"vgg": {"widths": (8, 16), "convs_per_stage": 2, "dense": 16},
                "resnet": {"widths": (8, 16), "blocks_per_stage": 2},
@@ -86,7 +86,7 @@ def test_pairs_that_must_not_fold_are_left_alone():
 
 def test_a_fold_that_changes_outputs_serves_the_original(monkeypatch):
     from fer_core.models import fold
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
 
     model = build_model("vgg", (48, 48, 1), widths=(8,), convs_per_stage=1, dense=0)
     _randomise_batch_norm(model)

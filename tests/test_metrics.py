@@ -3,7 +3,7 @@ import pytest
 from sklearn import metrics as skm
 
 from fer_core.labels import EMOTIONS
-from fer_core.metrics import classification_metrics, confusion_matrix
+from fer_core.lab.metrics import classification_metrics, confusion_matrix
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -44,7 +44,7 @@ def _softmax_rows(rng, n, sharpness):
 def test_calibration_equals_scikit_learn_and_a_recount(seed):
     from sklearn.calibration import calibration_curve
 
-    from fer_core.metrics import calibration_metrics
+    from fer_core.lab.metrics import calibration_metrics
 
     rng = np.random.default_rng(seed)
     probs = _softmax_rows(rng, 800, 2.0)
@@ -63,7 +63,7 @@ def test_calibration_equals_scikit_learn_and_a_recount(seed):
 
 
 def test_calibration_extremes():
-    from fer_core.metrics import calibration_metrics
+    from fer_core.lab.metrics import calibration_metrics
 
     y = np.arange(10) % 7
     sure = np.eye(7)[y] * 0.97 + 0.005  # confident and always right: ECE = 1 - 0.975
@@ -93,7 +93,7 @@ def test_wilson_interval_equals_scipy(successes, n):
 def test_mcnemar_exact_equals_scipy_binomial_test(only_a, only_b, both):
     from scipy.stats import binomtest
 
-    from fer_core.metrics import mcnemar_exact
+    from fer_core.lab.metrics import mcnemar_exact
 
     a = np.array([True] * only_a + [False] * only_b + [True] * both + [False] * 7)
     b = np.array([False] * only_a + [True] * only_b + [True] * both + [False] * 7)

@@ -1,4 +1,4 @@
-"""Resizing a vgg net (fer_core.models.resize). Pruning: the kept channels are the strongest, the copy is
+"""Resizing a vgg net (fer_core.lab.resize). Pruning: the kept channels are the strongest, the copy is
 exact when the dropped channels are dead. Widening: the wider net computes the same function and its
 copied channels part ways in training. Bad requests are refused with what to do."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fer_core.errors import ConfigError
-from fer_core.models.architectures import build_model
-from fer_core.models.resize import resize_vgg, vgg_widths
+from fer_core.lab.architectures import build_model
+from fer_core.lab.resize import resize_vgg, vgg_widths
 
 keras = pytest.importorskip("keras")
 
@@ -131,7 +131,8 @@ def test_bad_resize_requests_are_refused():
 
 def test_train_config_prunes_its_init_from_model(tmp_path):
     from fer_core.config import load_dataclass
-    from fer_core.train import TrainConfig, build_from_config
+    from fer_core.lab.config import TrainConfig
+    from fer_core.lab.loop import build_from_config
 
     source = tmp_path / "wide.keras"
     wide = _vgg(WIDE)

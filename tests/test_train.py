@@ -9,10 +9,13 @@ import pytest
 
 from _fer_synthetic import synthetic_faces, write_fer_csv
 from fer_core.config import load_dataclass
-from fer_core.data import FaceDataset
+from fer_core.lab.data import FaceDataset
 from fer_core.errors import ConfigError, WeightsError
 from fer_core.preprocess import preprocess
-from fer_core.train import TrainConfig, class_weights, make_dataset, model_spec, train
+from fer_core.lab.batches import make_dataset
+from fer_core.lab.config import TrainConfig, model_spec
+from fer_core.lab.optim import class_weights
+from fer_core.lab.train import train
 
 TINY_MODEL = {"architecture": "vgg", "dropout": 0.0,
               "options": {"widths": [8, 16], "convs_per_stage": 1, "dense": 0, "stage_dropout": 0.0, "bn_momentum": 0.5}}
@@ -57,7 +60,7 @@ def test_tiny_training_lowers_the_loss_and_learns(trained):
 def test_fixed_sample_fit_is_accuracy_and_cross_entropy_of_the_model(trained):
     import keras
 
-    from fer_core.train import fixed_sample_fit
+    from fer_core.lab.measure import fixed_sample_fit
 
     cfg, _, _ = trained
     model = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False)
@@ -88,7 +91,7 @@ def test_outputs_spec_sha256_and_card(trained):
     # the mix calibration (fer_core.quantify) is the served model's mean probabilities per class on validation
     from fer_core import create_emotion_model
     from fer_core.quantify import class_conditional_probs
-    from fer_core.train import split_data
+    from fer_core.lab.train import split_data
 
     _, val, _, _ = split_data(cfg)
     model = create_emotion_model(str(out / "model.keras"))
@@ -155,7 +158,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
 def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
     """init_from starts from a model file's weights (how v3 continued v2, and how users fine-tune
     the default on their own faces): one near-zero-LR epoch keeps what it knew, and the card says so."""
-    from fer_core.train import build_from_config
+    from fer_core.lab.loop import build_from_config
 
     cfg, metrics, csv_path = trained
     source = str(Path(cfg.output_dir) / "model.keras")
@@ -174,7 +177,7 @@ def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
 
 
 def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
-    from fer_core.train import cross_validate
+    from fer_core.lab.train import cross_validate
 
     csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=8, usages=("Training",))
     cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 1}, cv_folds=2, data={"test_split": ""})
@@ -188,7 +191,7 @@ def test_transfer_head_freezes_then_fine_tunes_the_backbone(tmp_path):
     """The transfer path with a tiny backbone: frozen for phase 1, trainable in phase 2."""
     import keras
 
-    from fer_core.train import backbone_of, fit
+    from fer_core.lab.loop import backbone_of, fit
 
     inp = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="bb_conv")(inp)
@@ -234,7 +237,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "model": {"colour": 1}})
     with pytest.raises(ConfigError, match=r"optim.*swa_start_epoch: 5 is outside 0..epochs \(4\)"):
         load_dataclass(TrainConfig, {"data": {"path": "x"}, "output_dir": "o", "optim": {"epochs": 4, "swa_start_epoch": 5}})
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
 
     with pytest.raises(ConfigError, match="unknown architecture"):
         build_model("alexnet", (48, 48, 1))
@@ -260,7 +263,7 @@ def test_cli_reports_bad_rows(tmp_path):
 
 @pytest.mark.parametrize("scaling,low", [("minus1_1", -1.0), ("unit", 0.0)])
 def test_augmentation_changes_pixels_but_keeps_shape_and_range(scaling, low):
-    from fer_core.train import AugmentConfig, ModelConfig
+    from fer_core.lab.config import AugmentConfig, ModelConfig
 
     spec = model_spec(ModelConfig(scaling=scaling))
     faces, labels = synthetic_faces(4, seed=5)
@@ -277,8 +280,8 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
     """`fer_core.evaluate` on the tiny model: metrics.json agrees with an independent recount."""
     import cv2
 
-    from fer_core.data import load_dataset
-    from fer_core.evaluate import main as evaluate_main
+    from fer_core.lab.data import load_dataset
+    from fer_core.lab.evaluate import main as evaluate_main
     from fer_core.labels import EMOTION_INDEX
     from fer_core.models import create_emotion_model
 
@@ -350,7 +353,7 @@ def test_evaluate_writes_metrics_report_and_mistakes(trained, tmp_path):
 def test_evaluation_report_draws_in_chromium(trained, tmp_path):
     """report.html opened from disk: the confusion matrix and the reliability diagram draw, nothing errors."""
     from _browser import Chromium, require_browser
-    from fer_core.evaluate import main as evaluate_main
+    from fer_core.lab.evaluate import main as evaluate_main
 
     require_browser()
     cfg, _, csv_path = trained
@@ -375,7 +378,7 @@ def test_evaluation_report_draws_in_chromium(trained, tmp_path):
 
 
 def test_weight_average_is_the_mean_and_survives_a_restart(tmp_path):
-    from fer_core.train import WeightAverage
+    from fer_core.lab.averaging import WeightAverage
 
     rng = np.random.default_rng(0)
     snaps = [[rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)] for _ in range(4)]
@@ -397,7 +400,7 @@ def test_recalibrated_batch_norm_holds_the_statistics_of_its_inputs():
     import keras
 
     from fer_core.models.spec import ModelSpec
-    from fer_core.train import _batch_norm_layers, recalibrate_batch_norm
+    from fer_core.lab.averaging import _batch_norm_layers, recalibrate_batch_norm
 
     spec = ModelSpec(name="t", version="1", weights=None, input_size=48, channels=1, scaling="minus1_1")
     inp = keras.Input((48, 48, 1))
@@ -447,7 +450,7 @@ def test_make_dataset_blends_soft_targets_into_the_labels():
 def test_distillation_trains_towards_the_teachers_targets(tmp_path):
     """With weight 1 the labels are ignored: a 'teacher' that calls every class c class c+1 is what the
     student learns, so the soft targets really drive the gradient."""
-    from fer_core.train import fit
+    from fer_core.lab.loop import fit
 
     images, labels = synthetic_faces(24, seed=3)
     shifted = (labels + 1) % 7
@@ -480,7 +483,8 @@ def test_online_teacher_labels_each_batch_as_the_model_file_predicts_it(trained)
     """distill.online: the targets of a batch are the blend with the teacher's flip-averaged prediction for
     exactly that batch, through the same preprocessing and label order as create_emotion_model(...).predict."""
     from fer_core.models.registry import create_emotion_model
-    from fer_core.train import DistillConfig, online_teacher
+    from fer_core.lab.config import DistillConfig
+    from fer_core.lab.distill import online_teacher
 
     cfg, _, _ = trained
     teacher = str(Path(cfg.output_dir) / "model.keras")
@@ -495,7 +499,8 @@ def test_online_teacher_labels_each_batch_as_the_model_file_predicts_it(trained)
 
 
 def test_online_teacher_refuses_a_teacher_with_other_input(trained):
-    from fer_core.train import DistillConfig, online_teacher
+    from fer_core.lab.config import DistillConfig
+    from fer_core.lab.distill import online_teacher
 
     cfg, _, _ = trained
     other = replace(model_spec(cfg.model), input_size=64)
@@ -505,7 +510,8 @@ def test_online_teacher_refuses_a_teacher_with_other_input(trained):
 
 def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
     """A refit that validates on the reported split must not claim that split is untouched."""
-    from fer_core.train import DataConfig, TrainConfig, splits_text
+    from fer_core.lab.config import DataConfig, TrainConfig
+    from fer_core.lab.model_card import splits_text
 
     held_out = splits_text(TrainConfig(data=DataConfig(path="fer.csv", test_split="PublicTest"), output_dir=str(tmp_path)))
     assert "10% of them is held out" in held_out and "reported only; nothing was tuned on it" in held_out
@@ -516,11 +522,11 @@ def test_model_card_says_when_the_test_split_also_chose_the_model(tmp_path):
 
 
 def test_shipped_training_configs_load():
-    """Every conf/train_*.yaml is a strict TrainConfig, and a shipped model it starts from is in the repo."""
+    """Every conf/experiments/train_*.yaml is a strict TrainConfig, and a shipped model it starts from is in the repo."""
     from fer_core.config import load_yaml
 
     repo = Path(__file__).resolve().parents[1]
-    configs = sorted((repo / "conf").glob("train_*.yaml"))
+    configs = sorted((repo / "conf" / "experiments").glob("train_*.yaml"))
     assert any(p.name == "train_default.yaml" for p in configs)
     for path in configs:
         cfg = load_yaml(path, TrainConfig)
@@ -535,7 +541,8 @@ def test_shipped_training_configs_load():
 
 def test_plateau_schedule_lowers_the_lr_after_more_than_patience_bad_epochs():
     """PyTorch's ReduceLROnPlateau rule (Khaireddin & Chen's recipe): `patience` bad epochs are tolerated, the next cuts."""
-    from fer_core.train import OptimConfig, PlateauSchedule
+    from fer_core.lab.config import OptimConfig
+    from fer_core.lab.optim import PlateauSchedule
 
     schedule = PlateauSchedule.for_run(OptimConfig(schedule="plateau", warmup_epochs=0, learning_rate=0.01,
                                                    plateau_factor=0.5, plateau_patience=2, plateau_min_lr=0.002))
@@ -553,7 +560,7 @@ def test_plateau_schedule_lowers_the_lr_after_more_than_patience_bad_epochs():
 def test_random_crops_are_windows_of_each_frame_at_varying_places():
     import tensorflow as tf
 
-    from fer_core.train import random_crops
+    from fer_core.lab.batches import random_crops
 
     frames = np.random.default_rng(0).uniform(-1, 1, (64, 12, 12, 1)).astype(np.float32)
     crops = random_crops(tf.constant(frames), 8).numpy()
@@ -569,7 +576,7 @@ def test_random_crops_are_windows_of_each_frame_at_varying_places():
 def test_mixup_blends_inputs_and_targets_with_the_same_weight():
     import tensorflow as tf
 
-    from fer_core.train import mixup
+    from fer_core.lab.batches import mixup
 
     x = np.random.default_rng(1).uniform(-1, 1, (7, 4, 4, 1)).astype(np.float32)
     y = np.eye(7, dtype=np.float32)  # face i has class i, so the target says who was mixed with whom
@@ -590,7 +597,7 @@ def test_crop_trained_model_centre_crops_and_reports_ten_crop(tmp_path):
     """frame_size > input_size: random crops in training, the centre crop for validation and single-pass
     inference, ten-crop in the metrics; the registered spec carries the frame so EmotionModel can crop."""
     from fer_core import create_emotion_model
-    from fer_core.train import split_data
+    from fer_core.lab.train import split_data
 
     csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
     cfg = tiny_config(tmp_path, csv_path, model={"input_size": 40, "frame_size": 48},
@@ -614,8 +621,28 @@ def _write_yaml(path: Path, cfg) -> Path:
 
     from fer_core.config import dataclass_to_dict
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dataclass_to_dict(cfg)))
     return path
+
+
+def test_a_moved_config_with_the_same_content_resumes_its_run(tmp_path, capsys):
+    """Resuming compares the run's state, not the config file's path: the same config moved (conf/train_*.yaml
+    to conf/experiments/, issue 22) continues the run in its output_dir after its last epoch."""
+    from fer_core.lab.train import main
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 2})
+    old = _write_yaml(tmp_path / "conf" / "train_tiny.yaml", cfg)
+    assert main(["--config", str(old)]) == 0
+    moved = tmp_path / "conf" / "experiments" / old.name
+    moved.parent.mkdir()
+    old.rename(moved)
+    capsys.readouterr()
+    assert main(["--config", str(moved), "--epochs", "3"]) == 0
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    assert f"resuming from {ckpt / 'last.keras'} after epoch 2" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in csv.DictReader(open(ckpt / "history.csv"))] == [1, 2, 3]
 
 
 def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
@@ -623,7 +650,8 @@ def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
     the run restores epoch 2's weights and plateau state from the file and trains exactly one more epoch."""
     import keras
 
-    from fer_core.train import main, run_identity
+    from fer_core.lab.loop import run_identity
+    from fer_core.lab.train import main
 
     csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
     committed = tmp_path / "repo" / "checkpoints" / "tiny.npz"
@@ -654,7 +682,7 @@ def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
     images, _ = synthetic_faces(4, seed=5)
     spec = model_spec(cfg.model)
     x = preprocess(images, spec)
-    from fer_core.checkpoint import read
+    from fer_core.lab.checkpoint import read
 
     saved = read(committed)
     epoch2 = keras.models.clone_model(before)

@@ -40,7 +40,7 @@ __all__ = [
 
 DEFAULT_MODEL = "fer-vgg"
 """What "default" means: the project's own model, the newest ``fer_core/pretrained/fer-vgg-v*.keras``
-(trained by conf/train_default.yaml). Older versions stay loadable as ``fer-vgg@<version>``."""
+(trained by conf/experiments/train_default.yaml). Older versions stay loadable as ``fer-vgg@<version>``."""
 
 SIDECAR_SUFFIX = ".spec.json"
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

@@ -28,7 +28,7 @@ __all__ = ["resize_vgg", "vgg_widths"]
 
 
 def vgg_widths(model: Any) -> list[int]:
-    """Stage widths of a `vgg` net built by fer_core.models.architectures (from its layer names)."""
+    """Stage widths of a `vgg` net built by fer_core.lab.architectures (from its layer names)."""
     return [int(convs[0].filters) for convs in _vgg_stages(model)]
 
 
@@ -73,7 +73,7 @@ def resize_vgg(model: Any, widths: Sequence[int], seed: int = 0) -> Any:
     head_dense). A stage may get narrower or wider independently; dropout rates and the head's size are kept.
     When no width shrinks, the new net computes the same function (up to float rounding).
     """
-    from fer_core.models.architectures import build_model
+    from fer_core.lab.architectures import build_model
 
     old = vgg_widths(model)
     convs = len(_vgg_stages(model)[0]) if old else 0

@@ -127,7 +127,7 @@ def transfer(input_shape, num_classes=7, backbone_path: str = "", dropout=0.3, d
     ImageNet weights cannot be downloaded here, so the backbone is always given by path
     (e.g. a MobileNetV3 saved elsewhere). Grey inputs are tiled to the backbone's channels
     and resized to its input size. `trainable_backbone=False` freezes it for the first phase
-    of fine-tuning; `unfreeze()` in fer_core.train opens it later.
+    of fine-tuning; `set_backbone_trainable()` in fer_core.lab.loop opens it later.
     """
     import keras
     from keras import layers
