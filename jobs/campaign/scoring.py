@@ -256,7 +256,7 @@ def classify_faces(frames: Iterator[Any], ctx: ScoringContext) -> Iterator[Any]:
     """Face-row frames -> the same frames with a ``probs`` column (7 floats, None without a crop).
 
     All faces of a frame (one Arrow batch) go through one EmotionModel.predict call, which runs
-    predict_on_batch in chunks of inference.batch_size.
+    predict_on_batch in chunks of model.batch_size.
     """
     pipe = ctx.pipeline_fn()
     shape = crop_shape(pipe.model.spec)
