@@ -108,9 +108,10 @@ def job_config(dump: Path, lake: Path, detector: str, batch: int, engine: str | 
     return {
         "input": {"path": str(dump)}, "output": {"path": str(lake), "dashboards": False},
         "detector": {"name": detector, "engine": engine},
-        "inference": {"batch_size": batch, "arrow_batch_size": 32, "intra_threads": 1, "inter_threads": 1,
-                      "images_per_task": 250},
-        "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "2g"}},
+        "model": {"batch_size": batch, "tta": False},  # no TTA in both paths, as before TTA became the default
+        "runtime": {"intra_threads": 1, "inter_threads": 1},
+        "spark": {"master": "local[2]", "arrow_batch_size": 32, "images_per_task": 250,
+                  "conf": {"spark.driver.memory": "2g"}},
         "progress": {"interval_s": 30},
     }
 
@@ -120,7 +121,7 @@ def bench_raw(photos: list[bytes], detector: str, batch: int) -> float:
     from fer_core.pipeline import DetectorOptions, FacePipeline, InferenceConfig, ModelOptions
 
     pipe = FacePipeline.from_config(InferenceConfig(detector=DetectorOptions(name=detector),
-                                                    model=ModelOptions(batch_size=batch)))
+                                                    model=ModelOptions(batch_size=batch, tta=False)))
     pipe.score_images(photos[:2])  # warm-up (graph tracing), not timed
     t = time.perf_counter()
     n_faces = 0

@@ -57,8 +57,10 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     """The flags that choose the FacePipeline, the same for ``predict`` and ``serve``."""
     p.add_argument("--detector", metavar="NAME", help="face detector (see `models`); overrides the config")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
-    p.add_argument("--tta", action="store_true", default=None, help="average with horizontally flipped crops")
-    p.add_argument("--config", metavar="YAML", type=Path, help="inference config (see conf/inference.yaml)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with horizontally flipped crops (model.tta, on by default); overrides the config")
+    p.add_argument("--config", metavar="YAML", type=Path,
+                   help="pipeline config (conf/inference.yaml: the pipeline sections of a job config, same keys and defaults)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,19 +120,19 @@ def _cmd_models(fetch: bool = False) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
-    """The InferenceConfig of ``--config`` (or the defaults) with ``--detector/--model/--tta`` applied."""
+    """The InferenceConfig of ``--config`` (or the defaults) with ``--detector/--model/--[no-]tta`` applied."""
     from fer_core.config import load_yaml
     from fer_core.pipeline import InferenceConfig
 
     cfg = load_yaml(args.config, InferenceConfig) if args.config else InferenceConfig()
     if args.detector:
         cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, name=args.detector))
-    if args.model or args.tta:
+    if args.model or args.tta is not None:
         model = cfg.model
         if args.model:
             model = dataclasses.replace(model, name=args.model)
-        if args.tta:
-            model = dataclasses.replace(model, tta=True)
+        if args.tta is not None:
+            model = dataclasses.replace(model, tta=args.tta)
         cfg = dataclasses.replace(cfg, model=model)
     return cfg
 

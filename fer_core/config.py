@@ -104,19 +104,25 @@ def load_dataclass(cls: type[T], mapping: Mapping[str, Any] | None, path: str = 
 
     ``path`` is the dotted prefix used in error messages (e.g. "scoring.model").
     Missing keys take the dataclass defaults. Errors raised by the dataclass's own
-    ``__post_init__`` validation are re-raised as ConfigError prefixed with ``path``.
+    ``__post_init__`` validation are re-raised as ConfigError prefixed with ``path``. A schema that
+    retired a key can say where it went in a ``MOVED_KEYS`` class attribute ({old key: what to write
+    instead}); that key is still refused, with that advice.
     """
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"load_dataclass needs a dataclass type, got {cls!r}")
     if mapping is None:
         mapping = {}
-    if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{_where(path)}: expected a mapping for {cls.__name__}, got {mapping!r}")
-    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{_where(path)}: expected a mapping for {cls.__name__} (keys {sorted(fields)}), "
+                          f"got {mapping!r}")
+    hints = typing.get_type_hints(cls)
     unknown = [k for k in mapping if k not in fields]
     if unknown:
         key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        moved = getattr(cls, "MOVED_KEYS", {}).get(unknown[0])
+        if moved:
+            raise ConfigError(f"{key}: unknown key, {moved}")
         raise ConfigError(f"{key}: unknown key; {cls.__name__} accepts {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():

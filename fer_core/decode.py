@@ -23,7 +23,7 @@ __all__ = ["decode_image", "image_size", "image_glob", "describe_bytes", "check_
            "DEFAULT_MAX_BYTES", "IMAGE_SUFFIXES"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the job's input.max_fetch_bytes default: no real photo is near it
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the pipeline config's max_bytes default: no real photo is near it
 
 try:  # HEIC/HEIF (iPhone photos) as a Pillow format; libheif applies the container's rotation
     import pillow_heif

@@ -237,7 +237,7 @@ def fetch_uri(uri: Any, policy: UriPolicy, storage_options: dict[str, Any] | Non
         detail = redact(str(e), storage_options)[:200]
         raise FetchError(f"cannot fetch {shown}: {type(e).__name__}: {detail}") from None
     if len(data) > limit:
-        raise ImageTooLargeError(f"{shown} is larger than input.max_fetch_bytes={limit} bytes; not read")
+        raise ImageTooLargeError(f"{shown} is larger than max_bytes={limit} bytes; not read")
     return data
 
 

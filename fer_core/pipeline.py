@@ -7,16 +7,14 @@ once over all faces of the batch, which is what makes the classifier efficient.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from fer_core.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
-from fer_core.errors import ConfigError, DecodeError, ImageError
+from fer_core.decode import DEFAULT_MAX_PIXELS, decode_image
+from fer_core.errors import DecodeError, ImageError
 from fer_core.labels import EMOTIONS
-from fer_core.runtime import RuntimeConfig
+from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions
 from fer_core.sentiment import SentimentConfig, score_sentiment
 from fer_core.types import Face, FaceResult, ImageResult
 
@@ -30,67 +28,8 @@ __all__ = [
     "image_summary",
 ]
 
-# ---------------------------------------------------------------- config schema
-
-
-@dataclass(frozen=True)
-class DetectorOptions:
-    """``detector:`` section. Unset (null) values keep the detector family's own defaults; the values
-    are validated here, when the config is read (see fer_core.detectors.DetectorConfig)."""
-
-    name: str = "retinaface"
-    score_threshold: float | None = None
-    min_face_size: int | None = None
-    max_side: int | None = None
-    nms_iou: float | None = None
-    engine: str | None = None  # retinaface only: auto | tflite | tf
-
-    def __post_init__(self) -> None:
-        from fer_core.detectors import resolve_detector_options
-
-        try:  # a bad value fails when the config is read, not on every executor
-            resolve_detector_options(self.name, **self.kwargs())
-        except ConfigError as e:  # the config loader prefixes the section ("detector.") itself
-            raise ConfigError(str(e).removeprefix("detector.")) from None
-
-    def kwargs(self) -> dict[str, Any]:
-        """The set values, as ``create_detector(name, **kwargs)`` keyword arguments."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """``model:`` section: a registered model name, "default", or a path/URI to a .keras/.h5 file."""
-
-    name: str = "default"
-    tta: bool = False
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Everything needed to build a FacePipeline (conf/inference.yaml; the Spark job nests it).
-
-    max_bytes: files (``predict``) and uploads (``serve``) larger than this are too_large, never read;
-    the pipeline itself gets bytes already read, so it checks only max_pixels.
-    """
-
-    detector: DetectorOptions = field(default_factory=DetectorOptions)
-    model: ModelOptions = field(default_factory=ModelOptions)
-    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    def __post_init__(self) -> None:
-        for key in ("max_pixels", "max_bytes"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-
+# The config schema lives in fer_core/pipeline_config.py (one schema for the CLI, serve and the job);
+# importing it from here keeps working.
 
 # ---------------------------------------------------------------- pipeline
 

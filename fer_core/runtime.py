@@ -28,7 +28,9 @@ DEVICES = ("auto", "cpu", "gpu")
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """``runtime:`` section of the configs. Threads None = TF's default (all cores)."""
+    """``runtime:`` section of the pipeline config (fer_core.pipeline_config). Threads None = TF's default
+    (all cores), right for one process (``predict``, ``serve``); the Spark job runs one Python worker per
+    core, so its configs set 1 and 1 (every shipped job config states it)."""
 
     device: Literal["auto", "cpu", "gpu"] = "auto"
     intra_threads: int | None = None

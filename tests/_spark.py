@@ -37,16 +37,16 @@ def spark_bin(name: str) -> str:
 
 
 def fast_config(input_path: str, lake: str, **over: Any) -> dict[str, Any]:
-    """A tiny, fast config: Haar detector, small batches, no progress thread, no dashboards."""
+    """A tiny, fast config: Haar detector, no TTA, small batches, no progress thread, no dashboards."""
     cfg: dict[str, Any] = {
         "input": {"path": str(input_path), "extra_columns": ["likes"]},
         "output": {"path": str(lake), "dashboards": False},
         "detector": {"name": "haar", "min_face_size": 20},
-        "inference": {"batch_size": 16, "arrow_batch_size": 8, "intra_threads": 1, "inter_threads": 1,
-                      "images_per_task": 8},
-        "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2",
-                                                  "spark.default.parallelism": "2",
-                                                  "spark.driver.memory": "1g"}},
+        "model": {"batch_size": 16, "tta": False},
+        "runtime": {"intra_threads": 1, "inter_threads": 1},
+        "spark": {"master": "local[2]", "arrow_batch_size": 8, "images_per_task": 8,
+                  "conf": {"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+                           "spark.driver.memory": "1g"}},
         "progress": {"interval_s": 0},
     }
     for key, value in over.items():

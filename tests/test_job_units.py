@@ -15,15 +15,21 @@ def test_default_config_loads_and_overrides():
     cfg = load_job_config(None, input="dumps/date=*/", output="s3://b/lake")
     assert cfg.input.format == "parquet" and cfg.input.path == "dumps/date=*/"
     assert cfg.output.path == "s3://b/lake" and cfg.dashboards_dir() == "s3://b/lake/dashboards"
-    core = cfg.core()
-    assert core.detector.name == "retinaface" and core.model.batch_size == cfg.inference.batch_size
+    core = cfg.pipeline_config()
+    assert core.detector.name == "retinaface" and core.model.batch_size == cfg.model.batch_size
     assert core.runtime.device == "auto"
 
 
 @pytest.mark.parametrize("bad, key", [
     ({"input": {"columns": {"imgae": "x"}}}, "input.columns.imgae"),
-    ({"inference": {"batch_size": "big"}}, "inference.batch_size"),
-    ({"inference": {"device": "tpu"}}, "inference.device"),
+    ({"model": {"batch_size": "big"}}, "model.batch_size"),
+    ({"runtime": {"device": "tpu"}}, "runtime.device"),
+    ({"spark": {"images_per_task": 0}}, "spark.images_per_task"),
+    # keys the one pipeline schema moved are refused with where they went
+    ({"tta": True}, "tta: unknown key, moved to model.tta"),
+    ({"inference": {"batch_size": 64}}, "inference: unknown key, this section was split"),
+    ({"input": {"max_fetch_bytes": 100}}, "input.max_fetch_bytes: unknown key, moved to the top-level max_bytes"),
+    ({"model": "default"}, "model: expected a mapping for ModelOptions"),
     ({"output": {"target_file_rows": 0}}, "target_file_rows"),
     # detector values are checked when the config is read (on the driver), not on each executor
     ({"detector": {"score_threshold": 2}}, "detector.score_threshold"),

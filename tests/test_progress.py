@@ -62,8 +62,7 @@ def test_progress_moves_while_the_only_task_runs(tmp_path):
     info = make_dump(tmp_path / "s", n_images=60, days=1, bad=False)
     total = info["images"]
     cfg = fast_config(info["dump"], tmp_path / "lake", progress={"interval_s": 0.5},
-                      inference={"batch_size": 16, "arrow_batch_size": 4, "intra_threads": 1, "inter_threads": 1,
-                                 "images_per_task": 1000})
+                      spark={"arrow_batch_size": 4, "images_per_task": 1000})
     cfg["spark"]["conf"].update({"spark.default.parallelism": "1", "spark.sql.shuffle.partitions": "1"})
     r = submit(["--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--no-dashboards"], master="local[1]")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -1,5 +1,10 @@
 """Typed schema of the job's YAML config (conf/*.yaml), loaded strictly by fer_core.config.
 
+``JobConfig`` is the pipeline config (``fer_core.pipeline_config.InferenceConfig``: detector, model,
+sentiment, runtime, max_pixels, max_bytes, with its one set of defaults) plus the job-only sections
+declared here (input, output, spark, progress, health). The same pipeline sections therefore mean the
+same thing in a job YAML and in ``python -m fer_core predict --config``.
+
 An unknown key, a missing required key or a value of the wrong type fails when the file is read,
 with a ConfigError naming the dotted key (e.g. ``conf/x.yaml: input.columns.imgae: unknown key``).
 Command-line flags (--input, --output) override ``input.path`` / ``output.path``.
@@ -11,14 +16,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from fer_core.config import dataclass_to_dict, load_dataclass, load_yaml
-from fer_core.decode import DEFAULT_MAX_BYTES
 from fer_core.errors import ConfigError
-from fer_core.pipeline import DetectorOptions, InferenceConfig as CoreInferenceConfig, ModelOptions
-from fer_core.runtime import RuntimeConfig
-from fer_core.sentiment import SentimentConfig
+from fer_core.pipeline_config import InferenceConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "default.yaml"
@@ -55,7 +57,7 @@ class InputConfig:
         every format fer_core decodes, in any case (.jpg .JPG .jpeg .png .webp .gif .bmp .tif .tiff .heic
         .heif .avif). Files it leaves out are counted and named in the run's output.
     storage_options: fsspec options for reading URIs and remote dumps (e.g. endpoint_url, key, secret).
-    max_fetch_bytes: a fetched URI or file larger than this is status too_large, not read.
+    (A fetched URI, file or image cell larger than the top-level ``max_bytes`` is status too_large, not read.)
     retry_fetch_errors: images whose fetch failed in an earlier run (status fetch_error, e.g. a
         timeout or a missing object) are fetched again; a retried image keeps one row, the new one.
     fetch_threads: URIs fetched at once per Python worker (object-store and CDN latency, not bandwidth,
@@ -80,17 +82,19 @@ class InputConfig:
     default_platform: str | None = None
     glob_filter: str = ""
     storage_options: dict[str, str] = field(default_factory=dict)
-    max_fetch_bytes: int = DEFAULT_MAX_BYTES
     retry_fetch_errors: bool = True
     fetch_threads: int = 16
     uri_allow: list[str] = field(default_factory=list)
     uri_allow_private_hosts: bool = False
     posted_at_format: Literal["auto", "iso8601", "epoch_s", "epoch_ms"] = "auto"
 
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "max_fetch_bytes": "moved to the top-level max_bytes (the pipeline config's limit, shared with "
+                           "`python -m fer_core predict`); see conf/default.yaml"}
+
     def __post_init__(self) -> None:
-        for key in ("max_fetch_bytes", "fetch_threads"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.fetch_threads < 1:
+            raise ConfigError(f"fetch_threads: must be >= 1, got {self.fetch_threads}")
         for prefix in self.uri_allow:
             if not isinstance(prefix, str) or not prefix.strip() or "*" in prefix:
                 raise ConfigError(f"uri_allow: {prefix!r} is not a prefix; write e.g. s3://bucket/media/, "
@@ -154,42 +158,27 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class InferenceSettings:
-    """``inference:`` how models run on executors.
+class SparkSettings:
+    """``spark:`` session and partitioning settings. ``master`` applies only when not launched by
+    spark-submit with --master.
 
-    device: auto | cpu | gpu (fer_core.runtime.configure_tensorflow on each Python worker).
-    batch_size: faces per predict_on_batch call.
     arrow_batch_size: rows per Arrow batch handed to the pandas UDFs
         (spark.sql.execution.arrow.maxRecordsPerBatch); images are decoded one Arrow batch at a time.
-    intra_threads / inter_threads: TF thread pools per Python worker (null = TF default).
-    max_pixels: header-declared pixel limit; bigger images get status too_large.
-    images_per_task: target images per Spark task (sets the partition count: parallelism and progress granularity).
-    """
-
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    batch_size: int = 64
-    arrow_batch_size: int = 64
-    intra_threads: int | None = 1
-    inter_threads: int | None = 1
-    max_pixels: int = 50_000_000
-    images_per_task: int = 2000
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "arrow_batch_size", "max_pixels", "images_per_task"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-
-
-@dataclass(frozen=True)
-class SparkSettings:
-    """``spark:`` session settings. ``master`` applies only when not launched by spark-submit with --master.
-
+    images_per_task: target images per Spark task (sets the partition count: parallelism and progress
+        granularity).
     conf: any Spark conf, e.g. spark.executor.resource.gpu.amount (see conf/gpu.yaml).
     """
 
     master: str = "local[*]"
     app_name: str = "score_campaign"
+    arrow_batch_size: int = 64
+    images_per_task: int = 2000
     conf: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("arrow_batch_size", "images_per_task"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -221,30 +210,24 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    """The whole job config (conf/default.yaml documents every key)."""
+class JobConfig(InferenceConfig):
+    """The whole job config (conf/default.yaml documents every key): the pipeline sections of
+    ``InferenceConfig`` (detector, model, sentiment, runtime, max_pixels, max_bytes: one schema and one
+    set of defaults with the CLI), plus the job-only sections below. ``pipeline_config()`` is the
+    InferenceConfig executors build their FacePipeline from."""
 
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    detector: DetectorOptions = field(default_factory=DetectorOptions)
-    model: str = "default"
-    tta: bool = False
-    inference: InferenceSettings = field(default_factory=InferenceSettings)
-    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     spark: SparkSettings = field(default_factory=SparkSettings)
     progress: ProgressSettings = field(default_factory=ProgressSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
 
-    def core(self) -> CoreInferenceConfig:
-        """The fer_core InferenceConfig executors build their FacePipeline from."""
-        inf = self.inference
-        return CoreInferenceConfig(
-            detector=self.detector,
-            model=ModelOptions(name=self.model, tta=self.tta, batch_size=inf.batch_size),
-            sentiment=self.sentiment,
-            runtime=RuntimeConfig(device=inf.device, intra_threads=inf.intra_threads, inter_threads=inf.inter_threads),
-            max_pixels=inf.max_pixels, max_bytes=self.input.max_fetch_bytes,
-        )
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "tta": "moved to model.tta (model: {name: default, tta: true}); see conf/default.yaml",
+        "inference": "this section was split into the pipeline config's runtime (device, intra_threads, "
+                     "inter_threads), model.batch_size and max_pixels, and spark (arrow_batch_size, "
+                     "images_per_task); see conf/default.yaml",
+    }
 
     def with_overrides(self, *, input: str | None = None, output: str | None = None) -> "JobConfig":
         """Apply --input / --output."""
@@ -270,12 +253,12 @@ def job_config_from_dict(data: dict) -> JobConfig:
     return load_dataclass(JobConfig, data)
 
 
-def config_hash(cfg: JobConfig) -> str:
-    """sha256 (first 16 hex) of everything that changes the scores; paths are left out on purpose, and so
-    is the RetinaFace engine, whose engines return the same rows (tests/test_detectors.py), so that runs
-    before and after it existed keep one hash."""
-    data = dataclass_to_dict(cfg)
-    for key in ("input", "output", "spark", "progress", "health"):
-        data.pop(key, None)
+def config_hash(cfg: InferenceConfig) -> str:
+    """sha256 (first 16 hex) of the pipeline config (everything that changes the scores); the job-only
+    sections (paths, Spark, progress, health) are left out on purpose, and so is the RetinaFace engine,
+    whose engines return the same rows (tests/test_detectors.py), so that runs before and after it
+    existed keep one hash. It is taken over the resolved config (detector defaults written out), so a
+    config that states a default and one that leaves it out hash alike, from a job or an inference YAML."""
+    data = dataclass_to_dict(cfg.resolved())
     data["detector"].pop("engine", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

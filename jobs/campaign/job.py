@@ -179,8 +179,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
 
     sc = spark.sparkContext
-    model_version, model_bytes, model_spec = resolve_model(cfg.model)
-    mix_matrix = model_spec.mix_matrix(cfg.tta)
+    model_version, model_bytes, model_spec = resolve_model(cfg.model.name)
+    mix_matrix = model_spec.mix_matrix(cfg.model.tta)
     detector_version, detector_bytes = resolve_detector(cfg)
     uri_policy = cfg.input.uri_policy()
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
@@ -214,7 +214,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         n_todo = ids.join(existing, "image_id", "left_anti").count()
     else:
         n_todo = n_unique
-    n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.inference.images_per_task))))
+    n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.spark.images_per_task))))
     spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
     print(f"run {run_id}: {n_input} input rows, "
           + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
@@ -230,7 +230,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
     t_score = time.monotonic()
     if n_todo:
-        core = cfg.core()
+        core = cfg.pipeline_config()
         det_bc = sc.broadcast(detector_bytes) if detector_bytes is not None else None
         model_bc = sc.broadcast(model_bytes)
         key = f"{model_version}|{detector_version}|{core!r}"
@@ -238,9 +238,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         ctx = ScoringContext(
             pipeline_fn=make_pipeline_fn(core, det_bc, model_bc, key),
             storage_options=dict(cfg.input.storage_options), uri_policy=uri_policy,
-            max_fetch_bytes=cfg.input.max_fetch_bytes,
+            max_fetch_bytes=cfg.max_bytes,
             fetch_threads=cfg.input.fetch_threads,
-            detect_chunk=min(16, cfg.inference.arrow_batch_size), run_id=run_id, model_version=model_version,
+            detect_chunk=min(16, cfg.spark.arrow_batch_size), run_id=run_id, model_version=model_version,
             images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
             images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
@@ -376,7 +376,7 @@ def _model_file_versions(cfg: JobConfig) -> dict[str, str]:
     """{model_version: path} when the job's model is a file, so Grad-CAM can load it for the gallery."""
     from fer_core.models.registry import is_model_path
 
-    return {resolve_model(cfg.model)[0]: cfg.model} if is_model_path(cfg.model) else {}
+    return {resolve_model(cfg.model.name)[0]: cfg.model.name} if is_model_path(cfg.model.name) else {}
 
 
 def _policy_loader(cfg: JobConfig, parquet_loader):
@@ -386,7 +386,7 @@ def _policy_loader(cfg: JobConfig, parquet_loader):
     from fer_core.fetch import fetch_uri
 
     policy = cfg.input.uri_policy()
-    limit = cfg.input.max_fetch_bytes
+    limit = cfg.max_bytes
 
     def load(image_id: str, source: str | None) -> bytes | None:
         if source and source.lower().endswith((".parquet", ".parq", ".pq")):

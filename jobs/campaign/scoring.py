@@ -155,7 +155,7 @@ def fetch_payloads(pdf, ctx: ScoringContext) -> list[Any]:
     for data, uri in zip(pdf["image"], pdf["uri"]):
         if data is not None:
             if len(data) > ctx.max_fetch_bytes:
-                out.append(ImageTooLargeError(f"image cell holds {len(data)} bytes > input.max_fetch_bytes"))
+                out.append(ImageTooLargeError(f"image cell holds {len(data)} bytes > max_bytes"))
             else:
                 out.append(bytes(data))
         elif uri is None:

@@ -24,7 +24,7 @@ QUIET_TF_LEVEL = "2"
 def session_confs(cfg: JobConfig) -> dict[str, str]:
     """Spark confs the job needs, then the config's own ``spark.conf`` (which wins)."""
     confs = {
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.inference.arrow_batch_size),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.spark.arrow_batch_size),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         # Models are cached per Python worker (scoring.ModelCache): workers must be reused across tasks.

@@ -1,0 +1,159 @@
+"""One pipeline config: every shipped YAML resolves to the pipeline it is meant to score with, and the
+CLI (``predict``/``serve``) and the job read the same sections with the same defaults."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_core.config import load_dataclass, load_yaml
+from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions
+from fer_core.runtime import RuntimeConfig
+from jobs.campaign.config import JobConfig, config_hash, job_config_from_dict, load_job_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# What each shipped config is meant to score with. Every one states model.tta (the default is on,
+# fer_core/pipeline_config.py); the job configs run one Python worker per core, hence one TF thread.
+JOB_CPU = InferenceConfig(runtime=RuntimeConfig(intra_threads=1, inter_threads=1))
+INTENDED: dict[str, tuple[type, InferenceConfig]] = {
+    "inference.yaml": (InferenceConfig, InferenceConfig()),  # lists every key with its default
+    "default.yaml": (JobConfig, JOB_CPU),
+    "folders.yaml": (JobConfig, JOB_CPU),
+    "s3.yaml": (JobConfig, JOB_CPU),
+    "gpu.yaml": (JobConfig, InferenceConfig(detector=DetectorOptions(max_side=1280),
+                                            model=ModelOptions(batch_size=512),
+                                            runtime=RuntimeConfig(device="gpu", intra_threads=2, inter_threads=2))),
+}
+
+
+def is_training_config(path: Path) -> bool:
+    """The training lab's configs (conf/train_*.yaml, conf/experiments/): TrainConfig, tests/test_train.py."""
+    rel = path.relative_to(CONF)
+    return rel.name.startswith("train_") or rel.parts[0] == "experiments"
+
+
+def load(path: Path) -> InferenceConfig:
+    """A shipped config through the loader its command uses."""
+    cls, _ = INTENDED[path.name]
+    return load_yaml(path, InferenceConfig) if cls is InferenceConfig else load_job_config(path)
+
+
+def shipped_pipeline_configs() -> list[Path]:
+    return [p for p in sorted(CONF.rglob("*.yaml")) if not is_training_config(p)]
+
+
+def test_every_shipped_config_is_known():
+    """A new YAML in conf/ must say here what it scores with (or be a training config)."""
+    names = [p.name for p in shipped_pipeline_configs()]
+    assert sorted(names) == sorted(INTENDED), "add the new config to INTENDED with the pipeline it is meant to run"
+
+
+@pytest.mark.parametrize("path", shipped_pipeline_configs(), ids=lambda p: str(p.relative_to(CONF)))
+def test_shipped_config_resolves_to_its_intended_pipeline(path):
+    cfg = load(path)
+    _, intended = INTENDED[path.name]
+    assert cfg.resolved() == intended.resolved()
+    raw = yaml.safe_load(path.read_text())
+    assert "tta" in raw["model"], f"{path.name}: state model.tta (the one default is {ModelOptions().tta})"
+
+
+def test_every_job_config_scores_like_the_default():
+    """The CPU job configs give one config hash: one lake never mixes their scores under one model."""
+    hashes = {name: config_hash(load(CONF / name)) for name, (cls, _) in INTENDED.items() if cls is JobConfig}
+    assert len({h for n, h in hashes.items() if n != "gpu.yaml"}) == 1, hashes
+
+
+def test_schedules_run_a_shipped_config():
+    """The crontab and the Airflow DAG inherit model.tta from the config they name."""
+    named = []
+    for path in sorted((CONF / "schedule").iterdir()):
+        named += re.findall(r"--config\s+(conf/[\w./-]+\.yaml)", path.read_text())
+    assert named, "conf/schedule/ names no config"
+    for rel in named:
+        assert (REPO / rel).is_file() and Path(rel).name in INTENDED, rel
+
+
+# ---------------------------------------------------------------- the CLI and the job alike
+
+# Every pipeline section, with a value other than its default for every key.
+SECTIONS = {
+    "detector": {"name": "retinaface", "score_threshold": 0.8, "min_face_size": 30, "max_side": 800,
+                 "nms_iou": 0.3, "engine": "tf"},
+    "model": {"name": "fer-vgg@4", "tta": False, "batch_size": 32},
+    "sentiment": {"weights": {"happy": 1.0, "surprise": 0.5, "neutral": 0.0, "sad": -0.5, "fear": -0.5,
+                              "angry": -1.0, "disgust": -1.0},
+                  "label_rule": "valence", "positive_threshold": 0.2, "negative_threshold": -0.1},
+    "runtime": {"device": "cpu", "intra_threads": 3, "inter_threads": 2},
+    "max_pixels": 1_000_000,
+    "max_bytes": 2_000_000,
+}
+JOB_ONLY = {"input": {"path": "dumps/"}, "output": {"path": "lake", "dashboards": False},
+            "spark": {"master": "local[1]"}}
+
+
+def cli_config(command: str, config: Path | None, *flags: str) -> InferenceConfig:
+    """The InferenceConfig `python -m fer_core predict|serve` would run with (nothing loaded)."""
+    from fer_core.cli import _load_config, build_parser
+
+    argv = [command] + (["photo.jpg"] if command == "predict" else []) + list(flags)
+    if config is not None:
+        argv += ["--config", str(config)]
+    return _load_config(build_parser().parse_args(argv))
+
+
+def test_the_sections_cover_the_schema_with_no_default():
+    assert set(SECTIONS) == {f.name for f in dataclasses.fields(InferenceConfig)}
+    cfg, default = load_dataclass(InferenceConfig, SECTIONS), InferenceConfig()
+    for name in SECTIONS:
+        assert getattr(cfg, name) != getattr(default, name), name
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_cli_and_job_read_the_same_sections_alike(tmp_path, command):
+    inference = tmp_path / "inference.yaml"
+    inference.write_text(yaml.safe_dump(SECTIONS))
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump({**SECTIONS, **JOB_ONLY}))
+
+    cli = cli_config(command, inference)
+    job = load_job_config(job_yaml)
+    assert cli == job.pipeline_config() == load_dataclass(InferenceConfig, SECTIONS)
+    assert config_hash(cli) == config_hash(job)
+    assert config_hash(job) != config_hash(load_job_config(CONF / "default.yaml"))
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_absent_sections_give_the_same_defaults(tmp_path, command):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump(JOB_ONLY))
+    configs = [cli_config(command, None), cli_config(command, empty), load_job_config(job_yaml).pipeline_config(),
+               job_config_from_dict({}).pipeline_config()]
+    assert all(c == InferenceConfig() for c in configs), configs
+    # the job declares none of the pipeline's fields itself: it inherits them, defaults and all
+    inherited = {f.name: (f.type, f.default, f.default_factory) for f in dataclasses.fields(InferenceConfig)}
+    assert {f.name: (f.type, f.default, f.default_factory) for f in dataclasses.fields(JobConfig)
+            if f.name in inherited} == inherited
+
+
+def test_tta_is_on_unless_a_config_or_flag_turns_it_off(tmp_path):
+    off = tmp_path / "off.yaml"
+    off.write_text("model: {tta: false}\n")
+    assert cli_config("predict", None).model.tta is True
+    assert cli_config("predict", off).model.tta is False
+    assert cli_config("predict", off, "--tta").model.tta is True
+    assert cli_config("serve", None, "--no-tta").model.tta is False
+    assert job_config_from_dict({}).model.tta is True
+    assert config_hash(job_config_from_dict({"model": {"tta": False}})) != config_hash(job_config_from_dict({}))
+
+
+def test_stating_a_detector_default_hashes_like_leaving_it_out():
+    stated = job_config_from_dict({"detector": {"name": "retinaface", "score_threshold": 0.9, "max_side": 1024}})
+    assert config_hash(stated) == config_hash(job_config_from_dict({}))
+    assert config_hash(job_config_from_dict({"detector": {"max_side": 1280}})) != config_hash(stated)
