@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "gpu")
 class RuntimeConfig:
     """``runtime:`` section of the pipeline config (fer_core.pipeline_config). Threads None = TF's default
     (all cores), right for one process (``predict``, ``serve``); the Spark job runs one Python worker per
-    core, so its configs set 1 and 1 (every shipped job config states it)."""
+    core, so there None means the Spark task's cores (spark.task.cpus, 1 by default; jobs/campaign/job.py)."""
 
     device: Literal["auto", "cpu", "gpu"] = "auto"
     intra_threads: int | None = None

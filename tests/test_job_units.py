@@ -470,3 +470,15 @@ def test_folder_without_images_fails_up_front_naming_the_formats(tmp_path) -> No
                                               input={"format": "folders", "extra_columns": [], "glob_filter": "*.png"}))
     with pytest.raises(InputError, match=r"matches input.glob_filter '\*.png'"):
         read_input(None, narrow.input)
+
+
+def test_unset_tensorflow_threads_become_the_spark_tasks_cores() -> None:
+    """A job YAML without runtime threads must not give every task's Python worker all the cores."""
+    from fer_core.pipeline_config import InferenceConfig
+    from fer_core.runtime import RuntimeConfig
+    from jobs.campaign.job import _per_task_threads
+
+    assert _per_task_threads(InferenceConfig(), 1).runtime == RuntimeConfig("auto", 1, 1)
+    assert _per_task_threads(InferenceConfig(), 4).runtime == RuntimeConfig("auto", 4, 4)
+    stated = InferenceConfig(runtime=RuntimeConfig("cpu", 3, None))
+    assert _per_task_threads(stated, 2).runtime == RuntimeConfig("cpu", 3, 2)  # what a config states stays

@@ -59,6 +59,17 @@ def resolve_detector(cfg: JobConfig) -> tuple[str, bytes | None]:
     return create_detector(cfg.detector.name, **cfg.detector.kwargs()).version, None
 
 
+def _per_task_threads(core, task_cpus: int):
+    """Unset TensorFlow thread counts (runtime.intra_threads / inter_threads: null, TF's all-cores default,
+    right for one process) become the Spark task's cores: every task slot runs a Python worker of its
+    own, so all-cores per worker would oversubscribe the executor."""
+    import dataclasses
+
+    rt = core.runtime
+    fill = {k: task_cpus for k in ("intra_threads", "inter_threads") if getattr(rt, k) is None}
+    return dataclasses.replace(core, runtime=dataclasses.replace(rt, **fill)) if fill else core
+
+
 def _arrow_extras(df, names: list[str]) -> list[Any]:
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_type
@@ -230,7 +241,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
     t_score = time.monotonic()
     if n_todo:
-        core = cfg.pipeline_config()
+        core = _per_task_threads(cfg.pipeline_config(), int(sc.getConf().get("spark.task.cpus", "1")))
         det_bc = sc.broadcast(detector_bytes) if detector_bytes is not None else None
         model_bc = sc.broadcast(model_bytes)
         key = f"{model_version}|{detector_version}|{core!r}"
