@@ -54,9 +54,9 @@ def test_one_run_writes_every_row_once(one_shot, dump):
     probs = ok[[c for c in ok.columns if c.startswith("p_")]].sum(axis=1)
     assert ((probs - 1).abs() < 1e-4).all()
     assert faces.landmarks.isna().all()  # haar gives no landmarks
-    # every table as written is the contract's schema (fer_core.tables), the images table plus its extras
     from deltalake import DeltaTable
 
+    # every table as written is the contract's schema (fer_core.tables), the images table plus its extras
     from fer_core import tables
 
     for name in ("images", "faces", "campaigns", "runs"):
@@ -312,3 +312,21 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     assert len(faces) == read_table(f"{lake}/images").n_faces.sum()
     assert camps.n_images.sum() == n_images and camps.n_faces.sum() == len(faces)
     assert run_job_in_process(spark, config())["n_scored"] == 0  # nothing left to retry
+
+
+def test_a_one_file_dump_is_scored_by_every_task(spark, dump, tmp_path):  # noqa: F811
+    """A small dump is read as one partition, which already satisfies the dedupe window and the
+    anti-join, so without the job's explicit repartition one task (one core) scored the whole run."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    one_file = tmp_path / "dump"
+    one_file.mkdir()
+    pq.write_table(ds.dataset(str(dump["dump"]), format="parquet").to_table(), one_file / "all.parquet")
+    lake = tmp_path / "lake"
+    run_job_in_process(spark, fast_config(str(one_file), lake, spark={"images_per_task": 4}), run_id="spread")
+    images = read_table(f"{lake}/images")
+    # one Parquet file per task and campaign: one task would have written one file per campaign
+    n_files = len(DeltaTable(f"{lake}/images").file_uris())
+    assert n_files > images.campaign_id.nunique(), (n_files, images.campaign_id.nunique())

@@ -227,6 +227,10 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         n_todo = n_unique
     n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.spark.images_per_task))))
     spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
+    # Spread the images over n_parts tasks explicitly: a small dump is read as one partition, and one
+    # partition already satisfies the dedupe window and the anti-join, so Spark adds no shuffle and a
+    # single task (one core) would score the whole run. Hash on image_id: the same split on a retry.
+    todo = todo.repartition(n_parts, "image_id")
     print(f"run {run_id}: {n_input} input rows, "
           + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
           + f"{n_input - n_erased - n_unique} duplicates, "
