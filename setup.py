@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "opencv-python-headless>=4.10,<5",  # 5.x ships no Haar cascades
     "pillow>=13",  # AVIF in the wheels
     "pillow-heif>=1.0,<2",  # HEIC/HEIF phone photos (fer_core.decode)
+    "av==18.1.0",  # PyAV: FFmpeg in its wheel, decodes video posts from memory (fer_core.video)
     "plotly>=6,<8",
     "jinja2>=3.1",
     "pyyaml>=6",

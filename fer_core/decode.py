@@ -17,7 +17,8 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError
+from fer_core.errors import DecodeError, EmptyImageError, ImageTooLargeError, VideoBytesError
+from fer_core.sniff import sniff_container
 
 __all__ = ["decode_image", "image_size", "image_glob", "describe_bytes", "check_byte_size", "DEFAULT_MAX_PIXELS",
            "DEFAULT_MAX_BYTES", "IMAGE_SUFFIXES"]
@@ -99,6 +100,11 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:
         return _open_unchecked(data)
     except UnidentifiedImageError:
+        video = sniff_container(data)
+        if video is not None:  # never "gif": Pillow opens every GIF, so it does not get here
+            raise VideoBytesError(
+                f"bytes are a {video.upper()} video, not an image ({len(data):,} bytes); "
+                "score them as a video post (fer_core.video.sample_frames)", container=video) from None
         if _HEIF_ERROR and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
             raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not importable ({_HEIF_ERROR}); "
                               "pip install pillow-heif (a dependency of this package) and run again") from None

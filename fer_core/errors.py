@@ -42,6 +42,20 @@ class DecodeError(ImageError):
     status = "decode_error"
 
 
+class VideoBytesError(DecodeError):
+    """The bytes are a video (MP4/MOV, WebM/Matroska), handed to the image decoder.
+
+    Still ``decode_error`` for the image path; a caller that scores videos catches this type (its
+    ``container`` says which kind) and hands the bytes to ``fer_core.video.sample_frames`` instead."""
+
+    def __init__(self, message: str, container: str) -> None:
+        super().__init__(message)
+        self.container = container
+
+    def __reduce__(self):  # pickles whole (Spark ships errors between processes)
+        return type(self), (str(self), self.container)
+
+
 class FetchError(ImageError):
     """The image URI could not be read (missing object, permission, network)."""
 
