@@ -7,6 +7,7 @@ once over all faces of the batch, which is what makes the classifier efficient.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from fer_core.decode import DEFAULT_MAX_PIXELS, decode_image
 from fer_core.errors import DecodeError, ImageError
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions
+from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions, VideoConfig
 from fer_core.sentiment import SentimentConfig, score_sentiment
 from fer_core.types import Face, FaceResult, ImageResult
 
@@ -26,6 +27,7 @@ __all__ = [
     "image_probabilities",
     "dominant_emotion",
     "image_summary",
+    "video_tracks",
 ]
 
 # The config schema lives in fer_core/pipeline_config.py (one schema for the CLI, serve and the job);
@@ -47,11 +49,13 @@ class FacePipeline:
         model: Any,
         sentiment: SentimentConfig | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        video: VideoConfig | None = None,
     ) -> None:
         self.detector = detector
         self.model = model
         self.sentiment_config = sentiment or SentimentConfig()
         self.max_pixels = int(max_pixels)
+        self.video = video or VideoConfig()
 
     @classmethod
     def from_config(
@@ -86,7 +90,7 @@ class FacePipeline:
         model = create_emotion_model(
             cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
         )
-        return cls(detector, model, cfg.sentiment, cfg.max_pixels)
+        return cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.video)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -156,50 +160,139 @@ class FacePipeline:
         ImageResult each, in order. Never raises for one bad image.
 
         The one place that orders decode -> detect -> align -> classify -> sentiment: the CLI, the
-        local page and the Spark job all score through it. All faces of the batch are classified in
-        one call."""
-        decoded = self.decode(images)
-        results: list[ImageResult] = []
-        ok: list[int] = []
-        for i, d in enumerate(decoded):
-            if isinstance(d, ImageError):
-                results.append(ImageResult(status=d.status, error=str(d)))
-            else:
-                results.append(ImageResult(status="ok", width=int(d.shape[1]), height=int(d.shape[0])))
-                ok.append(i)
-        detections = self.detect_safe([decoded[i] for i in ok])
-
+        local page and the Spark job all score through it. Photos are decoded and detected as one
+        batch; a video post (``fer_core.video.media_type``, when ``video.enabled``) is sampled and its
+        frames go through the same detect and align, one video at a time, so the frames held at once
+        are those of one video (at most ``video.max_frames``), never those of a whole chunk of videos;
+        only its crops are kept. All crops of the batch, photos' and videos', are classified in one call.
+        """
+        results: list[ImageResult | None] = [None] * len(images)
         crops: list[np.ndarray] = []
-        owners: list[tuple[int, Face]] = []
-        for i, faces in zip(ok, detections):
-            if isinstance(faces, ImageError):
-                results[i].status, results[i].error = faces.status, str(faces)
-                continue
-            if not faces:
-                results[i].status = "no_face"
-                continue
-            crops.append(self.align(decoded[i], faces))
-            owners.extend((i, f) for f in faces)
+        owners: list[_Owner] = []
+        photos = [i for i, data in enumerate(images) if not self.is_video(data)]
+        decoded = self.decode([images[i] for i in photos])
+        for i, d in zip(photos, decoded):
+            if isinstance(d, ImageError):
+                results[i] = ImageResult(status=d.status, error=str(d))
+            else:
+                results[i] = ImageResult(status="ok", width=int(d.shape[1]), height=int(d.shape[0]), n_frames=1)
+        ok = [(i, d) for i, d in zip(photos, decoded) if not isinstance(d, ImageError)]
+        self._detect_and_align(ok, results, crops, owners)
+        del decoded, ok
+        for i, data in enumerate(images):
+            if results[i] is None:
+                results[i] = self._sample_and_detect(i, data, results, crops, owners)
+        out: list[ImageResult] = results  # type: ignore[assignment]  # every slot is filled above
         if not owners:
-            return results
+            return out
 
         probs = self.classify(np.concatenate(crops))
         valence, labels = self.sentiment(probs)
-        for (i, face), p, v, s in zip(owners, probs, valence, labels):
-            results[i].faces.append(
-                FaceResult(face=face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))], sentiment=s, valence=float(v))
-            )
-        return results
+        for owner, p, v, s in zip(owners, probs, valence, labels):
+            out[owner.index].faces.append(FaceResult(
+                face=owner.face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))], sentiment=s,
+                valence=float(v), frame_ms=owner.frame_ms, track_id=owner.track_id))
+        return out
+
+    def is_video(self, data: Any) -> bool:
+        """Whether ``score_images`` samples these bytes as a video post (video.enabled and a video container)."""
+        from fer_core.video import media_type
+
+        return (self.video.enabled and isinstance(data, (bytes, bytearray, memoryview))
+                and media_type(data, self.video) == "video")
+
+    def _detect_and_align(self, frames: Sequence[tuple[int, np.ndarray]], results: list[ImageResult | None],
+                          crops: list[np.ndarray], owners: list["_Owner"]) -> list[list[Face] | ImageError]:
+        """Detect faces on (result index, RGB) pairs in one batch; append each frame's aligned crops and
+        their owners; a photo without faces becomes no_face, a failed detection its error. Returns the
+        detections (a video's caller links them into tracks)."""
+        detections = self.detect_safe([rgb for _, rgb in frames])
+        for (i, rgb), faces in zip(frames, detections):
+            result = results[i]
+            if isinstance(faces, ImageError):
+                result.status, result.error = faces.status, str(faces)
+            elif faces:
+                crops.append(self.align(rgb, faces))
+                owners.extend(_Owner(i, f) for f in faces)
+            elif result.media_type == "image":
+                result.status = "no_face"
+        return detections
+
+    def _sample_and_detect(self, i: int, data: bytes, results: list[ImageResult | None],
+                           crops: list[np.ndarray], owners: list["_Owner"]) -> ImageResult:
+        """One video post: sample its frames, detect and align them as a batch, link its faces into
+        tracks. Its frames are dropped on return (only the crops stay); a typed error is its status."""
+        from fer_core.tracking import link_tracks
+        from fer_core.video import sample_frames
+
+        try:
+            video = sample_frames(data, self.video)
+        except ImageError as e:
+            return ImageResult(status=e.status, error=str(e), media_type="video")
+        except Exception as e:  # a decoder bug must not kill the batch
+            bug = DecodeError(f"cannot decode video: {type(e).__name__}; re-export the file as H.264/VP9")
+            return ImageResult(status=bug.status, error=str(bug), media_type="video")
+        result = results[i] = ImageResult(status="ok", width=video.width, height=video.height, media_type="video",
+                                          duration_s=video.duration_s, n_frames=len(video.frames))
+        video_crops: list[np.ndarray] = []
+        video_owners: list[_Owner] = []
+        detections = self._detect_and_align([(i, frame) for frame in video.frames], results, video_crops,
+                                             video_owners)
+        if any(isinstance(d, ImageError) for d in detections):
+            return result  # a frame the detector could not take: its error is the video's status, as for a photo
+        if not video_owners:
+            result.status = "no_face"
+            return result
+        track_ids = link_tracks(detections, video.frame_ms, self.video.tracking)
+        frame_of_face = ((int(ms), int(tid)) for faces, ms, ids in zip(detections, video.frame_ms, track_ids)
+                         for _face, tid in zip(faces, ids))
+        for owner, (ms, track_id) in zip(video_owners, frame_of_face, strict=True):
+            owner.frame_ms, owner.track_id = ms, track_id
+        crops.extend(video_crops)
+        owners.extend(video_owners)
+        return result
+
+
+@dataclass
+class _Owner:
+    """Whose crop it is: the result index, the face and, for a video, its frame time and track."""
+
+    index: int
+    face: Face
+    frame_ms: int | None = None
+    track_id: int | None = None
 
 
 # ---------------------------------------------------------------- image level
 
 
+def video_tracks(result: ImageResult) -> list[Any]:
+    """A video's tracks (``fer_core.tracking.TrackSummary``, by track id) from its faces' track_id and
+    frame_ms: each track's area-weighted mean probabilities and ``area_sum`` (mean area x frames seen)."""
+    from fer_core.tracking import track_summary
+
+    by_frame: dict[int, list[FaceResult]] = {}
+    for fr in result.faces:
+        by_frame.setdefault(int(fr.frame_ms or 0), []).append(fr)
+    frame_ms = sorted(by_frame)
+    frames = [by_frame[ms] for ms in frame_ms]
+    return track_summary([[int(fr.track_id or 0) for fr in faces] for faces in frames],
+                         [[fr.face for fr in faces] for faces in frames],
+                         [np.stack([fr.probabilities for fr in faces]) for faces in frames], frame_ms)
+
+
 def image_probabilities(faces: ImageResult | Sequence[FaceResult]) -> np.ndarray | None:
     """Image-level probabilities: the face-area-weighted mean of its faces' (7,) vectors; None without faces.
 
-    Bigger faces are closer / more prominent in a campaign photo, so they count more.
+    Bigger faces are closer / more prominent in a campaign photo, so they count more. For a video
+    (an ImageResult with media_type video), its tracks' mean probabilities weighted by each track's
+    face area x frames seen (``video_tracks``): a person on screen, near the camera, for long counts most.
     """
+    if isinstance(faces, ImageResult) and faces.media_type == "video" and faces.faces:
+        tracks = video_tracks(faces)
+        probs = np.stack([t.probabilities for t in tracks]).astype(np.float64)
+        weights = np.array([t.area_sum for t in tracks], dtype=np.float64)
+        return (weights @ probs / weights.sum()).astype(np.float32)
     faces = faces.faces if isinstance(faces, ImageResult) else list(faces)
     if not faces:
         return None
@@ -217,11 +310,13 @@ def dominant_emotion(probs: np.ndarray | None) -> str | None:
 def image_summary(result: ImageResult, cfg: SentimentConfig | None = None) -> dict[str, Any]:
     """The image-level columns of the images table: n_faces, dominant_emotion, p_*, sentiment, valence.
 
+    A video's n_faces is the number of its tracks (one person across its frames counts once).
     Without faces every value but n_faces is None. Image valence is the sentiment of the
     area-weighted probabilities (equal to the area-weighted mean face valence before clipping).
     """
     probs = image_probabilities(result)
-    row: dict[str, Any] = {"n_faces": len(result.faces), "dominant_emotion": dominant_emotion(probs)}
+    n_faces = len({fr.track_id for fr in result.faces}) if result.media_type == "video" else len(result.faces)
+    row: dict[str, Any] = {"n_faces": n_faces, "dominant_emotion": dominant_emotion(probs)}
     for j, name in enumerate(EMOTIONS):
         row[f"p_{name}"] = None if probs is None else float(probs[j])
     if probs is None:

@@ -10,6 +10,9 @@ and in an inference YAML:
 - ``model:`` ``ModelOptions`` (name, tta, batch_size)
 - ``sentiment:`` ``fer_core.sentiment.SentimentConfig``
 - ``runtime:`` ``fer_core.runtime.RuntimeConfig`` (device, TensorFlow threads)
+- ``video:`` ``VideoConfig``: whether video posts are scored, how their frames are sampled
+  (``fer_core.video.VideoOptions``) and how their faces are linked into tracks (``tracking:``,
+  ``fer_core.tracking.TrackOptions``)
 - ``max_pixels``, ``max_bytes``: the limits past which an image is ``too_large``
 
 Everything that changes a face's numbers (model, tta, detector policy, sentiment rule, limits) is in
@@ -25,8 +28,10 @@ from fer_core.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from fer_core.errors import ConfigError
 from fer_core.runtime import RuntimeConfig
 from fer_core.sentiment import SentimentConfig
+from fer_core.tracking import TrackOptions
+from fer_core.video import VideoOptions
 
-__all__ = ["DetectorOptions", "ModelOptions", "InferenceConfig", "RuntimeConfig", "SentimentConfig"]
+__all__ = ["DetectorOptions", "ModelOptions", "VideoConfig", "InferenceConfig", "RuntimeConfig", "SentimentConfig"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,27 @@ class ModelOptions:
 
 
 @dataclass(frozen=True)
+class VideoConfig(VideoOptions):
+    """``video:`` section: the sampling keys of ``fer_core.video.VideoOptions`` (sample_fps, max_frames,
+    max_seconds, max_pixels_per_frame, gif) plus:
+
+    enabled (default on): bytes that are a video (MP4/MOV, WebM/Matroska; ``fer_core.video.media_type``)
+    are sampled and scored as one video post. A dump of social posts holds Reels and Shorts next to
+    photos, and a user expects them scored; off, they stay what they were before video support, a
+    decode_error row that says they are a video.
+    tracking: how faces are linked across sampled frames (``fer_core.tracking.TrackOptions``).
+    """
+
+    enabled: bool = True
+    tracking: TrackOptions = field(default_factory=TrackOptions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"enabled: must be true or false, got {self.enabled!r}")
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """Everything needed to build a FacePipeline (conf/inference.yaml; the job's JobConfig extends it).
 
@@ -100,6 +126,7 @@ class InferenceConfig:
     model: ModelOptions = field(default_factory=ModelOptions)
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
 

@@ -49,7 +49,11 @@ def _probs(prefix: str = "p_") -> list:
 
 
 def images_schema(extras: Iterable[Any] = ()):
-    """images: one row per (image, model); the contract columns, then the configured extra columns."""
+    """images: one row per (image, model); the contract columns, then the configured extra columns.
+
+    Columns added after the first lakes were written come last among the contract columns (media_type,
+    duration_s, n_frames: video posts); the job adds them to an older lake's table on its next commit
+    and the older rows read null."""
     pa = _pa()
     return pa.schema([
         pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("posted_at", _ts()),
@@ -58,12 +62,15 @@ def images_schema(extras: Iterable[Any] = ()):
         pa.field("height", pa.int32()), pa.field("n_faces", pa.int32()), pa.field("dominant_emotion", pa.string()),
         *_probs(), pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
-        pa.field("run_id", pa.string()), pa.field("scored_at", _ts()), *extras,
+        pa.field("run_id", pa.string()), pa.field("scored_at", _ts()),
+        pa.field("media_type", pa.string()), pa.field("duration_s", pa.float64()), pa.field("n_frames", pa.int32()),
+        *extras,
     ])
 
 
 def faces_schema():
-    """faces: one row per detected face."""
+    """faces: one row per detected face (of a video: per face per sampled frame, with frame_ms and
+    track_id, which are null for photos and come last, as columns added to older lakes do)."""
     pa = _pa()
     return pa.schema([
         pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("face_index", pa.int32()),
@@ -72,6 +79,7 @@ def faces_schema():
         pa.field("landmarks", pa.list_(pa.float64())), pa.field("emotion", pa.string()), *_probs(),
         pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
+        pa.field("frame_ms", pa.int64()), pa.field("track_id", pa.int32()),
     ])
 
 
@@ -197,9 +205,10 @@ def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: s
             "det_score": float(fr.face.score), "landmarks": face_landmarks(fr.face.landmarks),
             "emotion": fr.emotion, **{c: float(p) for c, p in zip(PROB_COLUMNS, fr.probabilities)},
             "sentiment": fr.sentiment, "valence": float(fr.valence), "model_version": model_version,
-            "run_id": run_id,
+            "run_id": run_id, "frame_ms": fr.frame_ms, "track_id": fr.track_id,
         })
     image = {**meta, "status": result.status, "error": result.error, "width": result.width,
              "height": result.height, **image_summary(result, sentiment), "model_version": model_version,
-             "detector_version": detector_version, "run_id": run_id, "scored_at": scored_at}
+             "detector_version": detector_version, "run_id": run_id, "scored_at": scored_at,
+             "media_type": result.media_type, "duration_s": result.duration_s, "n_frames": result.n_frames}
     return image, faces

@@ -33,14 +33,23 @@ class FaceResult:
     emotion: str
     sentiment: str  # positive | negative | neutral
     valence: float  # in [-1, 1]
+    frame_ms: int | None = None  # video: the sampled frame's time from the stream's start; None for photos
+    track_id: int | None = None  # video: the track (one person across frames, 0, 1, ...); None for photos
 
 
 @dataclass
 class ImageResult:
-    """Everything known about one input image after the pipeline ran."""
+    """Everything known about one input image (a photo, or a video post) after the pipeline ran.
+
+    A video is one ImageResult: width/height are its display size, ``faces`` holds one FaceResult per
+    face per sampled frame (with frame_ms and track_id), n_frames the frames scored.
+    """
 
     status: str  # one of errors.IMAGE_STATUSES
     error: str | None = None
     width: int | None = None
     height: int | None = None
     faces: list[FaceResult] = field(default_factory=list)
+    media_type: str = "image"  # image | video
+    duration_s: float | None = None  # video: the duration its header declares (None: photo, or not declared)
+    n_frames: int | None = None  # frames scored: 1 for a decoded photo, the sampled frames of a video

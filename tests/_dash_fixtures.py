@@ -171,6 +171,8 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 faces.setdefault("valence", []).append(float(val[fi]))
                 faces.setdefault("model_version", []).append(MODEL)
                 faces.setdefault("run_id", []).append(run)
+                faces.setdefault("frame_ms", []).append(None)  # photos: no frame, no track
+                faces.setdefault("track_id", []).append(None)
             mean_p = probs.mean(axis=0) if n else None
             img_val = float(val.mean()) if n else None
             row = {
@@ -183,6 +185,7 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 **{f"p_{e}": (float(mean_p[ei]) if n else None) for ei, e in enumerate(EMOTIONS)},
                 "sentiment": _sentiment(img_val) if n else None, "valence": img_val,
                 "model_version": MODEL, "detector_version": DETECTOR, "run_id": run, "scored_at": scored,
+                "media_type": "image", "duration_s": None, "n_frames": 1 if status in ("ok", "no_face") else None,
             }
             for key, v in row.items():
                 images.setdefault(key, []).append(v)
@@ -295,6 +298,8 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         "sentiment": pa.nulls(n_images, pa.string()), "valence": pa.array(img_val, pa.float32(), from_pandas=True),
         "model_version": np.full(n_images, MODEL), "detector_version": np.full(n_images, DETECTOR), "run_id": run,
         "scored_at": pa.array(scored, pa.timestamp("us")).cast(TS),
+        "media_type": np.full(n_images, "image"), "duration_s": pa.nulls(n_images, pa.float32()),
+        "n_frames": np.ones(n_images, np.int32),
     }, schema=IMAGES_SCHEMA)
     faces = pa.table({
         "image_id": image_id[face_img], "campaign_id": campaign_id[face_img],
@@ -306,6 +311,7 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         **{f"p_{e}": probs[:, i].astype(np.float32) for i, e in enumerate(EMOTIONS)},
         "sentiment": sentiment, "valence": valence.astype(np.float32),
         "model_version": np.full(n_f, MODEL), "run_id": run[face_img],
+        "frame_ms": pa.nulls(n_f, pa.int64()), "track_id": pa.nulls(n_f, pa.int32()),
     }, schema=FACES_SCHEMA)
     write_deltalake(str(root / "images"), images, mode="overwrite")
     write_deltalake(str(root / "faces"), faces, mode="overwrite")

@@ -62,6 +62,17 @@ def test_shipped_config_resolves_to_its_intended_pipeline(path):
     assert "tta" in raw["model"], f"{path.name}: state model.tta (the one default is {ModelOptions().tta})"
 
 
+@pytest.mark.parametrize("name", ["inference.yaml", "default.yaml"])
+def test_the_reference_configs_state_every_video_key(name):
+    """conf/inference.yaml and conf/default.yaml document the video section key by key (its defaults)."""
+    from fer_core.pipeline_config import VideoConfig
+
+    stated = yaml.safe_load((CONF / name).read_text())["video"]
+    assert set(stated) == {f.name for f in dataclasses.fields(VideoConfig)}
+    assert set(stated["tracking"]) == {f.name for f in dataclasses.fields(VideoConfig().tracking)}
+    assert load_dataclass(VideoConfig, stated) == VideoConfig()
+
+
 def test_every_job_config_scores_like_the_default():
     """The CPU job configs give one config hash: one lake never mixes their scores under one model."""
     hashes = {name: config_hash(load(CONF / name)) for name, (cls, _) in INTENDED.items() if cls is JobConfig}
@@ -89,6 +100,9 @@ SECTIONS = {
                               "angry": -1.0, "disgust": -1.0},
                   "label_rule": "valence", "positive_threshold": 0.2, "negative_threshold": -0.1},
     "runtime": {"device": "cpu", "intra_threads": 3, "inter_threads": 2},
+    "video": {"enabled": False, "sample_fps": 2.0, "max_frames": 30, "max_seconds": 120.0,
+              "max_pixels_per_frame": 1920 * 1080, "gif": True,
+              "tracking": {"max_distance": 0.5, "max_scale_change": 2.0, "max_gap_frames": 1, "max_gap_ms": 1500}},
     "max_pixels": 1_000_000,
     "max_bytes": 2_000_000,
 }

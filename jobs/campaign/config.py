@@ -54,8 +54,8 @@ class InputConfig:
         ``first_level`` = the first folder below ``path``.
     default_campaign / default_platform: used where the dump or path gives none.
     glob_filter: folders only: file-name pattern (Spark pathGlobFilter, case-sensitive); "" (the default) =
-        every format fer_core decodes, in any case (.jpg .JPG .jpeg .png .webp .gif .bmp .tif .tiff .heic
-        .heif .avif). Files it leaves out are counted and named in the run's output.
+        every format fer_core scores, in any case: photos (.jpg .JPG .jpeg .png .webp .gif .bmp .tif .tiff
+        .heic .heif .avif) and video posts (.mp4 .m4v .mov .webm .mkv). Files it leaves out are counted and named in the run's output.
     storage_options: fsspec options for reading URIs and remote dumps (e.g. endpoint_url, key, secret).
     (A fetched URI, file or image cell larger than the top-level ``max_bytes`` is status too_large, not read.)
     retry_fetch_errors: images whose fetch failed in an earlier run (status fetch_error, e.g. a

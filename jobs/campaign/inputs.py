@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, TextIO
 
 from fer_core.decode import IMAGE_SUFFIXES, image_glob
+from fer_core.sniff import VIDEO_SUFFIXES
 from fer_core.errors import FerCoreError
 from fer_core.storage import fsspec_options, redact
 
@@ -288,9 +289,14 @@ def _glob_root(path: str) -> str:
     return head if not m else head.rsplit("/", 1)[0]
 
 
+FOLDER_SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+"""What image folders are read by: every photo suffix fer_core decodes and every video post suffix."""
+
+
 def folder_glob(cfg: InputConfig) -> str:
-    """The file-name pattern for image folders: input.glob_filter, or every format fer_core decodes, any case."""
-    return cfg.glob_filter or image_glob()
+    """The file-name pattern for image folders: input.glob_filter, or every photo and video format fer_core
+    scores, any case."""
+    return cfg.glob_filter or image_glob(FOLDER_SUFFIXES)
 
 
 def _report_left_out(all_files: list[str], kept: list[str], cfg: InputConfig, out: TextIO | None) -> None:
@@ -304,7 +310,7 @@ def _report_left_out(all_files: list[str], kept: list[str], cfg: InputConfig, ou
 
 def _no_images(cfg: InputConfig, n_files: int) -> str:
     what = (f"input.glob_filter {cfg.glob_filter!r}" if cfg.glob_filter
-            else "an image suffix fer_core reads (" + " ".join(IMAGE_SUFFIXES) + ", any case)")
+            else "a photo or video suffix fer_core reads (" + " ".join(FOLDER_SUFFIXES) + ", any case)")
     return (f"no input: none of the {n_files} files under input.path {cfg.path!r} matches {what}; "
             "check the path, or set input.glob_filter")
 

@@ -94,6 +94,23 @@ class Lake:
             DeltaTable.create(self.uri(name), schema, mode="ignore", partition_by=partition_by,
                               storage_options=self.options, configuration=config)
 
+    def add_missing_columns(self, name: str, schema) -> list[str]:
+        """Give a table written before some of ``schema``'s columns existed (an older lake) those columns,
+        nullable, so older rows read null. Needed because a commit of executor-written files
+        (``create_write_transaction``) keeps the table's schema as it is: without this the new columns'
+        values would sit in the files, invisible to every reader. Idempotent (a replay adds nothing).
+        Returns the names added."""
+        from deltalake import Schema
+
+        dt = self.table(name)
+        if dt is None:
+            return []
+        have = set(_pa().schema(dt.schema()).names)
+        missing = [f.with_nullable(True) for f in schema if f.name not in have]
+        if missing:
+            dt.alter.add_columns(Schema.from_arrow(_pa().schema(missing)).fields)
+        return [f.name for f in missing]
+
     def limit_stats_columns(self, name: str) -> bool:
         """Give a table made before the property (an older lake) its ``delta.dataSkippingStatsColumns``, so
         a rewrite by delta-rs (compaction, a delete) writes stats of STATS_COLUMNS only, not of image_id.
@@ -129,6 +146,7 @@ class Lake:
         if not files or self.committed(name, run_id):
             return False
         self.ensure(name, schema, [PARTITION])
+        self.add_missing_columns(name, schema)
         adds = [AddAction(f["path"], int(f["size"]), {PARTITION: f["campaign_id"]}, int(f["modification_time"]),
                           True, f["stats"]) for f in files]
         self.table(name).create_write_transaction(adds, mode="append", schema=schema, partition_by=[PARTITION],
