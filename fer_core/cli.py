@@ -26,11 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
-        "predict", help="score image files", description="Score image files: faces, emotions, sentiment.",
+        "predict", help="score image and video files",
+        description="Score image and video files: faces (of a video: per sampled frame, linked into tracks), emotions, sentiment.",
         epilog="exit codes: 0 all images scored (ok or no_face); 1 some image unreadable (others still "
         "reported); 2 usage/config error",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, ...) or video posts (MP4, MOV, WebM, MKV)")
     p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per image)")
     p.add_argument("--annotate", metavar="OUT_DIR", type=Path,
                    help="write <stem>_annotated.png (boxes, landmarks, emotion, valence) for every decodable image")
@@ -193,7 +194,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 _print_human(path, result)
             # every decodable image gets an annotated copy (so a no_face image is visibly checked);
             # Grad-CAM files exist only per face
-            if result.status in SCORED_STATUSES and (args.annotate or (args.explain and result.faces)):
+            # a video has no one picture to draw on: its faces are listed per frame instead
+            if (result.status in SCORED_STATUSES and result.media_type == "image"
+                    and (args.annotate or (args.explain and result.faces))):
                 image = pipeline.decode([data])[0]
                 name = names[start + k]
                 if args.annotate:
@@ -212,11 +215,18 @@ def _print_human(path: str, result: Any) -> None:
         print(f"{path}: {result.status} ({result.error})")
         return
     n = len(result.faces)
-    print(f"{path}: {result.width}x{result.height}, {n} face{'s' if n != 1 else ''}")
+    if result.media_type == "video":
+        n_tracks = len({fr.track_id for fr in result.faces})
+        duration = "unknown duration" if result.duration_s is None else f"{result.duration_s:.1f} s"
+        print(f"{path}: video {result.width}x{result.height}, {duration}, {result.n_frames} frames scored, "
+              f"{n_tracks} track{'s' if n_tracks != 1 else ''}, {n} face{'s' if n != 1 else ''} in all")
+    else:
+        print(f"{path}: {result.width}x{result.height}, {n} face{'s' if n != 1 else ''}")
     for i, fr in enumerate(result.faces):
         x, y, w, h = (int(round(v)) for v in fr.face.box)
         probs = "  ".join(f"{e} {p:.2f}" for e, p in zip(EMOTIONS, fr.probabilities))
-        print(f"  face {i}: box x={x} y={y} w={w} h={h}  score {fr.face.score:.3f}")
+        where = "" if fr.frame_ms is None else f"track {fr.track_id} at {fr.frame_ms} ms: "
+        print(f"  face {i}: {where}box x={x} y={y} w={w} h={h}  score {fr.face.score:.3f}")
         print(f"    {probs}")
         print(f"    emotion {fr.emotion}  sentiment {fr.sentiment}  valence {fr.valence:+.2f}")
 

@@ -18,8 +18,10 @@ __all__ = ["image_record", "json_document", "annotate", "hex_to_rgb"]
 
 
 def image_record(name: str, result: ImageResult) -> dict[str, Any]:
-    """The JSON object of one image: image, status, error, width, height, faces[box, score,
-    landmarks, probabilities{7}, emotion, sentiment, valence]; numbers rounded for reading."""
+    """The JSON object of one image: image, status, error, width, height, media_type (image | video),
+    duration_s, n_frames (frames scored), faces[box, score, landmarks, probabilities{7}, emotion,
+    sentiment, valence, frame_ms, track_id]; numbers rounded for reading. A video's faces are one per
+    face per sampled frame, frame_ms its time and track_id the person (both null for photos)."""
     faces = []
     for fr in result.faces:
         lms = np.asarray(fr.face.landmarks, np.float64)
@@ -32,9 +34,13 @@ def image_record(name: str, result: ImageResult) -> dict[str, Any]:
             "emotion": fr.emotion,
             "sentiment": fr.sentiment,
             "valence": round(float(fr.valence), 4),
+            "frame_ms": fr.frame_ms,
+            "track_id": fr.track_id,
         })
+    duration = None if result.duration_s is None else round(float(result.duration_s), 3)
     return {"image": name, "status": result.status, "error": result.error,
-            "width": result.width, "height": result.height, "faces": faces}
+            "width": result.width, "height": result.height, "media_type": result.media_type,
+            "duration_s": duration, "n_frames": result.n_frames, "faces": faces}
 
 
 def json_document(records: Sequence[dict[str, Any]]) -> str:

@@ -55,7 +55,10 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     good = doc[0]
     assert good["error"] is None and len(good["faces"]) == 1
     face = good["faces"][0]
-    assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence"}
+    assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence",
+                         "frame_ms", "track_id"}
+    assert face["frame_ms"] is None and face["track_id"] is None  # a photo has no frame and no track
+    assert (good["media_type"], good["duration_s"], good["n_frames"]) == ("image", None, 1)
     assert len(face["box"]) == 4 and 0.9 <= face["score"] <= 1.0
     assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
     assert list(face["probabilities"]) == list(EMOTIONS)
@@ -121,3 +124,35 @@ def test_importing_fer_core_stays_cheap():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A real 3 s H.264 MP4 (10 fps) of the astronaut's face moving right across the frame."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from _videos import encode_clip, sliding_face
+
+    face = skimage_data.astronaut()[0:256, 80:400]
+    frame_at, _ = sliding_face(face, canvas_hw=(336, 640), n_frames=30, x0=0, x1=300, y=40)
+    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
+    path.write_bytes(encode_clip(frame_at, 30, kind="h264", fps=10))
+    return path
+
+
+def test_predict_a_video_clip_prints_its_frames_and_one_track(clip, capsys):
+    """In-process: a clip is one video result, its faces per sampled frame (1 fps), one track."""
+    from fer_core.cli import main
+
+    assert main(["predict", str(clip), "--json", "--no-tta"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert (doc["status"], doc["media_type"], doc["width"], doc["height"]) == ("ok", "video", 640, 336)
+    assert doc["n_frames"] == 3 and doc["duration_s"] == pytest.approx(3.0, abs=0.15)
+    assert [f["frame_ms"] for f in doc["faces"]] == [0, 1000, 2000]
+    assert {f["track_id"] for f in doc["faces"]} == {0}
+    xs = [f["box"][0] for f in doc["faces"]]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 150  # the box follows the face across the frame
+
+    assert main(["predict", str(clip), "--no-tta"]) == 0
+    out = capsys.readouterr().out
+    assert "video 640x336" in out and "3 frames scored, 1 track" in out
+    assert "track 0 at 1000 ms" in out
