@@ -8,7 +8,12 @@ so a number means the same wherever it is read. The definitions (also in docs/AR
   images most recently (latest ``scored_at``); rows of older versions are not mixed in;
 * ``n_images``: its images rows (every status); ``n_images_ok``: those decoded and looked at
   (status in SCORED_STATUSES: ``ok`` or ``no_face``); ``n_images_with_faces``: ``n_faces > 0``;
-* ``n_faces``: its faces rows, ``n_positive|negative|neutral_sentiment`` those of each sentiment;
+* faces are counted **per track** (:func:`counted_faces`): a photo's face counts once, and so does a
+  video's track (one person across its sampled frames), however many frames it was seen in, so that
+  a long video does not outweigh many photos. A track's emotion is the argmax of its frames' mean
+  probabilities, its sentiment the one most of its frames have (ties: positive, neutral, negative
+  in that order; the run's own sentiment rule rated each frame), its valence the mean of its frames';
+* ``n_faces``: those counted faces, ``n_positive|negative|neutral_sentiment`` those of each sentiment;
   ``share_<emotion>`` and ``share_positive|negative|neutral_sentiment``:
   the share of those faces whose top emotion / sentiment it is (null without faces);
   ``net_sentiment`` = share_positive - share_negative; ``mean_valence``: the mean face valence;
@@ -23,13 +28,16 @@ from fer_core.errors import SCORED_STATUSES
 from fer_core.labels import EMOTIONS
 from fer_core.sentiment import SENTIMENTS
 
-__all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "keep_current_model", "campaign_kpis", "kpi_schema"]
+__all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "keep_current_model", "counted_faces", "campaign_kpis",
+           "kpi_schema"]
 
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at")
 """The images columns the KPIs read."""
-FACE_INPUTS: tuple[str, ...] = ("campaign_id", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS)
-"""The faces columns the KPIs read."""
+FACE_INPUTS: tuple[str, ...] = ("campaign_id", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS,
+                                 "image_id", "track_id")
+"""The faces columns the KPIs read (image_id and track_id: to count a video's track once; a table
+without track_id, or a null one, is read as photos' faces)."""
 SENTIMENT_SHARES: dict[str, str] = {"positive": "share_positive", "negative": "share_negative",
                                     "neutral": "share_neutral_sentiment"}
 """Sentiment -> its share column (``share_neutral`` is the neutral *emotion*)."""
@@ -81,12 +89,47 @@ def keep_current_model(images, faces=None):
     return images, faces
 
 
-def campaign_kpis(images, faces):
-    """One row per campaign of ``images`` (KPI_COLUMNS, sorted by campaign_id), from rows that are
-    already those of its current model (see keep_current_model). ``faces`` may be empty."""
+def counted_faces(faces):
+    """Faces rows -> the faces the KPIs count: photos' faces (track_id null) as they are, and one row
+    per video track (campaign, model, image, track) with its frames' mean probabilities and valence,
+    the argmax emotion and the sentiment most of its frames have (see the module doc). The columns
+    are the campaign_id, emotion, sentiment, valence, model_version and p_* of FACE_INPUTS."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    kept = ["campaign_id", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS]
+    if "track_id" not in faces.column_names or faces.num_rows == 0 or faces["track_id"].null_count == faces.num_rows:
+        return faces.select(kept)
+    photo = pc.is_null(faces["track_id"])
+    video = faces.filter(pc.invert(photo))
+    keys = ["campaign_id", "model_version", "image_id", "track_id"]
+    votes = {f"n_s_{s}": _flag(pc.equal(video["sentiment"], s)) for s in SENTIMENTS}
+    unit = pa.table({**{k: video[k] for k in keys}, "valence": video["valence"].cast(pa.float64()),
+                     **{c: video[c].cast(pa.float64()) for c in PROB_COLUMNS}, **votes})
+    tracks = unit.group_by(keys, use_threads=False).aggregate(
+        [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS] + [(v, "sum") for v in votes])
+    probs = np.column_stack([tracks[f"{c}_mean"].to_numpy(zero_copy_only=False) for c in PROB_COLUMNS])
+    counts = np.column_stack([tracks[f"{v}_sum"].to_numpy(zero_copy_only=False) for v in votes])
+    track_rows = pa.table({
+        "campaign_id": tracks["campaign_id"].cast(faces.schema.field("campaign_id").type),
+        "emotion": pa.array(np.asarray(EMOTIONS)[probs.argmax(axis=1)], faces.schema.field("emotion").type),
+        "sentiment": pa.array(np.asarray(SENTIMENTS)[counts.argmax(axis=1)], faces.schema.field("sentiment").type),
+        "valence": tracks["valence_mean"].cast(faces.schema.field("valence").type),
+        "model_version": tracks["model_version"].cast(faces.schema.field("model_version").type),
+        **{c: tracks[f"{c}_mean"].cast(faces.schema.field(c).type) for c in PROB_COLUMNS},
+    })
+    return pa.concat_tables([faces.filter(photo).select(kept), track_rows])
+
+
+def campaign_kpis(images, faces):
+    """One row per campaign of ``images`` (KPI_COLUMNS, sorted by campaign_id), from rows that are
+    already those of its current model (see keep_current_model). ``faces`` may be empty; a video's
+    track counts once (counted_faces)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    faces = counted_faces(faces)
     img = pa.table({
         "campaign_id": images["campaign_id"], "one": _ones(images.num_rows),
         "ok": _flag(pc.is_in(images["status"], pa.array(SCORED_STATUSES))),

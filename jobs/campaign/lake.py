@@ -143,10 +143,10 @@ class Lake:
         """ONE append commit of executor-written files; False if this run had already committed it."""
         from deltalake.transaction import AddAction
 
+        self.add_missing_columns(name, schema)  # also without files: readers of this run (the recompute) want them
         if not files or self.committed(name, run_id):
             return False
         self.ensure(name, schema, [PARTITION])
-        self.add_missing_columns(name, schema)
         adds = [AddAction(f["path"], int(f["size"]), {PARTITION: f["campaign_id"]}, int(f["modification_time"]),
                           True, f["stats"]) for f in files]
         self.table(name).create_write_transaction(adds, mode="append", schema=schema, partition_by=[PARTITION],
