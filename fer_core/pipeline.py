@@ -47,11 +47,15 @@ class FacePipeline:
         model: Any,
         sentiment: SentimentConfig | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        quality: Any = None,
     ) -> None:
+        from fer_core.quality import QualityOptions
+
         self.detector = detector
         self.model = model
         self.sentiment_config = sentiment or SentimentConfig()
         self.max_pixels = int(max_pixels)
+        self.quality_options = quality or QualityOptions()
 
     @classmethod
     def from_config(
@@ -86,7 +90,7 @@ class FacePipeline:
         model = create_emotion_model(
             cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
         )
-        return cls(detector, model, cfg.sentiment, cfg.max_pixels)
+        return cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.quality)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -169,8 +173,11 @@ class FacePipeline:
                 ok.append(i)
         detections = self.detect_safe([decoded[i] for i in ok])
 
+        from fer_core.quality import face_quality
+
         crops: list[np.ndarray] = []
         owners: list[tuple[int, Face]] = []
+        qualities: list[Any] = []
         for i, faces in zip(ok, detections):
             if isinstance(faces, ImageError):
                 results[i].status, results[i].error = faces.status, str(faces)
@@ -180,15 +187,15 @@ class FacePipeline:
                 continue
             crops.append(self.align(decoded[i], faces))
             owners.extend((i, f) for f in faces)
+            qualities.extend(face_quality(crops[-1], faces, self.quality_options))
         if not owners:
             return results
 
         probs = self.classify(np.concatenate(crops))
         valence, labels = self.sentiment(probs)
-        for (i, face), p, v, s in zip(owners, probs, valence, labels):
-            results[i].faces.append(
-                FaceResult(face=face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))], sentiment=s, valence=float(v))
-            )
+        for (i, face), p, v, s, q in zip(owners, probs, valence, labels, qualities):
+            results[i].faces.append(FaceResult(face=face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))],
+                                               sentiment=s, valence=float(v), quality=q))
         return results
 
 

@@ -10,6 +10,7 @@ and in an inference YAML:
 - ``model:`` ``ModelOptions`` (name, tta, batch_size)
 - ``sentiment:`` ``fer_core.sentiment.SentimentConfig``
 - ``runtime:`` ``fer_core.runtime.RuntimeConfig`` (device, TensorFlow threads)
+- ``quality:`` ``fer_core.quality.QualityOptions`` (the cut-offs of the face-quality flags)
 - ``max_pixels``, ``max_bytes``: the limits past which an image is ``too_large``
 
 Everything that changes a face's numbers (model, tta, detector policy, sentiment rule, limits) is in
@@ -23,6 +24,7 @@ from typing import Any
 
 from fer_core.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from fer_core.errors import ConfigError
+from fer_core.quality import QualityOptions
 from fer_core.runtime import RuntimeConfig
 from fer_core.sentiment import SentimentConfig
 
@@ -100,6 +102,7 @@ class InferenceConfig:
     model: ModelOptions = field(default_factory=ModelOptions)
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    quality: QualityOptions = field(default_factory=QualityOptions)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class FaceResult:
     emotion: str
     sentiment: str  # positive | negative | neutral
     valence: float  # in [-1, 1]
+    quality: Any = None  # fer_core.quality.FaceQuality: how readable the face is (None if not measured)
 
 
 @dataclass

@@ -171,6 +171,12 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 faces.setdefault("valence", []).append(float(val[fi]))
                 faces.setdefault("model_version", []).append(MODEL)
                 faces.setdefault("run_id", []).append(run)
+                sharp, bright = float(rng.uniform(0.3, 3.0)), float(rng.uniform(40, 160))
+                flag = "small" if min(w, h) < 32 else "blurred" if sharp < 0.84 else "dark" if bright < 61.6 else "good"
+                for key, v in (("face_px", float(min(w, h))), ("sharpness", sharp), ("brightness", bright),
+                               ("yaw", float(rng.normal(0, 15))), ("pitch", float(rng.normal(0, 10))),
+                               ("quality", flag)):
+                    faces.setdefault(key, []).append(v)
             mean_p = probs.mean(axis=0) if n else None
             img_val = float(val.mean()) if n else None
             row = {

@@ -55,7 +55,9 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     good = doc[0]
     assert good["error"] is None and len(good["faces"]) == 1
     face = good["faces"][0]
-    assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence"}
+    assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence", "quality"}
+    assert face["quality"]["flag"] in ("good", "small", "blurred", "dark", "turned")
+    assert face["quality"]["face_px"] == round(min(face["box"][2:]), 1)
     assert len(face["box"]) == 4 and 0.9 <= face["score"] <= 1.0
     assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
     assert list(face["probabilities"]) == list(EMOTIONS)

@@ -89,6 +89,8 @@ SECTIONS = {
                               "angry": -1.0, "disgust": -1.0},
                   "label_rule": "valence", "positive_threshold": 0.2, "negative_threshold": -0.1},
     "runtime": {"device": "cpu", "intra_threads": 3, "inter_threads": 2},
+    "quality": {"min_face_px": 40.0, "min_sharpness": 1.0, "min_brightness": 50.0, "max_yaw": 30.0,
+                "max_pitch": 30.0},
     "max_pixels": 1_000_000,
     "max_bytes": 2_000_000,
 }

@@ -107,6 +107,22 @@ class Lake:
         dt.alter.set_table_properties({STATS_PROPERTY: wanted})
         return True
 
+    def add_missing_columns(self, name: str, schema) -> list[str]:
+        """Give a table written before a contract column existed that column (older rows read null).
+
+        Needed because a hand-made append commit (``create_write_transaction``) keeps the table's old
+        schema: the files' new column would be written but never read. Idempotent; returns the names added."""
+        from deltalake import Field
+
+        dt = self.table(name)
+        if dt is None:
+            return []
+        have = set(_pa().schema(dt.schema()).names)
+        missing = [f for f in schema if f.name not in have]
+        if missing:
+            dt.alter.add_columns([Field.from_arrow(f) for f in missing])
+        return [f.name for f in missing]
+
     @staticmethod
     def app_id(run_id: str) -> str:
         return APP_PREFIX + run_id
@@ -129,6 +145,7 @@ class Lake:
         if not files or self.committed(name, run_id):
             return False
         self.ensure(name, schema, [PARTITION])
+        self.add_missing_columns(name, schema)
         adds = [AddAction(f["path"], int(f["size"]), {PARTITION: f["campaign_id"]}, int(f["modification_time"]),
                           True, f["stats"]) for f in files]
         self.table(name).create_write_transaction(adds, mode="append", schema=schema, partition_by=[PARTITION],
