@@ -312,6 +312,9 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         **{f"p_{e}": probs[:, i].astype(np.float32) for i, e in enumerate(EMOTIONS)},
         "sentiment": sentiment, "valence": valence.astype(np.float32),
         "model_version": np.full(n_f, MODEL), "run_id": run[face_img],
+        "face_px": np.full(n_f, 50, np.float32), "sharpness": rng.uniform(0.3, 3.0, n_f).astype(np.float32),
+        "brightness": rng.uniform(40, 160, n_f).astype(np.float32), "yaw": pa.nulls(n_f, pa.float32()),
+        "pitch": pa.nulls(n_f, pa.float32()), "quality": np.where(rng.uniform(size=n_f) < 0.8, "good", "blurred"),
     }, schema=FACES_SCHEMA)
     write_deltalake(str(root / "images"), images, mode="overwrite")
     write_deltalake(str(root / "faces"), faces, mode="overwrite")
