@@ -27,7 +27,7 @@ MISSING = "(missing)"
 
 IMAGE_COLUMNS = ["image_id", "campaign_id", "posted_at", "platform", "status", "error", "n_faces",
                  "valence", "model_version", "detector_version", "run_id", "scored_at"]
-FACE_COLUMNS = ["image_id", "campaign_id", "emotion", "sentiment", "valence", "det_score",
+FACE_COLUMNS = ["image_id", "campaign_id", "emotion", "sentiment", "valence", "det_score", "quality", "track_id",
                 "model_version", *PROB_COLUMNS]
 GALLERY_IMAGE_COLUMNS = ["image_id", "campaign_id", "caption", "source", "width", "height", "valence",
                          "sentiment", "dominant_emotion", "n_faces", "posted_at", "platform", "model_version"]
@@ -47,6 +47,7 @@ class Aggregates:
     platforms: pa.Table
     faces_per_image: pa.Table
     det_scores: pa.Table
+    face_quality: pa.Table
     statuses: pa.Table
     status_examples: pa.Table
     lineage: pa.Table
@@ -435,6 +436,12 @@ def det_scores(faces: pa.Table) -> pa.Table:
                   ["campaign_id", "bin"], "n_faces").sort_by([("campaign_id", "ascending"), ("bin", "ascending")])
 
 
+def face_quality(faces: pa.Table) -> pa.Table:
+    """Faces per quality flag (fer_core.quality; "unmeasured" for faces scored before the flags), per campaign."""
+    flags = pc.fill_null(faces["quality"], "unmeasured")
+    return _count(pa.table({"campaign_id": faces["campaign_id"], "quality": flags}), ["campaign_id", "quality"], "n")
+
+
 def statuses(images: pa.Table, examples_per_status: int = 3) -> tuple[pa.Table, pa.Table]:
     """Status counts per campaign, and a few example rows (image_id, error) per non-ok status."""
     counts = _count(images, ["campaign_id", "status"], "n_images").sort_by(
@@ -494,7 +501,7 @@ def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
         kpis=kpis(images, faces), emotions=emo_counts, emotion_means=emo_means,
         adjusted_mix=adjusted_mix(lake, images),
         timeline=timeline(images, faces), platforms=platforms(images, faces),
-        faces_per_image=faces_per_image(images), det_scores=det_scores(faces),
+        faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(faces),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
         gallery=gallery(images, max_gallery))
 

@@ -86,7 +86,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
                            loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "adjusted_mix", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
-        "status_examples", "lineage", "gallery")}
+        "face_quality", "status_examples", "lineage", "gallery")}
     kpi_rows = agg.kpis.to_pylist()
     page = env.get_template("campaign.html.j2")
     written = set()
@@ -426,6 +426,24 @@ def _rows(table: pa.Table | None) -> list[dict]:
     return [] if table is None else table.to_pylist()
 
 
+FLAG_ORDER = ("small", "blurred", "dark", "turned", "unmeasured")
+
+
+def _face_quality_text(rows: list[dict], n_faces: int) -> str | None:
+    """"Face quality: 40 of 52 faces good; 12 flagged (small 7, blurred 5) ..." or None without faces."""
+    if not n_faces:
+        return None
+    counts = {r["quality"]: int(r["n"]) for r in rows}
+    flagged = [(q, counts[q]) for q in FLAG_ORDER if counts.get(q) and q != "unmeasured"]
+    text = f"Face quality: {counts.get('good', 0):,} of {n_faces:,} faces good"
+    if flagged:
+        text += (f"; {sum(n for _, n in flagged):,} flagged (" + ", ".join(f"{q} {n:,}" for q, n in flagged)
+                 + "): counted in every share, left out of the good-face shares of the campaigns table")
+    if counts.get("unmeasured"):
+        text += f"; {counts['unmeasured']:,} scored before quality was measured"
+    return text + "."
+
+
 def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict) -> dict:
     cid = row["campaign_id"]
     tiles = []
@@ -477,6 +495,7 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
         if card is not None:
             gallery[pick["side"]].append(card)
     return {
+        "face_quality": _face_quality_text(_rows(parts["face_quality"]), row.get("n_faces") or 0),
         "campaign_id": cid or NO_CAMPAIGN, "title_id": cid or NO_CAMPAIGN, "row": row, "tiles": tiles,
         "comparison": _comparison(row), "versus": _versus(row), "empty": empty, "charts": charts, "gallery": gallery,
         "quality": _quality(row, _rows(parts["statuses"]), _rows(parts["status_examples"])),

@@ -18,7 +18,11 @@ so a number means the same wherever it is read. The definitions (also in docs/AR
   the share of those faces whose top emotion / sentiment it is (null without faces);
   ``net_sentiment`` = share_positive - share_negative; ``mean_valence``: the mean face valence;
 * ``first_posted_at`` / ``last_posted_at``: the range of its images' ``posted_at``;
-* ``mean_p_<emotion>``: the mean face probabilities (the input of the confusion-adjusted mix).
+* ``mean_p_<emotion>``: the mean face probabilities (the input of the confusion-adjusted mix);
+* ``n_faces_good``: faces whose quality flag (fer_core.quality) is ``good``; ``good_share_<emotion>``,
+  ``good_share_positive|negative|neutral_sentiment`` and ``good_net_sentiment``: the same shares over
+  those faces only (null without good faces; faces scored before the flags existed have no flag and
+  count in n_faces, not in n_faces_good).
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ __all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "keep_current_model", "
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at")
 """The images columns the KPIs read."""
-FACE_INPUTS: tuple[str, ...] = ("campaign_id", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS,
-                                 "image_id", "track_id")
+FACE_INPUTS: tuple[str, ...] = ("campaign_id", "emotion", "sentiment", "valence", "model_version", "quality",
+                                 *PROB_COLUMNS, "image_id", "track_id")
 """The faces columns the KPIs read (image_id and track_id: to count a video's track once; a table
 without track_id, or a null one, is read as photos' faces)."""
 SENTIMENT_SHARES: dict[str, str] = {"positive": "share_positive", "negative": "share_negative",
@@ -45,6 +49,8 @@ KPI_COLUMNS: tuple[str, ...] = (
     "campaign_id", "model_version", "n_images", "n_images_ok", "n_images_with_faces", "n_faces",
     "n_positive", "n_negative", "n_neutral_sentiment", *(f"share_{e}" for e in EMOTIONS), "share_positive", "share_negative", "share_neutral_sentiment",
     "net_sentiment", "mean_valence", "first_posted_at", "last_posted_at", *(f"mean_{c}" for c in PROB_COLUMNS),
+    "n_faces_good", *(f"good_share_{e}" for e in EMOTIONS), "good_share_positive", "good_share_negative",
+    "good_share_neutral_sentiment", "good_net_sentiment",
 )
 
 
@@ -142,18 +148,23 @@ def campaign_kpis(images, faces):
     gi = gi.rename_columns({"one_sum": "n_images", "ok_sum": "n_images_ok", "with_faces_sum": "n_images_with_faces",
                             "posted_at_min": "first_posted_at", "posted_at_max": "last_posted_at",
                             "model_version_max": "model_version"})
+    good = (_flag(pc.equal(faces["quality"], "good")) if "quality" in faces.column_names
+            else _flag(pa.nulls(faces.num_rows, pa.bool_())))
     fc = pa.table({
         "campaign_id": faces["campaign_id"].cast(images.schema.field("campaign_id").type),
-        "one": _ones(faces.num_rows),
+        "one": _ones(faces.num_rows), "good": good,
         **{f"n_{e}": _flag(pc.equal(faces["emotion"], e)) for e in EMOTIONS},
         **{f"n_s_{s}": _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
+        **{f"g_{e}": pc.multiply(good, _flag(pc.equal(faces["emotion"], e))) for e in EMOTIONS},
+        **{f"g_s_{s}": pc.multiply(good, _flag(pc.equal(faces["sentiment"], s))) for s in SENTIMENTS},
         "valence": faces["valence"].cast(pa.float64()),
         **{c: faces[c].cast(pa.float64()) for c in PROB_COLUMNS},
     })
-    counted = ["one", *(f"n_{e}" for e in EMOTIONS), *(f"n_s_{s}" for s in SENTIMENTS)]
+    counted = ["one", "good", *(f"n_{e}" for e in EMOTIONS), *(f"n_s_{s}" for s in SENTIMENTS),
+               *(f"g_{e}" for e in EMOTIONS), *(f"g_s_{s}" for s in SENTIMENTS)]
     gf = fc.group_by("campaign_id", use_threads=False).aggregate(
         [(c, "sum") for c in counted] + [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS])
-    gf = gf.rename_columns({"one_sum": "n_faces", "valence_mean": "mean_valence",
+    gf = gf.rename_columns({"one_sum": "n_faces", "good_sum": "n_faces_good", "valence_mean": "mean_valence",
                             **{f"{c}_mean": f"mean_{c}" for c in PROB_COLUMNS}})
     table = gi.join(gf, "campaign_id", join_type="left outer")
     n_faces = pc.fill_null(table["n_faces"], 0)
@@ -170,8 +181,23 @@ def campaign_kpis(images, faces):
     columns.update({f"share_{e}": share(f"n_{e}_sum") for e in EMOTIONS})
     columns.update({SENTIMENT_SHARES[s]: share(f"n_s_{s}_sum") for s in SENTIMENTS})
     columns["net_sentiment"] = pc.subtract(columns["share_positive"], columns["share_negative"])
+    n_good = pc.fill_null(table["n_faces_good"], 0)
+    has_good = pc.greater(n_good, 0)
+    den_good = pc.cast(pc.if_else(has_good, n_good, 1), pa.float64())
+
+    def good_share(column: str):
+        return pc.if_else(has_good, pc.divide(pc.cast(pc.fill_null(table[column], 0), pa.float64()), den_good),
+                          pa.scalar(None, pa.float64()))
+
+    columns["n_faces_good"] = n_good
+    columns.update({f"good_share_{e}": good_share(f"g_{e}_sum") for e in EMOTIONS})
+    columns.update({f"good_{SENTIMENT_SHARES[s]}": good_share(f"g_s_{s}_sum") for s in SENTIMENTS})
+    columns["good_net_sentiment"] = pc.subtract(columns["good_share_positive"], columns["good_share_negative"])
     for name, values in columns.items():
-        table = table.append_column(name, values)
+        if name in table.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name, values)
+        else:
+            table = table.append_column(name, values)
     for c in ("n_images", "n_images_ok", "n_images_with_faces", "n_faces"):
         table = table.set_column(table.schema.get_field_index(c), c, table[c].cast(pa.int64()))
     return table.select(list(KPI_COLUMNS)).sort_by("campaign_id").cast(kpi_schema())

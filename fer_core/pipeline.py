@@ -50,12 +50,16 @@ class FacePipeline:
         sentiment: SentimentConfig | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         video: VideoConfig | None = None,
+        quality: Any = None,
     ) -> None:
+        from fer_core.quality import QualityOptions
+
         self.detector = detector
         self.model = model
         self.sentiment_config = sentiment or SentimentConfig()
         self.max_pixels = int(max_pixels)
         self.video = video or VideoConfig()
+        self.quality_options = quality or QualityOptions()
 
     @classmethod
     def from_config(
@@ -90,7 +94,7 @@ class FacePipeline:
         model = create_emotion_model(
             cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
         )
-        return cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.video)
+        return cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.video, cfg.quality)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -191,7 +195,7 @@ class FacePipeline:
         for owner, p, v, s in zip(owners, probs, valence, labels):
             out[owner.index].faces.append(FaceResult(
                 face=owner.face, probabilities=p, emotion=EMOTIONS[int(np.argmax(p))], sentiment=s,
-                valence=float(v), frame_ms=owner.frame_ms, track_id=owner.track_id))
+                valence=float(v), frame_ms=owner.frame_ms, track_id=owner.track_id, quality=owner.quality))
         return out
 
     def is_video(self, data: Any) -> bool:
@@ -212,8 +216,11 @@ class FacePipeline:
             if isinstance(faces, ImageError):
                 result.status, result.error = faces.status, str(faces)
             elif faces:
+                from fer_core.quality import face_quality
+
                 crops.append(self.align(rgb, faces))
-                owners.extend(_Owner(i, f) for f in faces)
+                owners.extend(_Owner(i, f, quality=q)
+                              for f, q in zip(faces, face_quality(crops[-1], faces, self.quality_options)))
             elif result.media_type == "image":
                 result.status = "no_face"
         return detections
@@ -261,6 +268,7 @@ class _Owner:
     face: Face
     frame_ms: int | None = None
     track_id: int | None = None
+    quality: Any = None  # fer_core.quality.FaceQuality of its crop
 
 
 # ---------------------------------------------------------------- image level

@@ -13,6 +13,7 @@ and in an inference YAML:
 - ``video:`` ``VideoConfig``: whether video posts are scored, how their frames are sampled
   (``fer_core.video.VideoOptions``) and how their faces are linked into tracks (``tracking:``,
   ``fer_core.tracking.TrackOptions``)
+- ``quality:`` ``fer_core.quality.QualityOptions`` (the cut-offs of the face-quality flags)
 - ``max_pixels``, ``max_bytes``: the limits past which an image is ``too_large``
 
 Everything that changes a face's numbers (model, tta, detector policy, sentiment rule, limits) is in
@@ -26,6 +27,7 @@ from typing import Any
 
 from fer_core.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from fer_core.errors import ConfigError
+from fer_core.quality import QualityOptions
 from fer_core.runtime import RuntimeConfig
 from fer_core.sentiment import SentimentConfig
 from fer_core.tracking import TrackOptions
@@ -127,6 +129,7 @@ class InferenceConfig:
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    quality: QualityOptions = field(default_factory=QualityOptions)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
 

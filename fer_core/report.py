@@ -36,6 +36,11 @@ def image_record(name: str, result: ImageResult) -> dict[str, Any]:
             "valence": round(float(fr.valence), 4),
             "frame_ms": fr.frame_ms,
             "track_id": fr.track_id,
+            "quality": None if fr.quality is None else {
+                "flag": fr.quality.quality, "face_px": round(fr.quality.face_px, 1),
+                "sharpness": round(fr.quality.sharpness, 3), "brightness": round(fr.quality.brightness, 1),
+                "yaw": None if fr.quality.yaw is None else round(fr.quality.yaw, 1),
+                "pitch": None if fr.quality.pitch is None else round(fr.quality.pitch, 1)},
         })
     duration = None if result.duration_s is None else round(float(result.duration_s), 3)
     return {"image": name, "status": result.status, "error": result.error,

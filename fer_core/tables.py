@@ -80,7 +80,16 @@ def faces_schema():
         pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
         pa.field("frame_ms", pa.int64()), pa.field("track_id", pa.int32()),
+        *quality_fields(),
     ])
+
+
+def quality_fields() -> list:
+    """faces: how readable the face is (fer_core.quality); null in rows written before the flags."""
+    pa = _pa()
+    return [pa.field("face_px", pa.float64()), pa.field("sharpness", pa.float64()),
+            pa.field("brightness", pa.float64()), pa.field("yaw", pa.float64()), pa.field("pitch", pa.float64()),
+            pa.field("quality", pa.string())]
 
 
 def campaigns_schema():
@@ -98,6 +107,10 @@ def campaigns_schema():
         *[pa.field(c, pa.float64()) for c in ADJUSTED_COLUMNS],
         pa.field("adjusted_share_positive", pa.float64()), pa.field("adjusted_share_negative", pa.float64()),
         pa.field("adjusted_share_neutral_sentiment", pa.float64()), pa.field("adjusted_net_sentiment", pa.float64()),
+        # the same shares over the faces whose quality flag is good (fer_core.kpis)
+        pa.field("n_faces_good", pa.int64()), *[pa.field(f"good_share_{e}", pa.float64()) for e in EMOTIONS],
+        pa.field("good_share_positive", pa.float64()), pa.field("good_share_negative", pa.float64()),
+        pa.field("good_share_neutral_sentiment", pa.float64()), pa.field("good_net_sentiment", pa.float64()),
     ])
 
 
@@ -186,6 +199,13 @@ def face_landmarks(landmarks: Any) -> list[float] | None:
     return lm.tolist() if lm.size and np.isfinite(lm).all() else None
 
 
+def _quality_columns(q: Any) -> dict[str, Any]:
+    if q is None:
+        return {"face_px": None, "sharpness": None, "brightness": None, "yaw": None, "pitch": None, "quality": None}
+    return {"face_px": q.face_px, "sharpness": q.sharpness, "brightness": q.brightness, "yaw": q.yaw,
+            "pitch": q.pitch, "quality": q.quality}
+
+
 def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: str, detector_version: str,
                run_id: str, scored_at: Any, sentiment: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One scored image -> (its images row, its faces rows).
@@ -205,7 +225,7 @@ def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: s
             "det_score": float(fr.face.score), "landmarks": face_landmarks(fr.face.landmarks),
             "emotion": fr.emotion, **{c: float(p) for c, p in zip(PROB_COLUMNS, fr.probabilities)},
             "sentiment": fr.sentiment, "valence": float(fr.valence), "model_version": model_version,
-            "run_id": run_id, "frame_ms": fr.frame_ms, "track_id": fr.track_id,
+            "run_id": run_id, "frame_ms": fr.frame_ms, "track_id": fr.track_id, **_quality_columns(fr.quality),
         })
     image = {**meta, "status": result.status, "error": result.error, "width": result.width,
              "height": result.height, **image_summary(result, sentiment), "model_version": model_version,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class FaceResult:
     valence: float  # in [-1, 1]
     frame_ms: int | None = None  # video: the sampled frame's time from the stream's start; None for photos
     track_id: int | None = None  # video: the track (one person across frames, 0, 1, ...); None for photos
+    quality: Any = None  # fer_core.quality.FaceQuality: how readable the face is (None if not measured)
 
 
 @dataclass

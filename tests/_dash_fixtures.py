@@ -173,6 +173,12 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 faces.setdefault("run_id", []).append(run)
                 faces.setdefault("frame_ms", []).append(None)  # photos: no frame, no track
                 faces.setdefault("track_id", []).append(None)
+                sharp, bright = float(rng.uniform(0.3, 3.0)), float(rng.uniform(40, 160))
+                flag = "small" if min(w, h) < 32 else "blurred" if sharp < 0.84 else "dark" if bright < 61.6 else "good"
+                for key, v in (("face_px", float(min(w, h))), ("sharpness", sharp), ("brightness", bright),
+                               ("yaw", float(rng.normal(0, 15))), ("pitch", float(rng.normal(0, 10))),
+                               ("quality", flag)):
+                    faces.setdefault(key, []).append(v)
             mean_p = probs.mean(axis=0) if n else None
             img_val = float(val.mean()) if n else None
             row = {
@@ -312,6 +318,9 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         "sentiment": sentiment, "valence": valence.astype(np.float32),
         "model_version": np.full(n_f, MODEL), "run_id": run[face_img],
         "frame_ms": pa.nulls(n_f, pa.int64()), "track_id": pa.nulls(n_f, pa.int32()),
+        "face_px": np.full(n_f, 50, np.float32), "sharpness": rng.uniform(0.3, 3.0, n_f).astype(np.float32),
+        "brightness": rng.uniform(40, 160, n_f).astype(np.float32), "yaw": pa.nulls(n_f, pa.float32()),
+        "pitch": pa.nulls(n_f, pa.float32()), "quality": np.where(rng.uniform(size=n_f) < 0.8, "good", "blurred"),
     }, schema=FACES_SCHEMA)
     write_deltalake(str(root / "images"), images, mode="overwrite")
     write_deltalake(str(root / "faces"), faces, mode="overwrite")

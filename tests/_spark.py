@@ -198,9 +198,13 @@ def standalone_cluster(tmp_path: Path, env: dict[str, str], cores: int = 2, memo
 
 
 def campaigns_comparable(df):
-    """Campaign rows without the per-run columns, sorted, for equality checks."""
+    """Campaign rows without the per-run columns, sorted, for equality checks.
+
+    Rounded to 6 decimals: the classifier computes in float32, and which faces share a predict batch
+    (it differs between a one-shot run and overlapping runs over the same images) moves a probability
+    in its 7th-8th digit (seen: mean_valence -0.158260768 vs -0.158260776)."""
     cols = [c for c in df.columns if c not in ("run_id", "updated_at")]
-    return df[cols].sort_values("campaign_id").reset_index(drop=True).round(9)
+    return df[cols].sort_values("campaign_id").reset_index(drop=True).round(6)
 
 
 def have_java() -> bool:

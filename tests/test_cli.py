@@ -56,9 +56,11 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     assert good["error"] is None and len(good["faces"]) == 1
     face = good["faces"][0]
     assert set(face) == {"box", "score", "landmarks", "probabilities", "emotion", "sentiment", "valence",
-                         "frame_ms", "track_id"}
+                         "frame_ms", "track_id", "quality"}
     assert face["frame_ms"] is None and face["track_id"] is None  # a photo has no frame and no track
     assert (good["media_type"], good["duration_s"], good["n_frames"]) == ("image", None, 1)
+    assert face["quality"]["flag"] in ("good", "small", "blurred", "dark", "turned")
+    assert face["quality"]["face_px"] == round(min(face["box"][2:]), 1)
     assert len(face["box"]) == 4 and 0.9 <= face["score"] <= 1.0
     assert len(face["landmarks"]) == 5 and all(len(p) == 2 for p in face["landmarks"])
     assert list(face["probabilities"]) == list(EMOTIONS)

@@ -516,3 +516,19 @@ def test_gradcam_finds_model_files_and_pinned_versions(tmp_path):
     pinned = next(n for n in list_models() if "@" in n)  # a shipped model's older/pinned version
     model, caveat = Explainer()._model(pinned)
     assert model.version == pinned and caveat is None
+
+
+def test_campaign_page_counts_its_faces_by_quality_flag(site, sample):
+    """The page's face-quality line is the faces table's own count of each flag."""
+    from collections import Counter
+
+    _, faces = raw_rows(sample)
+    cid = "spring-sale-2026"
+    counts = Counter(f["quality"] for f in faces if f["campaign_id"] == cid)
+    html = page(site, cid)
+    n = sum(counts.values())
+    assert f"Face quality: {counts['good']:,} of {n:,} faces good" in html
+    for flag in ("small", "blurred", "dark"):
+        if counts[flag]:
+            assert f"{flag} {counts[flag]:,}" in html, flag
+    assert sum(counts[f] for f in ("small", "blurred", "dark")) > 0  # the fixture flags some faces

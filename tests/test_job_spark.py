@@ -330,3 +330,21 @@ def test_a_one_file_dump_is_scored_by_every_task(spark, dump, tmp_path):  # noqa
     # one Parquet file per task and campaign: one task would have written one file per campaign
     n_files = len(DeltaTable(f"{lake}/images").file_uris())
     assert n_files > images.campaign_id.nunique(), (n_files, images.campaign_id.nunique())
+
+
+def test_a_lake_from_before_the_quality_columns_gains_them(spark, dump, tmp_path):  # noqa: F811
+    """Tables created before a contract column existed get it on the next run (a hand-made append commit
+    would otherwise keep the old schema and the new column would never be read)."""
+    from deltalake import DeltaTable
+
+    from fer_core import tables
+
+    lake = tmp_path / "lake"
+    old_faces = pa.schema([f for f in tables.faces_schema() if f.name not in {q.name for q in tables.quality_fields()}])
+    DeltaTable.create(str(lake / "faces"), old_faces, partition_by=["campaign_id"])
+    run_job_in_process(spark, fast_config(dump["dump"], lake), run_id="after-upgrade")
+    written = pa.schema(DeltaTable(str(lake / "faces")).schema())
+    assert {q.name for q in tables.quality_fields()} <= set(written.names)
+    faces = read_table(f"{lake}/faces")
+    assert len(faces) and faces.quality.notna().all() and faces.face_px.notna().all()
+    assert set(faces.quality) <= {"good", "small", "blurred", "dark", "turned"}

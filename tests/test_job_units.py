@@ -164,7 +164,8 @@ def test_write_part_files_one_file_per_campaign(tmp_path):
     row = {"image_id": "i", "face_index": 0, "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "det_score": 0.9,
            "landmarks": None, "emotion": "happy", **{f"p_{e}": 1 / 7 for e in
                                                        ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")},
-           "sentiment": "neutral", "valence": 0.0, "model_version": "m", "run_id": "r"}
+           "sentiment": "neutral", "valence": 0.0, "model_version": "m", "run_id": "r", "face_px": 3.0,
+           "sharpness": 1.0, "brightness": 100.0, "yaw": None, "pitch": None, "quality": "small"}
     rows = [{**row, "campaign_id": "a"}, {**row, "campaign_id": "b"}, {**row, "campaign_id": "a", "face_index": 1}]
     meta = write_part_files(str(tmp_path), rows, faces_schema(), "r", None)
     assert sorted((m["campaign_id"], m["num_records"]) for m in meta) == [("a", 2), ("b", 1)]

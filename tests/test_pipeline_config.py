@@ -103,6 +103,8 @@ SECTIONS = {
     "video": {"enabled": False, "sample_fps": 2.0, "max_frames": 30, "max_seconds": 120.0,
               "max_pixels_per_frame": 1920 * 1080, "gif": True,
               "tracking": {"max_distance": 0.5, "max_scale_change": 2.0, "max_gap_frames": 1, "max_gap_ms": 1500}},
+    "quality": {"min_face_px": 40.0, "min_sharpness": 1.0, "min_brightness": 50.0, "max_yaw": 30.0,
+                "max_pitch": 30.0},
     "max_pixels": 1_000_000,
     "max_bytes": 2_000_000,
 }
