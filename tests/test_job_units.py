@@ -161,7 +161,7 @@ def test_write_part_files_one_file_per_campaign(tmp_path):
     from fer_core.tables import faces_schema
     from jobs.campaign.lake_files import write_part_files
 
-    row = {"image_id": "i", "face_index": 0, "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "det_score": 0.9,
+    row = {**{f.name: None for f in faces_schema()}, "image_id": "i", "face_index": 0, "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "det_score": 0.9,
            "landmarks": None, "emotion": "happy", **{f"p_{e}": 1 / 7 for e in
                                                        ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")},
            "sentiment": "neutral", "valence": 0.0, "model_version": "m", "run_id": "r", "face_px": 3.0,
@@ -462,10 +462,10 @@ def test_folder_without_images_fails_up_front_naming_the_formats(tmp_path) -> No
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "notes.txt").write_text("shot list")
-    (tmp_path / "photos" / "clip.MOV").write_bytes(b"\0" * 10)
+    (tmp_path / "photos" / "layers.PSD").write_bytes(b"\0" * 10)  # (a .MOV is read now: a video post)
     cfg = job_config_from_dict(fast_config(str(tmp_path / "photos"), str(tmp_path / "lake"),
                                            input={"format": "folders", "extra_columns": []}))
-    with pytest.raises(InputError, match=r"none of the 2 files .* matches an image suffix .*\.heic.*any case"):
+    with pytest.raises(InputError, match=r"none of the 2 files .* matches a photo or video suffix .*\.heic.*\.mov.*any case"):
         read_input(None, cfg.input)
     narrow = job_config_from_dict(fast_config(str(tmp_path / "photos"), str(tmp_path / "lake"),
                                               input={"format": "folders", "extra_columns": [], "glob_filter": "*.png"}))
