@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fer_core.kpis import campaign_kpis, keep_current_model
+from fer_core.kpis import campaign_kpis, keep_identities, shown_identities, with_identity
+from fer_core.labels import EMOTIONS
 from fer_core.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, SCORED_STATUSES, SENTIMENTS
 
 from dashboards.tables import Lake
@@ -26,13 +27,15 @@ DET_BIN = 0.02
 MISSING = "(missing)"
 
 IMAGE_COLUMNS = ["image_id", "campaign_id", "posted_at", "platform", "status", "error", "n_faces",
-                 "valence", "model_version", "detector_version", "run_id", "scored_at"]
+                 "valence", "dominant_emotion", "model_version", "detector_version", "run_id", "scored_at",
+                 "scoring_id"]
 FACE_COLUMNS = ["image_id", "campaign_id", "emotion", "sentiment", "valence", "det_score", "quality", "track_id",
-                "model_version", *PROB_COLUMNS]
+                "model_version", "scoring_id", *PROB_COLUMNS]
 GALLERY_IMAGE_COLUMNS = ["image_id", "campaign_id", "caption", "source", "width", "height", "valence",
-                         "sentiment", "dominant_emotion", "n_faces", "posted_at", "platform", "model_version"]
+                         "sentiment", "dominant_emotion", "n_faces", "posted_at", "platform", "model_version",
+                         "scoring_id"]
 GALLERY_FACE_COLUMNS = ["image_id", "campaign_id", "face_index", "x", "y", "w", "h", "det_score",
-                        "landmarks", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS]
+                        "landmarks", "emotion", "sentiment", "valence", "model_version", "scoring_id", *PROB_COLUMNS]
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Aggregates:
     status_examples: pa.Table
     lineage: pa.Table
     gallery: pa.Table
+    scoring: pa.Table
+    identity_comparison: pa.Table
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -175,32 +180,137 @@ def _week(ts: pa.ChunkedArray) -> pa.ChunkedArray:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
-    """Images and faces of each campaign's current model version, with baseline flags.
-
-    When a campaign was re-scored by a newer model the table holds one row per
-    (image_id, model_version); counting both would double every number, so each
-    campaign shows only the model version it was scored with most recently.
-    """
+def _read_all(lake: Lake) -> tuple[pa.Table, pa.Table]:
+    """Every images and faces row, every scoring identity (scoring_id filled: fer_core.kpis.with_identity)."""
     images = lake.read("images", IMAGE_COLUMNS)
     for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
                           ("model_version", ""), ("run_id", ""), ("platform", MISSING)):
         images = _fill(images, column, value)
-    images = keep_current_model(images)  # the campaign's current model, as in the campaigns table
-    images = _mark_baseline(images)
-
     faces = lake.read("faces", FACE_COLUMNS, optional_table=True)
     for column, value in (("campaign_id", ""), ("model_version", ""), ("sentiment", "neutral"),
                           ("emotion", MISSING)):
         faces = _fill(faces, column, value)
-    # campaign, date, platform and baseline flag come from the face's image (current model only)
-    key = ["image_id"] if pc.count_distinct(images["model_version"]).as_py() <= 1 else ["image_id", "model_version"]
-    if key == ["image_id"] and images.num_rows:
-        faces = faces.filter(pc.equal(faces["model_version"], images["model_version"][0]))
-    faces = _lookup(faces.drop_columns(["campaign_id"]), key, images,
+    return with_identity(images), with_identity(faces)
+
+
+def current_identity(lake: Lake) -> str | None:
+    """The lake's current scoring identity: that of its latest succeeded (or recovered) run; None for a
+    lake whose runs predate identities (each campaign then shows its most recently used one)."""
+    runs = lake.read("runs", ["started_at", "status", "scoring_id"], optional_table=True)
+    runs = runs.filter(pc.and_(pc.is_in(runs["status"], pa.array(["succeeded", "recovered"])),
+                               pc.is_valid(runs["scoring_id"])))
+    if not runs.num_rows:
+        return None
+    return runs.sort_by([("started_at", "descending")])["scoring_id"][0].as_py()
+
+
+def identity_rows(lake: Lake, images: pa.Table, current: str | None) -> list[dict]:
+    """Per (campaign, identity): n_images, n_images_all, scored_at_max, and for the current identity the
+    job's n_images_gone (its campaigns rows: only the job knows which dumps are gone)."""
+    per = images.group_by(["campaign_id", "scoring_id"]).aggregate([("image_id", "count_distinct"),
+                                                                    ("scored_at", "max")])
+    every = images.group_by("campaign_id").aggregate([("image_id", "count_distinct")])
+    n_all = dict(zip(every["campaign_id"].to_pylist(), every["image_id_count_distinct"].to_pylist()))
+    gone: dict[tuple, int] = {}
+    if current is not None:
+        rows = lake.read("campaigns", ["campaign_id", "scoring_id", "n_images_gone"], optional_table=True)
+        rows = rows.filter(pc.and_(pc.equal(rows["scoring_id"], current), pc.is_valid(rows["n_images_gone"])))
+        gone = {(r["campaign_id"], r["scoring_id"]): int(r["n_images_gone"]) for r in rows.to_pylist()}
+    return [{"campaign_id": r["campaign_id"], "scoring_id": r["scoring_id"], "n_images": r["image_id_count_distinct"],
+             "n_images_all": n_all[r["campaign_id"]], "scored_at_max": r["scored_at_max"],
+             "n_images_gone": gone.get((r["campaign_id"], r["scoring_id"]), 0)} for r in per.to_pylist()]
+
+
+def _shown(lake: Lake, images: pa.Table) -> tuple[dict, list[dict]]:
+    rows = identity_rows(lake, images, current_identity(lake))
+    return shown_identities(rows, current_identity(lake)), rows
+
+
+def _keep_shown(images: pa.Table, faces: pa.Table, shown: dict) -> tuple[pa.Table, pa.Table]:
+    """The rows of the identity each campaign shows, never two identities in one figure; faces take
+    their campaign, date, platform and baseline flag from their image."""
+    images, faces = keep_identities(images, faces, {c: v["shown"] for c, v in shown.items()})
+    images = _mark_baseline(images)
+    faces = _lookup(faces.drop_columns(["campaign_id"]), ["image_id", "scoring_id"], images,
                     ["campaign_id", "posted_at", "platform", "in_baseline"])
-    faces = faces.filter(pc.is_valid(faces["campaign_id"]))  # faces of other model versions / unknown images
+    faces = faces.filter(pc.is_valid(faces["campaign_id"]))  # faces of unknown images
     return images, faces
+
+
+def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
+    """Images and faces of the scoring identity each campaign's page shows (fer_core.kpis.shown_identities:
+    the lake's current identity once it has rescored the campaign, the older one until then), with
+    baseline flags. The tables hold one row per (image_id, scoring_id); counting two identities would
+    double every number and mix two models in one figure."""
+    images, faces = _read_all(lake)
+    shown, _ = _shown(lake, images)
+    return _keep_shown(images, faces, shown)
+
+
+def scoring(shown: dict, rows: list[dict]) -> pa.Table:
+    """Per campaign: the identity shown, the current one, and the current one's coverage."""
+    out = []
+    for campaign, info in shown.items():
+        mine = info["current_row"] or {}
+        n_all = max((r["n_images_all"] for r in rows if r["campaign_id"] == campaign), default=0)
+        out.append({"campaign_id": campaign, "shown": info["shown"], "current": info["current"],
+                    "complete": info["complete"], "current_n_images": mine.get("n_images", 0),
+                    "n_images_all": n_all, "current_n_gone": mine.get("n_images_gone", 0),
+                    "n_identities": sum(1 for r in rows if r["campaign_id"] == campaign)})
+    schema = pa.schema([("campaign_id", pa.string()), ("shown", pa.string()), ("current", pa.string()),
+                        ("complete", pa.bool_()), ("current_n_images", pa.int64()), ("n_images_all", pa.int64()),
+                        ("current_n_gone", pa.int64()), ("n_identities", pa.int64())])
+    return pa.Table.from_pylist(out, schema=schema)
+
+
+def identity_comparison(images: pa.Table, faces: pa.Table, shown: dict, rows: list[dict]) -> pa.Table:
+    """Where the current identity and an older one both scored the same images of a campaign: how many,
+    the share of them (with faces under both) whose dominant emotion agrees, and each identity's emotion
+    and sentiment shares and net sentiment over those images only (fer_core.kpis), so that a model
+    change can be told from a real change. The older one is the other identity with the most images."""
+    out = []
+    for campaign, info in shown.items():
+        current = info["current"]
+        others = [r for r in rows if r["campaign_id"] == campaign and r["scoring_id"] != current]
+        if current is None or info["current_row"] is None or not others:
+            continue
+        old = max(others, key=lambda r: (r["n_images"], r["scoring_id"]))["scoring_id"]
+        mine = images.filter(pc.and_(pc.equal(images["campaign_id"], campaign),
+                                     pc.is_in(images["status"], pa.array(SCORED_STATUSES))))
+        a = mine.filter(pc.equal(mine["scoring_id"], old))
+        b = mine.filter(pc.equal(mine["scoring_id"], current))
+        common = pc.unique(pc.filter(a["image_id"], pc.is_in(a["image_id"], b["image_id"])))
+        if not len(common):
+            continue
+        pair = {}
+        for name, ident, table in (("old", old, a), ("new", current, b)):
+            imgs = table.filter(pc.is_in(table["image_id"], common))
+            fcs = faces.filter(pc.and_(pc.equal(faces["scoring_id"], ident), pc.is_in(faces["image_id"], common)))
+            (k,) = campaign_kpis(imgs, fcs).to_pylist() or [{}]
+            pair[name] = (imgs, k)
+        dom = {name: dict(zip(t["image_id"].to_pylist(), zip(t["dominant_emotion"].to_pylist(), t["n_faces"].to_pylist())))
+               for name, (t, _) in pair.items()}
+        both = [i for i in dom["old"] if dom["old"][i][1] and dom["new"].get(i, (None, 0))[1]]
+        agree = sum(dom["old"][i][0] == dom["new"][i][0] for i in both)
+        row = {"campaign_id": campaign, "old": old, "new": current, "n_common": len(common),
+               "n_compared": len(both), "agreement": agree / len(both) if both else None}
+        for name, (_, k) in pair.items():
+            row[f"{name}_n_faces"] = k.get("n_faces")
+            row[f"{name}_net_sentiment"] = k.get("net_sentiment")
+            for e in EMOTIONS:
+                row[f"{name}_share_{e}"] = k.get(f"share_{e}")
+            for s in ("share_positive", "share_negative", "share_neutral_sentiment"):
+                row[f"{name}_{s}"] = k.get(s)
+        out.append(row)
+    names = ["campaign_id", "old", "new", "n_common", "n_compared", "agreement"]
+    fields = [pa.field(n, pa.string() if n in ("campaign_id", "old", "new") else
+                       pa.int64() if n.startswith("n_") else pa.float64()) for n in names]
+    for name in ("old", "new"):
+        fields += [pa.field(f"{name}_n_faces", pa.int64()), pa.field(f"{name}_net_sentiment", pa.float64())]
+        fields += [pa.field(f"{name}_share_{e}", pa.float64()) for e in EMOTIONS]
+        fields += [pa.field(f"{name}_{s}", pa.float64())
+                   for s in ("share_positive", "share_negative", "share_neutral_sentiment")]
+    return pa.Table.from_pylist(out, schema=pa.schema(fields))
 
 
 def _mark_baseline(images: pa.Table) -> pa.Table:
@@ -243,7 +353,7 @@ def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
     """The campaign KPIs of fer_core.kpis (the one definition; the campaigns table holds the same numbers)
     under TILE_NAMES, plus what only the pages show: problem images (``n_bad``: not looked at), undated
     images, the share of images with faces and the mean squared valence (for intervals)."""
-    kpi = campaign_kpis(images, faces)
+    kpi = campaign_kpis(images, faces)  # one identity per campaign here (load_current): one row each
     kpi = kpi.select(["campaign_id", "n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_positive",
                       "n_negative", "n_neutral_sentiment", "share_positive",
                       "share_negative", "share_neutral_sentiment", "net_sentiment", "mean_valence",
@@ -410,12 +520,14 @@ def emotions(faces: pa.Table) -> tuple[pa.Table, pa.Table]:
 
 
 def adjusted_mix(lake: Lake, images: pa.Table) -> pa.Table:
-    """The campaigns table's confusion-adjusted mix, for campaigns whose row was computed with the
-    model version the pages show (a row from another version would not describe these faces)."""
-    rows = lake.read("campaigns", ["campaign_id", "model_version", *ADJUSTED_COLUMNS], optional_table=True)
-    rows = rows.filter(pc.is_valid(rows[ADJUSTED_COLUMNS[0]]))
-    shown = images.group_by(["campaign_id", "model_version"]).aggregate([])
-    return rows.join(shown, keys=["campaign_id", "model_version"], join_type="inner").drop_columns(["model_version"])
+    """The campaigns table's confusion-adjusted mix, for campaigns whose row is of the scoring identity
+    the pages show (a row of another identity would not describe these faces)."""
+    rows = lake.read("campaigns", ["campaign_id", "model_version", "scoring_id", *ADJUSTED_COLUMNS],
+                     optional_table=True)
+    rows = with_identity(rows.filter(pc.is_valid(rows[ADJUSTED_COLUMNS[0]])))
+    shown = images.group_by(["campaign_id", "scoring_id"]).aggregate([])
+    return rows.join(shown, keys=["campaign_id", "scoring_id"], join_type="inner").drop_columns(
+        ["model_version", "scoring_id"])
 
 
 def faces_per_image(images: pa.Table) -> pa.Table:
@@ -473,7 +585,7 @@ def gallery(images: pa.Table, k: int) -> pa.Table:
     the upper half is "positive" and the lower half "negative".
     """
     cand = images.filter(pc.and_(pc.greater(images["n_faces"], 0), pc.is_valid(images["valence"])))
-    cand = cand.select(["campaign_id", "image_id", "model_version", "valence"])
+    cand = cand.select(["campaign_id", "image_id", "model_version", "scoring_id", "valence"])
     # One sort gives both ends: rank from the top, and (size - 1 - rank) from the bottom.
     # A campaign with fewer than 2k candidates splits them in halves, so its "most positive"
     # side never fills up with its most negative images.
@@ -492,7 +604,9 @@ def gallery(images: pa.Table, k: int) -> pa.Table:
 
 def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
     """Read the tables once and compute every aggregate the pages need."""
-    images, faces = load_current(lake)
+    every_image, every_face = _read_all(lake)
+    shown, identities = _shown(lake, every_image)
+    images, faces = _keep_shown(every_image, every_face, shown)
     runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"],
                      optional_table=True)
     emo_counts, emo_means = emotions(faces)
@@ -503,15 +617,16 @@ def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
         timeline=timeline(images, faces), platforms=platforms(images, faces),
         faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(faces),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
-        gallery=gallery(images, max_gallery))
+        gallery=gallery(images, max_gallery), scoring=scoring(shown, identities),
+        identity_comparison=identity_comparison(every_image, every_face, shown, identities))
 
 
 def gallery_details(lake: Lake, picks: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Caption, source and face rows of the picked gallery images only (a filtered scan)."""
     ids = pc.unique(picks["image_id"])
-    keys = picks.select(["image_id", "model_version"])
+    keys = picks.select(["image_id", "scoring_id"])
     imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=pc.field("image_id").isin(ids))
-    imgs = _semi_join(_fill(imgs, "model_version", ""), keys)
+    imgs = _semi_join(with_identity(_fill(imgs, "model_version", "")), keys)
     fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=pc.field("image_id").isin(ids), optional_table=True)
-    fcs = _semi_join(_fill(fcs, "model_version", ""), keys)
+    fcs = _semi_join(with_identity(_fill(fcs, "model_version", "")), keys)
     return imgs, fcs.sort_by([("image_id", "ascending"), ("face_index", "ascending")])

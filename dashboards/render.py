@@ -86,7 +86,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
                            loader=_loader(image_bytes_loader, storage_options))
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "adjusted_mix", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
-        "face_quality", "status_examples", "lineage", "gallery")}
+        "face_quality", "status_examples", "lineage", "gallery", "scoring", "identity_comparison")}
     kpi_rows = agg.kpis.to_pylist()
     page = env.get_template("campaign.html.j2")
     written = set()
@@ -444,6 +444,55 @@ def _face_quality_text(rows: list[dict], n_faces: int) -> str | None:
     return text + "."
 
 
+def _scoring_text(info: dict | None) -> dict | None:
+    """Which scoring identity the page shows and, during an upgrade, how far the current one has got:
+    {"text": ..., "upgrading": bool}, or None for a campaign only ever scored one way."""
+    if not info:
+        return None
+    shown, current = info["shown"], info["current"]
+    n, n_all, gone = info["current_n_images"], info["n_images_all"], info["current_n_gone"] or 0
+    gone_text = (f"; {gone:,} cannot be rescored (their dumps are gone) and keep only their older scoring"
+                 if gone else "")
+    if current is not None and shown != current:
+        pct = f" ({n / n_all:.0%})" if n_all else ""
+        return {"upgrading": True,
+                "text": f"Figures by an older scoring, {shown}, not the current one: {current} has rescored "
+                        f"{n:,} of this campaign's {n_all:,} images so far{pct}{gone_text}. This page switches to "
+                        "it once the backfill has reached every image it can."}
+    if info["n_identities"] > 1 or gone:
+        return {"upgrading": False,
+                "text": f"Scored by {shown}, the current scoring: {n:,} of {n_all:,} images{gone_text}."}
+    return {"upgrading": False, "text": f"Scored by {shown}."}
+
+
+def _identity_comparison(r: dict | None) -> dict | None:
+    """The older and the current identity side by side on the images both scored."""
+    if not r:
+        return None
+    rows = [{"label": e, "old": _fmt_pct(r[f"old_share_{e}"]), "new": _fmt_pct(r[f"new_share_{e}"]),
+             "shift": _fmt_points(r[f"old_share_{e}"], r[f"new_share_{e}"])} for e in EMOTIONS]
+    rows += [{"label": label, "old": _fmt_pct(r[f"old_{c}"]), "new": _fmt_pct(r[f"new_{c}"]),
+              "shift": _fmt_points(r[f"old_{c}"], r[f"new_{c}"])}
+             for label, c in (("positive faces", "share_positive"), ("negative faces", "share_negative"),
+                              ("neutral faces", "share_neutral_sentiment"))]
+    rows.append({"label": "net sentiment", "old": _fmt_signed(r["old_net_sentiment"]),
+                 "new": _fmt_signed(r["new_net_sentiment"]),
+                 "shift": _fmt_signed(None if r["old_net_sentiment"] is None or r["new_net_sentiment"] is None
+                                      else r["new_net_sentiment"] - r["old_net_sentiment"])})
+    agree = (f"their dominant emotions agree on {r['agreement']:.0%} of the {r['n_compared']:,} with faces under both"
+             if r["agreement"] is not None else "no image has faces under both")
+    return {"old": r["old"], "new": r["new"], "rows": rows,
+            "summary": f"On the {r['n_common']:,} images both scored, {agree}. A shift here is the model's, "
+                       "not the audience's."}
+
+
+def _fmt_points(old: float | None, new: float | None) -> str:
+    """The change of a share in percentage points ("+3.1 pts")."""
+    if old is None or new is None:
+        return "–"
+    return f"{(new - old) * 100:+.1f} pts"
+
+
 def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict) -> dict:
     cid = row["campaign_id"]
     tiles = []
@@ -502,6 +551,8 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
         "lineage": [_lineage_row(r) for r in _rows(parts["lineage"])],
         "first_posted": _fmt_time(row.get("first_posted")), "last_posted": _fmt_time(row.get("last_posted")),
         "n_undated": row.get("n_undated") or 0,
+        "scoring": _scoring_text((_rows(parts["scoring"]) or [None])[0]),
+        "identity_comparison": _identity_comparison((_rows(parts["identity_comparison"]) or [None])[0]),
     }
 
 

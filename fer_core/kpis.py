@@ -4,8 +4,12 @@ The job's campaign recompute (jobs/campaign/campaigns.py, one campaign per Spark
 dashboards' tiles (dashboards/aggregate.py, all campaigns at once) both call :func:`campaign_kpis`,
 so a number means the same wherever it is read. The definitions (also in docs/ARCHITECTURE.md):
 
-* a campaign's figures are those of its **current model**: the model version that scored its
-  images most recently (latest ``scored_at``); rows of older versions are not mixed in;
+* a campaign has one row **per scoring identity** (fer_core.identity: model, TTA, detector policy,
+  sentiment rule, ...): each row's figures are over the images that identity scored, and identities are
+  never mixed in one figure. Rows written before identities existed read ``<model_version>~legacy``.
+  Coverage: ``n_images_all`` is the campaign's images under any identity, ``coverage`` = n_images /
+  n_images_all, and ``n_images_gone`` (the current identity's row only) the images it has not scored whose
+  input file is gone, so that it never will. Which identity a page shows is :func:`shown_identities`';
 * ``n_images``: its images rows (every status); ``n_images_ok``: those decoded and looked at
   (status in SCORED_STATUSES: ``ok`` or ``no_face``); ``n_images_with_faces``: ``n_faces > 0``;
 * faces are counted **per track** (:func:`counted_faces`): a photo's face counts once, and so does a
@@ -32,14 +36,15 @@ from fer_core.errors import SCORED_STATUSES
 from fer_core.labels import EMOTIONS
 from fer_core.sentiment import SENTIMENTS
 
-__all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "keep_current_model", "counted_faces", "campaign_kpis",
-           "kpi_schema"]
+__all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "with_identity", "keep_identities", "keep_latest_identity",
+           "shown_identities", "counted_faces", "campaign_kpis", "kpi_schema"]
 
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
-IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at")
-"""The images columns the KPIs read."""
+IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at",
+                                  "image_id", "scoring_id", "input_file")
+"""The images columns the KPIs read (scoring_id and input_file may be missing: an older lake)."""
 FACE_INPUTS: tuple[str, ...] = ("campaign_id", "emotion", "sentiment", "valence", "model_version", "quality",
-                                 *PROB_COLUMNS, "image_id", "track_id")
+                                 *PROB_COLUMNS, "image_id", "track_id", "scoring_id")
 """The faces columns the KPIs read (image_id and track_id: to count a video's track once; a table
 without track_id, or a null one, is read as photos' faces)."""
 SENTIMENT_SHARES: dict[str, str] = {"positive": "share_positive", "negative": "share_negative",
@@ -50,7 +55,7 @@ KPI_COLUMNS: tuple[str, ...] = (
     "n_positive", "n_negative", "n_neutral_sentiment", *(f"share_{e}" for e in EMOTIONS), "share_positive", "share_negative", "share_neutral_sentiment",
     "net_sentiment", "mean_valence", "first_posted_at", "last_posted_at", *(f"mean_{c}" for c in PROB_COLUMNS),
     "n_faces_good", *(f"good_share_{e}" for e in EMOTIONS), "good_share_positive", "good_share_negative",
-    "good_share_neutral_sentiment", "good_net_sentiment",
+    "good_share_neutral_sentiment", "good_net_sentiment", "scoring_id", "n_images_all", "n_images_gone", "coverage",
 )
 
 
@@ -69,89 +74,175 @@ def _ones(n: int) -> Any:
     return pa.array(np.ones(n, dtype=np.int64))
 
 
-def keep_current_model(images, faces=None):
-    """Only the rows of each campaign's current model (the version with the latest ``scored_at``; on a
-    tie the greater version string). Returns images, or (images, faces) when faces are given."""
+def with_identity(table):
+    """``table`` with its scoring_id filled in: rows written before identities existed (null, or no
+    such column) read ``legacy_scoring_id(model_version)``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if images.num_rows and pc.count_distinct(images["model_version"]).as_py() > 1:
-        versions = images.group_by(["campaign_id", "model_version"]).aggregate([("scored_at", "max")])
-        latest: dict[Any, tuple[Any, str]] = {}
-        for r in versions.to_pylist():  # one row per (campaign, model): small
-            key = (r["scored_at_max"] is not None, r["scored_at_max"], r["model_version"] or "")
-            if r["campaign_id"] not in latest or key > latest[r["campaign_id"]][0]:
-                latest[r["campaign_id"]] = (key, r["model_version"])
-        current = pa.table({"campaign_id": pa.array(list(latest), images.schema.field("campaign_id").type),
-                            "model_version": pa.array([v for _, v in latest.values()], pa.string())})
-        images = images.join(current, ["campaign_id", "model_version"], join_type="left semi")
-    else:
-        current = images.group_by(["campaign_id", "model_version"]).aggregate([])
-    if faces is None:
-        return images
-    faces = faces.join(current.cast(pa.schema([pa.field("campaign_id", faces.schema.field("campaign_id").type),
-                                               pa.field("model_version", faces.schema.field("model_version").type)])),
-                       ["campaign_id", "model_version"], join_type="left semi")
+    from fer_core.identity import LEGACY_SUFFIX
+
+    legacy = pc.binary_join_element_wise(pc.fill_null(table["model_version"].cast(pa.string()), "unknown"),
+                                         LEGACY_SUFFIX, "")
+    if "scoring_id" not in table.column_names:
+        return table.append_column("scoring_id", legacy)
+    i = table.schema.get_field_index("scoring_id")
+    return table.set_column(i, "scoring_id", pc.coalesce(table["scoring_id"].cast(pa.string()), legacy))
+
+
+def keep_identities(images, faces, chosen: dict[Any, str]):
+    """Only the rows of the identity ``chosen`` for each campaign (campaign_id -> scoring_id); campaigns
+    not in ``chosen`` keep no rows. Returns (images, faces) with scoring_id filled (with_identity)."""
+    import pyarrow as pa
+
+    images, faces = with_identity(images), with_identity(faces)
+    keys = pa.table({"campaign_id": pa.array(list(chosen), images.schema.field("campaign_id").type),
+                     "scoring_id": pa.array(list(chosen.values()), pa.string())})
+    images = images.join(keys, ["campaign_id", "scoring_id"], join_type="left semi")
+    faces = faces.join(keys.cast(pa.schema([pa.field("campaign_id", faces.schema.field("campaign_id").type),
+                                            pa.field("scoring_id", pa.string())])),
+                       ["campaign_id", "scoring_id"], join_type="left semi")
     return images, faces
+
+
+def keep_latest_identity(images, faces):
+    """The rows of each campaign's most recently used identity (latest ``scored_at``; on a tie the
+    greater id): what a page shows when the lake names no current identity (see shown_identities)."""
+    images = with_identity(images)
+    latest: dict[Any, tuple[Any, str]] = {}
+    for r in images.group_by(["campaign_id", "scoring_id"]).aggregate([("scored_at", "max")]).to_pylist():
+        key = (r["scored_at_max"] is not None, r["scored_at_max"], r["scoring_id"])
+        if r["campaign_id"] not in latest or key > latest[r["campaign_id"]][0]:
+            latest[r["campaign_id"]] = (key, r["scoring_id"])
+    return keep_identities(images, faces, {c: v for c, (_, v) in latest.items()})
+
+
+def shown_identities(rows: list[dict[str, Any]], current: str | None) -> dict[Any, dict[str, Any]]:
+    """Which identity each campaign's page shows, from its per-identity KPI rows (campaign_id, scoring_id,
+    n_images, n_images_all, n_images_gone, and optionally scored_at_max):
+
+    * the ``current`` identity (the lake's, from its latest run) once it has scored every image of the
+      campaign it can (n_images + n_images_gone >= n_images_all);
+    * before that, while an upgrade's backfill is under way, the other identity that scored the most of
+      its images (ties: the greater id), marked as not current, with the current one's coverage;
+    * the current one, however partial, when no other identity scored the campaign.
+
+    Returns campaign_id -> {"shown": id, "current": current or None, "complete": bool, "current_row": the
+    current identity's row or None}.
+    """
+    by_campaign: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_campaign.setdefault(r["campaign_id"], []).append(r)
+    out: dict[Any, dict[str, Any]] = {}
+    for campaign, rs in by_campaign.items():
+        mine = next((r for r in rs if current is not None and r["scoring_id"] == current), None)
+        others = [r for r in rs if r is not mine]
+        complete = mine is not None and (mine["n_images"] + (mine.get("n_images_gone") or 0)
+                                         >= (mine.get("n_images_all") or mine["n_images"]))
+        if current is None:  # no lake-wide current identity known: the most recently used one
+            best = max(rs, key=lambda r: (r.get("scored_at_max") is not None, r.get("scored_at_max"), r["scoring_id"]))
+            out[campaign] = {"shown": best["scoring_id"], "current": None, "complete": True, "current_row": None}
+        elif complete or not others:
+            out[campaign] = {"shown": current, "current": current, "complete": complete, "current_row": mine}
+        else:
+            old = max(others, key=lambda r: (r["n_images"], r["scoring_id"]))
+            out[campaign] = {"shown": old["scoring_id"], "current": current, "complete": False, "current_row": mine}
+    return out
 
 
 def counted_faces(faces):
     """Faces rows -> the faces the KPIs count: photos' faces (track_id null) as they are, and one row
-    per video track (campaign, model, image, track) with its frames' mean probabilities and valence,
-    the argmax emotion and the sentiment most of its frames have (see the module doc). The columns
-    are the campaign_id, emotion, sentiment, valence, model_version and p_* of FACE_INPUTS."""
+    per video track (campaign, identity, image, track) with its frames' mean probabilities and valence,
+    the argmax emotion, and the sentiment and quality flag most of its frames have (see the module doc;
+    ties go to the earlier label of SENTIMENTS / QUALITY_LABELS). The columns are the campaign_id,
+    emotion, sentiment, valence, model_version, scoring_id, quality and p_* of FACE_INPUTS."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    kept = ["campaign_id", "emotion", "sentiment", "valence", "model_version", *PROB_COLUMNS]
+    from fer_core.quality import QUALITY_LABELS
+
+    faces = with_identity(faces)
+    if "quality" not in faces.column_names:  # a lake from before the flags
+        faces = faces.append_column("quality", pa.nulls(faces.num_rows, pa.string()))
+    kept = ["campaign_id", "emotion", "sentiment", "valence", "model_version", "scoring_id", "quality", *PROB_COLUMNS]
     if "track_id" not in faces.column_names or faces.num_rows == 0 or faces["track_id"].null_count == faces.num_rows:
         return faces.select(kept)
     photo = pc.is_null(faces["track_id"])
     video = faces.filter(pc.invert(photo))
-    keys = ["campaign_id", "model_version", "image_id", "track_id"]
+    keys = ["campaign_id", "model_version", "scoring_id", "image_id", "track_id"]
     votes = {f"n_s_{s}": _flag(pc.equal(video["sentiment"], s)) for s in SENTIMENTS}
+    flags = {f"n_q_{q}": _flag(pc.equal(video["quality"], q)) for q in QUALITY_LABELS}
     unit = pa.table({**{k: video[k] for k in keys}, "valence": video["valence"].cast(pa.float64()),
-                     **{c: video[c].cast(pa.float64()) for c in PROB_COLUMNS}, **votes})
+                     **{c: video[c].cast(pa.float64()) for c in PROB_COLUMNS}, **votes, **flags})
     tracks = unit.group_by(keys, use_threads=False).aggregate(
-        [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS] + [(v, "sum") for v in votes])
+        [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS] + [(v, "sum") for v in (*votes, *flags)])
     probs = np.column_stack([tracks[f"{c}_mean"].to_numpy(zero_copy_only=False) for c in PROB_COLUMNS])
     counts = np.column_stack([tracks[f"{v}_sum"].to_numpy(zero_copy_only=False) for v in votes])
+    q_counts = np.column_stack([tracks[f"{v}_sum"].to_numpy(zero_copy_only=False) for v in flags])
+    quality = np.where(q_counts.sum(axis=1) > 0, np.asarray(QUALITY_LABELS, object)[q_counts.argmax(axis=1)], None)
     track_rows = pa.table({
         "campaign_id": tracks["campaign_id"].cast(faces.schema.field("campaign_id").type),
         "emotion": pa.array(np.asarray(EMOTIONS)[probs.argmax(axis=1)], faces.schema.field("emotion").type),
         "sentiment": pa.array(np.asarray(SENTIMENTS)[counts.argmax(axis=1)], faces.schema.field("sentiment").type),
         "valence": tracks["valence_mean"].cast(faces.schema.field("valence").type),
         "model_version": tracks["model_version"].cast(faces.schema.field("model_version").type),
+        "scoring_id": tracks["scoring_id"],
+        "quality": pa.array(quality.tolist(), faces.schema.field("quality").type),
         **{c: tracks[f"{c}_mean"].cast(faces.schema.field(c).type) for c in PROB_COLUMNS},
     })
     return pa.concat_tables([faces.filter(photo).select(kept), track_rows])
 
 
-def campaign_kpis(images, faces):
-    """One row per campaign of ``images`` (KPI_COLUMNS, sorted by campaign_id), from rows that are
-    already those of its current model (see keep_current_model). ``faces`` may be empty; a video's
-    track counts once (counted_faces)."""
+def _coverage(images, current: str | None, gone_files: Any) -> Any:
+    """(campaign_id, scoring_id) -> n_images_all (the campaign's distinct images under any identity)
+    and n_images_gone (for the current identity only: its unscored images whose input file is gone)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    gone: dict[Any, int] = {}
+    if "image_id" not in images.column_names:  # rows without ids (a hand-made table): each identity alone
+        return {}, gone
+    all_ids = images.group_by("campaign_id", use_threads=False).aggregate([("image_id", "count_distinct")])
+    n_all = dict(zip(all_ids["campaign_id"].to_pylist(), all_ids["image_id_count_distinct"].to_pylist()))
+    if current is not None and gone_files and "input_file" in images.column_names:
+        mine = images.filter(pc.equal(images["scoring_id"], current))["image_id"]
+        lacking = images.filter(pc.invert(pc.is_in(images["image_id"], mine)))
+        lost = lacking.filter(pc.fill_null(pc.is_in(lacking["input_file"], pa.array(sorted(gone_files), pa.string())),
+                                           False))
+        g = lost.group_by("campaign_id", use_threads=False).aggregate([("image_id", "count_distinct")])
+        gone = dict(zip(g["campaign_id"].to_pylist(), g["image_id_count_distinct"].to_pylist()))
+    return n_all, gone
+
+
+def campaign_kpis(images, faces, *, current: str | None = None, gone_files: Any = ()):
+    """One row per (campaign, scoring identity) of ``images`` (KPI_COLUMNS, sorted by campaign_id and
+    scoring_id). ``faces`` may be empty; a video's track counts once (counted_faces). ``current``: the
+    lake's current identity, whose rows get n_images_gone, counted against ``gone_files`` (the input
+    files known to be gone; the job checks them, the dashboards read its figure)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    images = with_identity(images)
+    n_all, gone = _coverage(images, current, gone_files)
     faces = counted_faces(faces)
+    keys = ["campaign_id", "scoring_id"]
     img = pa.table({
-        "campaign_id": images["campaign_id"], "one": _ones(images.num_rows),
+        "campaign_id": images["campaign_id"], "scoring_id": images["scoring_id"], "one": _ones(images.num_rows),
         "ok": _flag(pc.is_in(images["status"], pa.array(SCORED_STATUSES))),
         "with_faces": _flag(pc.greater(images["n_faces"], 0)), "posted_at": images["posted_at"],
         "model_version": images["model_version"],
     })
-    gi = img.group_by("campaign_id", use_threads=False).aggregate([
+    gi = img.group_by(keys, use_threads=False).aggregate([
         ("one", "sum"), ("ok", "sum"), ("with_faces", "sum"), ("posted_at", "min"), ("posted_at", "max"),
         ("model_version", "max")])
     gi = gi.rename_columns({"one_sum": "n_images", "ok_sum": "n_images_ok", "with_faces_sum": "n_images_with_faces",
                             "posted_at_min": "first_posted_at", "posted_at_max": "last_posted_at",
                             "model_version_max": "model_version"})
-    good = (_flag(pc.equal(faces["quality"], "good")) if "quality" in faces.column_names
-            else _flag(pa.nulls(faces.num_rows, pa.bool_())))
+    good = _flag(pc.equal(faces["quality"], "good"))
     fc = pa.table({
         "campaign_id": faces["campaign_id"].cast(images.schema.field("campaign_id").type),
+        "scoring_id": faces["scoring_id"],
         "one": _ones(faces.num_rows), "good": good,
         **{f"n_{e}": _flag(pc.equal(faces["emotion"], e)) for e in EMOTIONS},
         **{f"n_s_{s}": _flag(pc.equal(faces["sentiment"], s)) for s in SENTIMENTS},
@@ -162,11 +253,11 @@ def campaign_kpis(images, faces):
     })
     counted = ["one", "good", *(f"n_{e}" for e in EMOTIONS), *(f"n_s_{s}" for s in SENTIMENTS),
                *(f"g_{e}" for e in EMOTIONS), *(f"g_s_{s}" for s in SENTIMENTS)]
-    gf = fc.group_by("campaign_id", use_threads=False).aggregate(
+    gf = fc.group_by(keys, use_threads=False).aggregate(
         [(c, "sum") for c in counted] + [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS])
     gf = gf.rename_columns({"one_sum": "n_faces", "good_sum": "n_faces_good", "valence_mean": "mean_valence",
                             **{f"{c}_mean": f"mean_{c}" for c in PROB_COLUMNS}})
-    table = gi.join(gf, "campaign_id", join_type="left outer")
+    table = gi.join(gf, keys, join_type="left outer")
     n_faces = pc.fill_null(table["n_faces"], 0)
     table = table.set_column(table.schema.get_field_index("n_faces"), "n_faces", n_faces)
     has = pc.greater(n_faces, 0)
@@ -200,7 +291,15 @@ def campaign_kpis(images, faces):
             table = table.append_column(name, values)
     for c in ("n_images", "n_images_ok", "n_images_with_faces", "n_faces"):
         table = table.set_column(table.schema.get_field_index(c), c, table[c].cast(pa.int64()))
-    return table.select(list(KPI_COLUMNS)).sort_by("campaign_id").cast(kpi_schema())
+    campaigns, ids = table["campaign_id"].to_pylist(), table["scoring_id"].to_pylist()
+    all_n = pa.array([n_all.get(c, n) for c, n in zip(campaigns, table["n_images"].to_pylist())], pa.int64())
+    table = table.append_column("n_images_all", all_n)
+    table = table.append_column("n_images_gone", pa.array(
+        [gone.get(c, 0) if current is not None and i == current else None for c, i in zip(campaigns, ids)], pa.int64()))
+    table = table.append_column("coverage", pc.divide(pc.cast(table["n_images"], pa.float64()),
+                                                      pc.cast(pc.max_element_wise(all_n, 1), pa.float64())))
+    return (table.select(list(KPI_COLUMNS)).sort_by([("campaign_id", "ascending"), ("scoring_id", "ascending")])
+            .cast(kpi_schema()))
 
 
 def kpi_schema():
@@ -208,6 +307,7 @@ def kpi_schema():
     import pyarrow as pa
 
     ts = pa.timestamp("us", tz="UTC")
-    types = {"campaign_id": pa.string(), "model_version": pa.string(), "first_posted_at": ts, "last_posted_at": ts}
+    types = {"campaign_id": pa.string(), "model_version": pa.string(), "first_posted_at": ts, "last_posted_at": ts,
+             "scoring_id": pa.string()}
     return pa.schema([pa.field(c, types.get(c, pa.int64() if c.startswith("n_") else pa.float64()))
                       for c in KPI_COLUMNS])

@@ -49,11 +49,12 @@ def _probs(prefix: str = "p_") -> list:
 
 
 def images_schema(extras: Iterable[Any] = ()):
-    """images: one row per (image, model); the contract columns, then the configured extra columns.
+    """images: one row per (image, scoring identity); the contract columns, then the configured extra columns.
 
     Columns added after the first lakes were written come last among the contract columns (media_type,
-    duration_s, n_frames: video posts); the job adds them to an older lake's table on its next commit
-    and the older rows read null."""
+    duration_s, n_frames: video posts; scoring_id: fer_core.identity; input_file: the dump file or image
+    file the row was read from, so a rescore can tell an image whose dump is gone); the job adds them to
+    an older lake's table on its next commit and the older rows read null."""
     pa = _pa()
     return pa.schema([
         pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("posted_at", _ts()),
@@ -64,6 +65,7 @@ def images_schema(extras: Iterable[Any] = ()):
         pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
         pa.field("run_id", pa.string()), pa.field("scored_at", _ts()),
         pa.field("media_type", pa.string()), pa.field("duration_s", pa.float64()), pa.field("n_frames", pa.int32()),
+        pa.field("scoring_id", pa.string()), pa.field("input_file", pa.string()),
         *extras,
     ])
 
@@ -80,7 +82,7 @@ def faces_schema():
         pa.field("sentiment", pa.string()), pa.field("valence", pa.float64()),
         pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
         pa.field("frame_ms", pa.int64()), pa.field("track_id", pa.int32()),
-        *quality_fields(),
+        *quality_fields(), pa.field("scoring_id", pa.string()),
     ])
 
 
@@ -93,7 +95,10 @@ def quality_fields() -> list:
 
 
 def campaigns_schema():
-    """campaigns: one row per campaign (the KPIs of fer_core.kpis, recomputed by every run that touches it)."""
+    """campaigns: one row per (campaign, scoring identity): the KPIs of fer_core.kpis over the images that
+    identity scored, with its coverage of the campaign (n_images of n_images_all; n_images_gone: images it
+    has not scored whose input file is gone, so it never will), recomputed by every run that touches the
+    campaign. Lakes written before identities had one row per campaign (scoring_id null)."""
     pa = _pa()
     return pa.schema([
         pa.field("campaign_id", pa.string()), pa.field("n_images", pa.int64()), pa.field("n_images_ok", pa.int64()),
@@ -111,7 +116,15 @@ def campaigns_schema():
         pa.field("n_faces_good", pa.int64()), *[pa.field(f"good_share_{e}", pa.float64()) for e in EMOTIONS],
         pa.field("good_share_positive", pa.float64()), pa.field("good_share_negative", pa.float64()),
         pa.field("good_share_neutral_sentiment", pa.float64()), pa.field("good_net_sentiment", pa.float64()),
+        *coverage_fields(),
     ])
+
+
+def coverage_fields() -> list:
+    """campaigns: the row's scoring identity and how much of the campaign it covers (fer_core.kpis)."""
+    pa = _pa()
+    return [pa.field("scoring_id", pa.string()), pa.field("n_images_all", pa.int64()),
+            pa.field("n_images_gone", pa.int64()), pa.field("coverage", pa.float64())]
 
 
 def runs_schema():
@@ -126,6 +139,10 @@ def runs_schema():
         pa.field("model_version", pa.string()), pa.field("detector_version", pa.string()),
         pa.field("config_hash", pa.string()), pa.field("spark_master", pa.string()),
         pa.field("lock_wait_s", pa.float64()),  # seconds it waited for the lake lease (null before leases)
+        # the run's scoring identity (fer_core.identity) and the upgrade backlog: images of the input new
+        # to the lake, images rescored from an older identity, and those of the input still waiting for it
+        pa.field("scoring_id", pa.string()), pa.field("n_new", pa.int64()), pa.field("n_backfilled", pa.int64()),
+        pa.field("n_backlog_left", pa.int64()),
     ])
 
 
@@ -207,12 +224,13 @@ def _quality_columns(q: Any) -> dict[str, Any]:
 
 
 def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: str, detector_version: str,
-               run_id: str, scored_at: Any, sentiment: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               run_id: str, scored_at: Any, sentiment: Any = None, scoring_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One scored image -> (its images row, its faces rows).
 
     meta: the input row's columns that the images table keeps as they came (image_id, campaign_id,
-    posted_at, platform, caption, source and any configured extra column). sentiment: the
+    posted_at, platform, caption, source, input_file and any configured extra column). sentiment: the
     SentimentConfig that rates the image-level probabilities (fer_core.pipeline.image_summary).
+    scoring_id: the pipeline's scoring identity (fer_core.identity), on both kinds of row.
     """
     from fer_core.pipeline import image_summary
 
@@ -226,9 +244,12 @@ def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: s
             "emotion": fr.emotion, **{c: float(p) for c, p in zip(PROB_COLUMNS, fr.probabilities)},
             "sentiment": fr.sentiment, "valence": float(fr.valence), "model_version": model_version,
             "run_id": run_id, "frame_ms": fr.frame_ms, "track_id": fr.track_id, **_quality_columns(fr.quality),
+            "scoring_id": scoring_id,
         })
-    image = {**meta, "status": result.status, "error": result.error, "width": result.width,
+    kept = {k: v for k, v in meta.items() if k != "input_file"}  # a contract column of its own, placed below
+    image = {**kept, "status": result.status, "error": result.error, "width": result.width,
              "height": result.height, **image_summary(result, sentiment), "model_version": model_version,
              "detector_version": detector_version, "run_id": run_id, "scored_at": scored_at,
-             "media_type": result.media_type, "duration_s": result.duration_s, "n_frames": result.n_frames}
+             "media_type": result.media_type, "duration_s": result.duration_s, "n_frames": result.n_frames,
+             "scoring_id": scoring_id, "input_file": meta.get("input_file")}
     return image, faces

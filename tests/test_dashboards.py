@@ -238,29 +238,79 @@ def test_pages_of_campaigns_gone_from_the_tables_are_removed(tmp_path):
     assert gone not in (out / "index.html").read_text(encoding="utf-8")
 
 
-def test_rescored_campaign_shows_only_the_newest_model(tmp_path):
-    """Rows of an older model version must not double the counts."""
-    specs = fx.DEFAULT_CAMPAIGNS[:1]
-    images, faces, _, runs = fx.build_tables(specs, tmp_path / "images", n_runs=1)
-    fx.write_lake(tmp_path / "lake", images, faces, runs)
+def _rescore(tmp_path, images: dict, faces: dict, *, identity: str, model: str, share: float = 1.0,
+             sentiment: str = "negative") -> None:
+    """Append a rescoring of the first ``share`` of the images by another identity, and its runs row
+    (which makes it the lake's current identity)."""
+    import datetime as dt
+
     from deltalake import write_deltalake
 
     newer = pa.Table.from_pydict(images, schema=fx.IMAGES_SCHEMA)
-    newer = newer.set_column(newer.schema.get_field_index("model_version"), "model_version",
-                             pa.array(["fer-next@2.0"] * newer.num_rows))
-    later = pa.array([v.replace(day=28) for v in images["scored_at"]], fx.TS)
-    newer = newer.set_column(newer.schema.get_field_index("scored_at"), "scored_at", later)
+    newer = newer.slice(0, int(round(newer.num_rows * share)))
+    later = pa.array([v.replace(day=28) for v in newer["scored_at"].to_pylist()], fx.TS)
+    for column, values in (("model_version", pa.array([model] * newer.num_rows)),
+                           ("scoring_id", pa.array([identity] * newer.num_rows)), ("scored_at", later),
+                           ("run_id", pa.array(["run-rescore"] * newer.num_rows))):
+        newer = newer.set_column(newer.schema.get_field_index(column), column, values)
     write_deltalake(str(tmp_path / "lake" / "images"), newer, mode="append")
     new_faces = pa.Table.from_pydict(faces, schema=fx.FACES_SCHEMA)
-    new_faces = new_faces.set_column(new_faces.schema.get_field_index("model_version"), "model_version",
-                                     pa.array(["fer-next@2.0"] * new_faces.num_rows))
-    new_faces = new_faces.set_column(new_faces.schema.get_field_index("sentiment"), "sentiment",
-                                     pa.array(["negative"] * new_faces.num_rows))
+    new_faces = new_faces.filter(pa.compute.is_in(new_faces["image_id"], newer["image_id"]))
+    for column, value in (("model_version", model), ("scoring_id", identity), ("sentiment", sentiment),
+                          ("run_id", "run-rescore")):
+        new_faces = new_faces.set_column(new_faces.schema.get_field_index(column), column,
+                                         pa.array([value] * new_faces.num_rows))
     write_deltalake(str(tmp_path / "lake" / "faces"), new_faces, mode="append")
-    row = aggregate.compute(Lake(str(tmp_path / "lake")), max_gallery=1).kpis.to_pylist()[0]
+    start = dt.datetime(2026, 11, 28, 3, 0, tzinfo=fx.UTC)
+    run = {"run_id": "run-rescore", "started_at": start, "finished_at": start, "status": "succeeded",
+           "model_version": model, "scoring_id": identity}
+    write_deltalake(str(tmp_path / "lake" / "runs"), pa.Table.from_pylist([run], schema=fx.RUNS_SCHEMA), mode="append")
+
+
+def test_rescored_campaign_shows_only_the_current_scoring(tmp_path):
+    """Rows of an older scoring identity must not double the counts: once the current identity (the
+    latest run's) has rescored every image, the page counts its rows only."""
+    specs = fx.DEFAULT_CAMPAIGNS[:1]
+    images, faces, _, runs = fx.build_tables(specs, tmp_path / "images", n_runs=1)
+    fx.write_lake(tmp_path / "lake", images, faces, runs)
+    _rescore(tmp_path, images, faces, identity="fer-next@2.0/retinaface@0.9,1024px,min20/00000000", model="fer-next@2.0")
+    agg = aggregate.compute(Lake(str(tmp_path / "lake")), max_gallery=1)
+    row = agg.kpis.to_pylist()[0]
     assert row["n_images"] == len(images["image_id"])
     assert row["n_faces"] == len(faces["image_id"])
     assert row["share_negative"] == pytest.approx(1.0)  # the newer model's rows, not the old ones
+    (scoring,) = agg.scoring.to_pylist()
+    assert scoring["shown"] == scoring["current"] and scoring["complete"]
+    (cmp,) = agg.identity_comparison.to_pylist()  # both scored every image: compared on all it could read
+    n_read = sum(s in ("ok", "no_face") for s in images["status"])
+    assert cmp["n_common"] == n_read and cmp["new_share_negative"] == pytest.approx(1.0)
+    assert cmp["old"] == fx.SCORING and cmp["old_share_negative"] < 1.0
+
+
+def test_a_half_rescored_campaign_shows_the_older_scoring_marked_with_the_new_ones_coverage(tmp_path):
+    """During a backfill the page keeps the older identity's figures (a complete picture), says so, and
+    compares the two on the images both scored; no figure mixes them."""
+    specs = fx.DEFAULT_CAMPAIGNS[:1]
+    images, faces, _, runs = fx.build_tables(specs, tmp_path / "images", n_runs=1)
+    fx.write_lake(tmp_path / "lake", images, faces, runs)
+    new_id = "fer-next@2.0+tta/retinaface@0.5,1024px,min20/12345678"
+    _rescore(tmp_path, images, faces, identity=new_id, model="fer-next@2.0", share=0.5)
+    agg = aggregate.compute(Lake(str(tmp_path / "lake")), max_gallery=1)
+    row = agg.kpis.to_pylist()[0]
+    assert row["n_images"] == len(images["image_id"]) and row["share_negative"] < 1.0  # the old rows only
+    (scoring,) = agg.scoring.to_pylist()
+    n_half = int(round(len(images["image_id"]) * 0.5))
+    assert (scoring["shown"], scoring["current"], scoring["complete"]) == (fx.SCORING, new_id, False)
+    assert (scoring["current_n_images"], scoring["n_images_all"]) == (n_half, len(images["image_id"]))
+    (cmp,) = agg.identity_comparison.to_pylist()
+    assert cmp["n_common"] == sum(s in ("ok", "no_face") for s in images["status"][:n_half])
+    assert cmp["new_share_negative"] == pytest.approx(1.0)
+    out = tmp_path / "out"
+    render_dashboards(str(tmp_path / "lake"), str(out), gradcam=False)
+    page = next(out.glob("campaign-*.html")).read_text(encoding="utf-8")
+    assert f"Figures by an older scoring, {fx.SCORING}, not the current one" in page
+    assert f"{new_id} has rescored {n_half:,} of this campaign&#39;s {len(images['image_id']):,} images" in page
+    assert "Older and current scoring compared" in page and "+" in page
 
 
 def _chart_json(html: str, chart: str) -> dict:
@@ -283,8 +333,10 @@ def test_adjusted_mix_comes_from_the_campaigns_table_for_the_shown_model(tmp_pat
     assert len(fig["data"]) == 2 and not fig["layout"]["showlegend"]
 
     mix = [0.05, 0.0, 0.05, 0.5, 0.1, 0.1, 0.2]
-    rows = [{"campaign_id": specs[0].campaign_id, "model_version": fx.MODEL, **dict(zip(ADJUSTED_COLUMNS, mix))},
-            {"campaign_id": specs[1].campaign_id, "model_version": "fer-older@1", **dict(zip(ADJUSTED_COLUMNS, mix))}]
+    rows = [{"campaign_id": specs[0].campaign_id, "model_version": fx.MODEL, "scoring_id": fx.SCORING,
+             **dict(zip(ADJUSTED_COLUMNS, mix))},
+            {"campaign_id": specs[1].campaign_id, "model_version": "fer-older@1",
+             "scoring_id": "fer-older@1/retinaface@0.9,1024px,min20/0ld0ld00", **dict(zip(ADJUSTED_COLUMNS, mix))}]
     write_deltalake(str(lake.root / "campaigns"), pa.Table.from_pylist(rows), mode="overwrite", schema_mode="overwrite")
     after = render_dashboards(str(lake.root), str(tmp_path / "after"), gradcam=False, image_bytes_loader=lake.loader)
     html = page(after.parent, specs[0].campaign_id)

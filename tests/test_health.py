@@ -210,6 +210,11 @@ def test_a_scheduled_run_skipped_by_the_lock_leaves_a_line(tmp_path):
 
 
 def test_the_crontab_runs_the_job_through_the_logging_lock():
-    hourly = [line for line in (REPO / "conf" / "schedule" / "crontab").read_text().splitlines()
-              if "score_campaign.py" in line and not line.startswith("#")]
+    jobs = [line for line in (REPO / "conf" / "schedule" / "crontab").read_text().splitlines()
+            if "score_campaign.py" in line and not line.startswith("#")]
+    hourly = [line for line in jobs if line.startswith("5 * * * *")]
     assert len(hourly) == 1 and " conf/schedule/locked /tmp/score_campaign.lock logs/score_campaign.log " in hourly[0]
+    assert " --since 1d " in hourly[0]  # it reads the dates its comment says: yesterday's and today's
+    backfill = [line for line in jobs if line not in hourly]
+    assert len(backfill) == 1 and " conf/schedule/locked /tmp/score_campaign.lock " in backfill[0]
+    assert " --backfill-max " in backfill[0] and "--since" not in backfill[0]

@@ -173,27 +173,35 @@ def test_write_part_files_one_file_per_campaign(tmp_path):
     assert "campaign_id" not in t.column_names and t.num_rows == meta[0]["num_records"]
 
 
-def test_campaigns_table_from_before_the_adjusted_columns_gains_them(tmp_path):
-    """A lake written by an older version (no adjusted_share_* columns) takes the new rows: MERGE
-    evolves the schema, and the campaign the new run did not touch reads null there."""
+def test_campaigns_table_from_before_the_adjusted_columns_and_identities_gains_them(tmp_path):
+    """A lake written by an older version (no adjusted_share_* columns, one row per campaign with no
+    scoring_id) takes the new rows: MERGE evolves the schema, the recomputed campaign's pre-identity row is
+    replaced by its identity's row, and the campaign the new run did not touch keeps its row, reading null
+    in the new columns."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    from fer_core.tables import campaigns_schema
+    from fer_core.tables import campaigns_schema, coverage_fields
     from jobs.campaign.lake import Lake
 
     schema = campaigns_schema()
-    old_schema = pa.schema([f for f in schema if not f.name.startswith("adjusted_")])
+    added = {f.name for f in coverage_fields()}
+    old_schema = pa.schema([f for f in schema if not f.name.startswith("adjusted_") and f.name not in added])
+
     def rows(campaign, table_schema, value):
-        return pa.Table.from_pylist([{f.name: (campaign if f.name == "campaign_id" else value if
-                                               pa.types.is_floating(f.type) else None) for f in table_schema}],
-                                    schema=table_schema)
+        return pa.Table.from_pylist([{f.name: (campaign if f.name == "campaign_id" else "fer-vgg@5/x" if f.name ==
+                                               "scoring_id" else value if pa.types.is_floating(f.type) else None)
+                                      for f in table_schema}], schema=table_schema)
     lake = Lake(str(tmp_path))
     write_deltalake(lake.uri("campaigns"), pa.concat_tables([rows("old", old_schema, 0.5), rows("new", old_schema, 0.5)]))
-    assert lake.merge_campaigns(rows("new", schema, 0.25), "run-2")
+    new_rows = rows("new", schema, 0.25)
+    assert lake.merge_campaigns(new_rows, "run-2")
+    assert lake.drop_stale_campaign_rows(["new"], new_rows) == 1  # the pre-identity row of "new"
+    assert lake.drop_stale_campaign_rows(["new"], new_rows) == 0  # idempotent: a replay deletes nothing
     got = DeltaTable(lake.uri("campaigns")).to_pandas().set_index("campaign_id")
-    assert set(schema.names) <= set(got.columns) | {"campaign_id"}
+    assert set(schema.names) <= set(got.columns) | {"campaign_id"} and len(got) == 2
     assert got.loc["new", "adjusted_share_happy"] == 0.25 and got.loc["new", "share_happy"] == 0.25
+    assert got.loc["new", "scoring_id"] == "fer-vgg@5/x" and got.loc["old", "scoring_id"] is None
     assert got.loc["old", "share_happy"] == 0.5 and got.loc["old", "adjusted_share_happy"] != got.loc["old", "adjusted_share_happy"]
 
 
@@ -431,7 +439,7 @@ def test_payloads_keep_row_order_with_concurrent_fetches(tmp_path, threads) -> N
     pdf = pd.DataFrame(rows, columns=["image", "uri"])
     ctx = ScoringContext(pipeline_fn=None, storage_options={}, uri_policy=UriPolicy.for_dump(str(tmp_path)),
                          max_fetch_bytes=400, fetch_threads=threads,
-                         detect_chunk=16, run_id="r", model_version="m", images_uri="",
+                         detect_chunk=16, run_id="r", model_version="m", scoring_id="m/s", images_uri="",
                          faces_uri="", lake_options={}, target_file_rows=1, images_schema=None, faces_schema=None)
     out = fetch_payloads(pdf, ctx)
     assert len(out) == 12
@@ -483,3 +491,25 @@ def test_unset_tensorflow_threads_become_the_spark_tasks_cores() -> None:
     assert _per_task_threads(InferenceConfig(), 4).runtime == RuntimeConfig("auto", 4, 4)
     stated = InferenceConfig(runtime=RuntimeConfig("cpu", 3, None))
     assert _per_task_threads(stated, 2).runtime == RuntimeConfig("cpu", 3, 2)  # what a config states stays
+
+
+def test_input_since_keeps_the_date_folders_on_or_after_it_and_says_what_it_left_out():
+    import datetime as dt
+    import io
+
+    from fer_core.errors import ConfigError
+    from jobs.campaign.config import InputConfig
+    from jobs.campaign.inputs import keep_since
+
+    files = ["/d/date=2026-11-29/a.parquet", "/d/date=2026-11-30/b.parquet", "/d/date=2026-12-01/c.parquet",
+             "/d/date=2026-12-02/x/d.parquet", "/d/undated/e.parquet", "/d/date=2026-13-45/f.parquet"]
+    today = dt.date(2026, 12, 2)
+    assert InputConfig(since="1d").since_date(today) == dt.date(2026, 12, 1)
+    assert InputConfig(since="2026-11-30").since_date(today) == dt.date(2026, 11, 30)
+    out = io.StringIO()
+    cfg = InputConfig(path="/d", since="2026-12-01")
+    assert keep_since(files, cfg, out) == files[2:]  # undated and not-a-date folders are read as before
+    assert "2 of 6 files under /d are in date= folders before 2026-12-01" in out.getvalue()
+    assert keep_since(files, InputConfig(path="/d"), out) == files
+    with pytest.raises(ConfigError, match="since: 'yesterday' is neither a date"):
+        InputConfig(since="yesterday")

@@ -37,6 +37,8 @@ def image_rows(run: int, n: int = 6) -> list[dict]:
             "sentiment": "positive" if ok else None, "valence": 0.1 * i if ok else None,
             "model_version": "fer-vgg@5", "detector_version": "haar-1", "run_id": f"run-{run}",
             "scored_at": DAY0 + dt.timedelta(days=run, hours=23, seconds=i),
+            "media_type": "image", "duration_s": None, "n_frames": 1 if ok else None,
+            "scoring_id": "fer-vgg@5/haar@min20/00000000", "input_file": "dump.parquet",
         })
     return rows
 

@@ -173,3 +173,35 @@ def test_stating_a_detector_default_hashes_like_leaving_it_out():
     stated = job_config_from_dict({"detector": {"name": "retinaface", "score_threshold": 0.9, "max_side": 1024}})
     assert config_hash(stated) == config_hash(job_config_from_dict({}))
     assert config_hash(job_config_from_dict({"detector": {"max_side": 1280}})) != config_hash(stated)
+
+
+def test_the_scoring_identity_changes_with_everything_that_changes_a_face_and_nothing_else():
+    """fer_core.identity: TTA, the detector policy, the sentiment rule and the model make another
+    identity; the runtime and the batch size (float rounding only) do not; the shipped CPU configs share one."""
+    import dataclasses
+
+    from fer_core.identity import legacy_scoring_id, scoring_id
+    from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions
+    from fer_core.runtime import RuntimeConfig
+    from fer_core.sentiment import SentimentConfig
+    from jobs.campaign.config import load_job_config
+
+    base = InferenceConfig()
+    sid = scoring_id(base, "fer-vgg@5", "rf-1")
+    assert sid.startswith("fer-vgg@5+tta/retinaface@0.9,1024px,min20/") and len(sid.rsplit("/", 1)[1]) == 8
+    same = [dataclasses.replace(base, model=ModelOptions(batch_size=512)),
+            dataclasses.replace(base, runtime=RuntimeConfig(intra_threads=1, inter_threads=1)),
+            dataclasses.replace(base, detector=DetectorOptions(score_threshold=0.9))]  # the default, stated
+    assert {scoring_id(c, "fer-vgg@5", "rf-1") for c in same} == {sid}
+    weights = dict(SentimentConfig().weights, surprise=0.5)
+    other = [dataclasses.replace(base, model=ModelOptions(tta=False)),
+             dataclasses.replace(base, detector=DetectorOptions(score_threshold=0.5)),
+             dataclasses.replace(base, detector=DetectorOptions(max_side=1280)),
+             dataclasses.replace(base, sentiment=SentimentConfig(weights=weights))]
+    ids = {scoring_id(c, "fer-vgg@5", "rf-1") for c in other} | {scoring_id(base, "fer-vgg@6", "rf-1"),
+                                                                 scoring_id(base, "fer-vgg@5", "rf-2")}
+    assert len(ids) == 6 and sid not in ids
+    shipped = {scoring_id(load_job_config(REPO / "conf" / f"{n}.yaml"), "fer-vgg@5", "rf-1")
+               for n in ("default", "s3", "folders")}
+    assert shipped == {sid}
+    assert legacy_scoring_id("fer-vgg@5") == "fer-vgg@5~legacy" and legacy_scoring_id(None) == "unknown~legacy"

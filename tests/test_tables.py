@@ -101,7 +101,7 @@ def test_campaign_kpis_follow_the_documented_definitions() -> None:
     faces = pa.table({"campaign_id": ["a", "a", "a", "a"], "emotion": ["happy", "sad", "happy", "angry"],
                       "sentiment": ["positive", "negative", "positive", "negative"],
                       "valence": [0.8, -0.4, 0.6, -0.9], "model_version": ["v2", "v2", "v2", "v1"], **p})
-    images, faces = kpis.keep_current_model(images, faces)
+    images, faces = kpis.keep_latest_identity(images, faces)
     assert images.num_rows == 5 and faces.num_rows == 3
     rows = {r["campaign_id"]: r for r in kpis.campaign_kpis(images, faces).to_pylist()}
     a, b = rows["a"], rows["b"]
@@ -112,7 +112,56 @@ def test_campaign_kpis_follow_the_documented_definitions() -> None:
     assert a["mean_p_happy"] == pytest.approx(0.2)
     assert (a["first_posted_at"], a["last_posted_at"]) == (_ts(1), _ts(4)) and a["model_version"] == "v2"
     assert (b["n_images"], b["n_images_ok"], b["n_faces"], b["share_happy"], b["net_sentiment"]) == (1, 0, 0, None, None)
+    assert a["scoring_id"] == "v2~legacy"  # rows from before identities read their model's legacy identity
     assert kpis.campaign_kpis(images, faces).schema == kpis.kpi_schema()
+
+
+def test_campaign_rows_are_per_identity_with_coverage_and_the_gone_images_of_the_current_one() -> None:
+    """An upgrade half done: old scored i1..i4 (i4 from a dump that is gone), new has rescored i1, i2 and
+    scored the new i5. One row per identity, never mixed; coverage against the campaign's 5 images."""
+    ids = ["i1", "i2", "i3", "i4", "i1", "i2", "i5"]
+    images = pa.table({
+        "campaign_id": ["a"] * 7, "image_id": ids, "status": ["ok"] * 7, "n_faces": pa.array([1] * 7, pa.int32()),
+        "posted_at": [_ts(d) for d in (1, 2, 3, 4, 1, 2, 5)], "model_version": ["m@1"] * 4 + ["m@2"] * 3,
+        "scored_at": [_ts(10)] * 4 + [_ts(20)] * 3, "scoring_id": [None] * 4 + ["m@2/x"] * 3,
+        "input_file": ["d1", "d1", "d2", "gone.parquet", "d1", "d1", "d3"],
+    })
+    emotions = ["happy", "happy", "sad", "sad", "happy", "sad", "sad"]
+    faces = pa.table({
+        "campaign_id": ["a"] * 7, "image_id": ids, "emotion": emotions,
+        "sentiment": ["positive" if e == "happy" else "negative" for e in emotions], "valence": [0.5] * 7,
+        "model_version": ["m@1"] * 4 + ["m@2"] * 3, "scoring_id": [None] * 4 + ["m@2/x"] * 3,
+        "quality": ["good"] * 7, **{c: [0.1] * 7 for c in tables.PROB_COLUMNS}})
+    rows = {r["scoring_id"]: r for r in kpis.campaign_kpis(images, faces, current="m@2/x",
+                                                            gone_files={"gone.parquet"}).to_pylist()}
+    old, new = rows["m@1~legacy"], rows["m@2/x"]
+    assert (old["n_images"], old["n_images_all"], old["n_images_gone"], old["coverage"]) == (4, 5, None, 0.8)
+    assert (new["n_images"], new["n_images_all"], new["n_images_gone"], new["coverage"]) == (3, 5, 1, 0.6)
+    assert old["share_happy"] == 0.5 and new["share_happy"] == pytest.approx(1 / 3)  # never mixed
+    assert old["n_faces_good"] == 4 and new["good_share_sad"] == pytest.approx(2 / 3)
+    # i3 is still to rescore: the page shows the old identity, with the new one's coverage
+    shown = kpis.shown_identities(list(rows.values()), "m@2/x")["a"]
+    assert (shown["shown"], shown["complete"], shown["current_row"]["n_images"]) == ("m@1~legacy", False, 3)
+    done = dict(new, n_images=4, coverage=0.8)  # once only the gone image is left, the current one is shown
+    assert kpis.shown_identities([old, done], "m@2/x")["a"]["shown"] == "m@2/x"
+    assert kpis.shown_identities([old], "m@2/x")["a"]["shown"] == "m@1~legacy"  # not yet touched by the new one
+    assert kpis.shown_identities([new], "m@2/x")["a"] == {"shown": "m@2/x", "current": "m@2/x", "complete": False,
+                                                          "current_row": new}
+
+
+def test_a_video_track_counts_as_good_when_most_of_its_frames_are() -> None:
+    faces = pa.table({
+        "campaign_id": ["a"] * 4, "image_id": ["v"] * 3 + ["p"], "track_id": pa.array([0, 0, 0, None], pa.int32()),
+        "emotion": ["happy"] * 4, "sentiment": ["positive"] * 4, "valence": [0.5] * 4, "model_version": ["m"] * 4,
+        "scoring_id": ["s"] * 4, "quality": ["good", "blurred", "good", "small"],
+        **{c: [0.4 if c == "p_happy" else 0.1] * 4 for c in tables.PROB_COLUMNS}})
+    counted = kpis.counted_faces(faces)
+    assert sorted(counted["quality"].to_pylist()) == ["good", "small"]
+    images = pa.table({"campaign_id": ["a", "a"], "image_id": ["v", "p"], "status": ["ok", "ok"],
+                       "n_faces": pa.array([1, 1], pa.int32()), "posted_at": [_ts(1), _ts(2)],
+                       "model_version": ["m", "m"], "scored_at": [_ts(3), _ts(3)], "scoring_id": ["s", "s"]})
+    (row,) = kpis.campaign_kpis(images, faces).to_pylist()
+    assert (row["n_faces"], row["n_faces_good"], row["good_share_happy"]) == (2, 1, 1.0)
 
 
 def test_the_dashboards_tiles_are_the_kpis(tmp_path) -> None:

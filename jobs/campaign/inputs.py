@@ -1,6 +1,7 @@
 """Read the configured input into ONE standard DataFrame, checking the schema up front.
 
-Output columns: image_id, campaign_id, posted_at, platform, caption, source, image (binary or null),
+Output columns: image_id, campaign_id, posted_at, platform, caption, source, input_file (the dump or
+image file the row came from), image (binary or null),
 uri (string or null), then the configured extra columns. Nothing is collected to the driver: the
 driver only lists files and reads Parquet footers (metadata) to fail early with a clear message.
 
@@ -19,7 +20,7 @@ import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from fer_core.decode import IMAGE_SUFFIXES, image_glob
 from fer_core.sniff import VIDEO_SUFFIXES
@@ -30,7 +31,7 @@ from jobs.campaign.config import InputConfig
 
 __all__ = ["InputError", "read_input", "dedupe", "read_parquet_files", "list_files", "STANDARD"]
 
-STANDARD = ("image_id", "campaign_id", "posted_at", "platform", "caption", "source", "image", "uri")
+STANDARD = ("image_id", "campaign_id", "posted_at", "platform", "caption", "source", "input_file", "image", "uri")
 _GLOB = re.compile(r"[*?\[{]")
 
 
@@ -199,11 +200,41 @@ def file_listing(spark, rows: list[tuple[str, str]], second: str):
 def read_input(spark, cfg: InputConfig, out: TextIO | None = None):
     """The standard input DataFrame (see module doc). Raises InputError before any image is read.
 
-    out: where to say which files of an image folder the glob filter left out (none are dropped silently).
+    out: where to say which files of an image folder the glob filter, or ``input.since``, left out (none
+    are dropped silently).
     """
     if cfg.format == "parquet":
-        return _read_parquet(spark, cfg)
+        return _read_parquet(spark, cfg, out)
     return _read_folders(spark, cfg, out)
+
+
+_DATE_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
+
+
+def keep_since(files: list[Any], cfg: InputConfig, out: TextIO | None, key: Callable[[Any], str] = str) -> list[Any]:
+    """The files (or listing rows, by ``key``) that ``input.since`` keeps: those in a ``date=`` folder on or
+    after it, and those in no ``date=`` folder. The older ones are never opened (not even their footers);
+    how many were left out is said on ``out``."""
+    import datetime
+
+    since = cfg.since_date()
+    if since is None:
+        return files
+
+    def kept(f: Any) -> bool:
+        m = _DATE_FOLDER.search(key(f))
+        if not m:
+            return True
+        try:
+            return datetime.date.fromisoformat(m.group(1)) >= since
+        except ValueError:  # date=2026-13-45: not a date folder after all
+            return True
+
+    out_files = [f for f in files if kept(f)]
+    if out is not None and len(out_files) < len(files):
+        print(f"input: {len(files) - len(out_files)} of {len(files)} files under {cfg.path} are in date= folders "
+              f"before {since.isoformat()} (input.since {cfg.since}); not read", file=out, flush=True)
+    return out_files
 
 
 def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
@@ -221,7 +252,7 @@ def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
     return "uri"
 
 
-def _read_parquet(spark, cfg: InputConfig):
+def _read_parquet(spark, cfg: InputConfig, out: TextIO | None = None):
     """Every file's footer is planned on the driver (jobs/campaign/parquet_dumps.py), then pyarrow reads
     the files on the executors: Spark's own Parquet source refuses nanosecond timestamps and reads
     neither Hive folders given as files nor columns in another case."""
@@ -232,6 +263,10 @@ def _read_parquet(spark, cfg: InputConfig):
     files = list_files(cfg.path, cfg.storage_options, suffixes=(".parquet", ".parq", ".pq"))
     if not files:
         raise InputError(f"no input: no Parquet file matches input.path {cfg.path!r}; check the path or --input")
+    files = keep_since(files, cfg, out)
+    if not files:
+        raise InputError(f"no input: every Parquet file under input.path {cfg.path!r} is in a date= folder before "
+                         f"input.since {cfg.since!r}")
     schemas = footer_schemas(files, cfg.storage_options)
     payload = _payload_column(cfg, [n.lower() for n in schemas[0].names], files[0])
     root = _glob_root(cfg.path).rstrip("/")
@@ -256,6 +291,7 @@ def _read_parquet(spark, cfg: InputConfig):
         F.coalesce(F.col("platform"), F.lit(cfg.default_platform).cast("string")).alias("platform"),
         F.col("caption"),
         (uri if payload == "uri" else F.col("_file")).alias("source"),
+        F.col("_file").alias("input_file"),  # the dump file: a rescore tells an image whose dump is gone
         image.alias("image"),
         uri.alias("uri"),
         *[F.col(c) for c in cfg.extra_columns],
@@ -330,6 +366,7 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
     # Listed on the driver (one listing, with modification times) and fetched inside the UDFs through the
     # URI policy, local and remote alike: a symlink in a folder that points out of it is refused there.
     listed = list_files_with_mtime(cfg.path if is_remote(cfg.path) else local_path(cfg.path), cfg.storage_options)
+    listed = keep_since(listed, cfg, out, key=lambda row: row[0])
     all_files = [f for f, _ in listed]
     if not all_files:
         raise InputError(f"no input: nothing matches input.path {cfg.path!r}; check the path or --input")
@@ -360,6 +397,7 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
         F.lit(cfg.default_platform).cast("string").alias("platform"),
         F.lit(None).cast("string").alias("caption"),
         F.col("path").alias("source"),
+        F.col("path").alias("input_file"),
         F.lit(None).cast("binary").alias("image"),
         F.col("path").alias("uri"),
     )

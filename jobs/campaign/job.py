@@ -84,6 +84,7 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     guard = guard or (lambda: None)
     import pyarrow as pa
 
+    from fer_core.identity import legacy_scoring_id
     from fer_core.tables import faces_schema
     from jobs.campaign.campaigns import recompute_campaigns
 
@@ -96,12 +97,14 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     guard()
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
-    lake.drop_superseded_fetch_errors(manifest.get("retried", []), manifest["model_version"], run_id)
-    rows = recompute_campaigns(spark, lake, manifest["campaigns"], manifest["model_version"], run_id,
-                               mix_matrix=manifest.get("mix_matrix"), sentiment_groups=manifest.get("sentiment_groups"))
+    sid = manifest.get("scoring_id") or legacy_scoring_id(manifest["model_version"])  # a manifest from before ids
+    lake.drop_superseded_fetch_errors(manifest.get("retried", []), sid, run_id)
+    rows = recompute_campaigns(spark, lake, manifest["campaigns"], sid, run_id, mix_matrix=manifest.get("mix_matrix"),
+                               sentiment_groups=manifest.get("sentiment_groups"),
+                               gone_files=manifest.get("gone_files"))
     guard()
     lake.merge_campaigns(rows, run_id)
-    lake.drop_campaign_rows(set(manifest["campaigns"]) - set(rows.column("campaign_id").to_pylist()))  # all erased
+    lake.drop_stale_campaign_rows(manifest["campaigns"], rows)  # erased campaigns and identities, pre-id rows
     _fail_point("after_campaigns_commit")
     row = dict(manifest["run"])
     for k in ("started_at", "finished_at"):
@@ -177,6 +180,25 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
         cached.unpersist()
 
 
+def _scored_images(spark, lake):
+    """The lake's images rows as (image_id, scoring_id, status, error), None before the first run. A row
+    from before scoring identities reads ``<model_version>~legacy`` (fer_core.identity)."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    from fer_core.identity import LEGACY_SUFFIX
+
+    dt = lake.table("images")
+    if dt is None:
+        return None
+    has_id = "scoring_id" in pa.schema(dt.schema()).names
+    df = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"]
+                         + (["scoring_id"] if has_id else []))
+    legacy = F.concat(F.coalesce(F.col("model_version"), F.lit("unknown")), F.lit(LEGACY_SUFFIX))
+    identity = F.coalesce(F.col("scoring_id"), legacy) if has_id else legacy
+    return df.select("image_id", identity.alias("scoring_id"), "status", "error")
+
+
 def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, started, t0: float, lake, guard,
            df, lock_wait_s: float) -> dict[str, Any]:
     """The run once its input is read: skip what is scored or erased, score the rest, commit, summarise."""
@@ -187,7 +209,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     from fer_core.tables import STATUSES, faces_schema, images_schema
     from jobs.campaign.admin import erased, stale_campaigns
     from jobs.campaign.progress import Progress, format_summary
+    from jobs.campaign.campaigns import gone_input_files, incomplete_campaigns
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
+    from fer_core.identity import scoring_id
 
     sc = spark.sparkContext
     model_version, model_bytes, model_spec = resolve_model(cfg.model.name)
@@ -208,23 +232,47 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         n_erased = n_input - df.count()
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
-    existing = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"])
+    sid = scoring_id(cfg, model_version, detector_version)
+    if not dry_run:
+        if guard is not None:
+            guard()
+        adopted = lake.adopt_identity(sid, config_hash(cfg), model_version, detector_version)
+        if adopted:
+            print(f"lake: the rows of {adopted} run(s) from before scoring identities were scored exactly as this "
+                  f"run scores (same config hash, model and detector): they are {sid} now", file=out, flush=True)
     todo = dedupe(df)
     retried: list[str] = []
+    n_backlog = n_backfill = 0
+    existing = _scored_images(spark, lake)
     if existing is not None:
-        existing = existing.where(F.col("model_version") == model_version)
+        mine = existing.where(F.col("scoring_id") == sid)
         if cfg.input.retry_fetch_errors:  # fetch again; commit_run drops the superseded rows
             # ... but not the URIs this very policy refused: they would be refused again, every run
             refused_again = F.coalesce(F.col("error").startswith(refused_prefix(uri_policy.fingerprint)), F.lit(False))
-            failed = (existing.where((F.col("status") == "fetch_error") & ~refused_again)
+            failed = (mine.where((F.col("status") == "fetch_error") & ~refused_again)
                       .select("image_id").distinct())
             retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
-            existing = existing.where((F.col("status") != "fetch_error") | refused_again)
-        existing = existing.select("image_id")
-        todo = todo.join(existing, "image_id", "left_anti")
-        n_todo = ids.join(existing, "image_id", "left_anti").count()
+            mine = mine.where((F.col("status") != "fetch_error") | refused_again)
+        mine = mine.select("image_id").distinct()
+        todo = todo.join(mine, "image_id", "left_anti")
+        if lake.only_identity(sid):  # between upgrades (the Delta log's statistics say so): no backlog
+            n_new = ids.join(mine, "image_id", "left_anti").count()
+        else:  # the upgrade backlog: images of the input that only other (older) identities scored
+            older = existing.where(F.col("scoring_id") != sid).select("image_id").distinct().join(mine, "image_id",
+                                                                                                 "left_anti")
+            backlog = todo.join(older, "image_id", "left_semi")
+            todo = todo.join(older, "image_id", "left_anti")  # new to the lake (and retried fetch errors): all scored
+            n_new = todo.count()
+            n_backlog = backlog.count()
+        bound = cfg.backfill.max_images_per_run
+        n_backfill = n_backlog if bound is None else min(n_backlog, bound)
+        if n_backfill:  # newest first: the posts a team looks at now are rescored first
+            if n_backfill < n_backlog:
+                backlog = backlog.orderBy(F.col("posted_at").desc_nulls_last(), "image_id").limit(n_backfill)
+            todo = todo.unionByName(backlog)
+        n_todo = n_new + n_backfill
     else:
-        n_todo = n_unique
+        n_todo = n_new = n_unique
     n_parts = max(1, min(max(n_todo, 1), max(sc.defaultParallelism, math.ceil(n_todo / cfg.spark.images_per_task))))
     spark.conf.set("spark.sql.shuffle.partitions", str(n_parts))
     # Spread the images over n_parts tasks explicitly: a small dump is read as one partition, and one
@@ -234,12 +282,15 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     print(f"run {run_id}: {n_input} input rows, "
           + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
           + f"{n_input - n_erased - n_unique} duplicates, "
-          f"{n_unique - n_todo} already scored by {model_version}, {n_todo} to score in {n_parts} tasks"
-          + (f" ({len(retried)} earlier fetch errors retried)" if retried else ""),
+          f"{n_unique - n_new - n_backlog} already scored by {sid}, {n_new} new"
+          + (f" ({len(retried)} earlier fetch errors retried)" if retried else "")
+          + (f", {n_backfill} of {n_backlog} scored only by older identities rescored now (newest first; "
+             f"{n_backlog - n_backfill} left for later runs, backfill.max_images_per_run)" if n_backlog else "")
+          + f": {n_todo} to score in {n_parts} tasks",
           file=out, flush=True)
     if dry_run:
         return _dry_run_plan(lake, todo, run_id, n_input, n_erased, n_unique, n_todo, len(retried), model_version,
-                             detector_version, out)
+                             detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill)
 
     counts: dict[str, int] = {}
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
@@ -256,6 +307,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             max_fetch_bytes=cfg.max_bytes,
             fetch_threads=cfg.input.fetch_threads,
             detect_chunk=min(16, cfg.spark.arrow_batch_size), run_id=run_id, model_version=model_version,
+            scoring_id=sid,
             images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
             images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
@@ -282,14 +334,19 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "images_per_s": round(n_scored / seconds, 3) if n_scored and seconds > 0 else 0.0,
         "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
         "spark_master": sc.master, "lock_wait_s": round(lock_wait_s, 3),
+        "scoring_id": sid, "n_new": n_new, "n_backfilled": n_backfill, "n_backlog_left": n_backlog - n_backfill,
     }
+    # campaigns with new rows, those an image erasure left stale, and those the backfill has not finished
+    campaigns = sorted({f["campaign_id"] for f in files["images"]} | stale_campaigns(lake)
+                       | incomplete_campaigns(lake, sid))
     manifest = {
-        "run_id": run_id, "model_version": model_version, "files": files, "retried": retried,
+        "run_id": run_id, "model_version": model_version, "scoring_id": sid, "files": files, "retried": retried,
+        # input files of these campaigns' images that sid has not scored and that are gone (past retention)
+        "gone_files": gone_input_files(spark, lake, campaigns, sid, dict(cfg.input.storage_options) or None),
         # campaign mix adjustment (fer_core.quantify): the model's profile for this run's TTA setting
         "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
         "sentiment_groups": cfg.sentiment.groups,
-        # campaigns with new rows, and those an image erasure left stale since their last recompute
-        "campaigns": sorted({f["campaign_id"] for f in files["images"]} | stale_campaigns(lake)),
+        "campaigns": campaigns,
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
     }
     lake.ensure("images", img_schema, ["campaign_id"])
@@ -320,9 +377,11 @@ def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> di
 
 
 def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,
-                  model_version: str, detector_version: str, out: TextIO) -> dict[str, Any]:
+                  model_version: str, detector_version: str, out: TextIO, *, scoring_id: str,
+                  n_backlog_left: int = 0) -> dict[str, Any]:
     """What a run would do: images to score per campaign, and an estimate of the scoring time from the
-    median speed of the last five succeeded runs with the same model and detector (None without one)."""
+    median speed of the last five succeeded runs with the same model and detector (None without one).
+    n_backlog_left: images only older identities scored that this run would leave for later runs."""
     from pyspark.sql import functions as F
 
     by_campaign = {r["campaign_id"]: int(r["count"])
@@ -338,7 +397,9 @@ def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique
     estimate = round(n_todo / speed, 1) if speed and n_todo else (0.0 if not n_todo else None)
     pending = len(lake.pending_manifests())
     print(f"dry run {run_id}: nothing written. {n_todo} images to score in {len(by_campaign)} campaign(s)"
-          + (f", {pending} interrupted run(s) would be completed first" if pending else ""), file=out)
+          + (f", {pending} interrupted run(s) would be completed first" if pending else "")
+          + (f"; {n_backlog_left} images scored only by older identities left for later runs" if n_backlog_left else ""),
+          file=out)
     for cid, n in list(by_campaign.items())[:20]:
         print(f"  {cid}: {n}", file=out)
     if len(by_campaign) > 20:
@@ -349,7 +410,8 @@ def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique
           "  estimated scoring time: unknown (no earlier run with this model and detector)", file=out, flush=True)
     return {"dry_run": True, "run_id": run_id, "n_input": n_input, "n_erased": n_erased,
             "n_duplicates": n_input - n_erased - n_unique,
-            "n_already_scored": n_unique - n_todo, "n_to_score": n_todo, "n_retried": n_retried,
+            "n_already_scored": n_unique - n_todo - n_backlog_left, "n_to_score": n_todo, "n_retried": n_retried,
+            "n_backlog_left": n_backlog_left, "scoring_id": scoring_id,
             "by_campaign": by_campaign, "images_per_s": speed, "estimated_s": estimate, "pending_runs": pending,
             "model_version": model_version, "detector_version": detector_version}
 

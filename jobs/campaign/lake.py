@@ -154,18 +154,47 @@ class Lake:
         return True
 
     def merge_campaigns(self, rows, run_id: str) -> bool:
-        """MERGE recomputed campaign rows (pyarrow Table) on campaign_id, once per run."""
+        """MERGE recomputed campaign rows (pyarrow Table) on (campaign_id, scoring_id), once per run."""
         if self.committed("campaigns", run_id) or rows.num_rows == 0:
             return False
         self.ensure("campaigns", campaigns_schema(), None)
-        # merge_schema: lakes written before a column was added gain it (older rows read null)
-        (self.table("campaigns").merge(rows, predicate="t.campaign_id = s.campaign_id", source_alias="s",
-                                       target_alias="t", merge_schema=True, commit_properties=self._txn(run_id))
+        self.add_missing_columns("campaigns", campaigns_schema())  # an older lake: the predicate needs scoring_id
+        (self.table("campaigns").merge(rows, predicate="t.campaign_id = s.campaign_id AND t.scoring_id = s.scoring_id",
+                                       source_alias="s", target_alias="t", merge_schema=True,
+                                       commit_properties=self._txn(run_id))
          .when_matched_update_all().when_not_matched_insert_all().execute())
         return True
 
+    def drop_stale_campaign_rows(self, campaigns: Iterable[str], rows) -> int:
+        """Delete the campaigns rows of ``campaigns`` that the recompute (``rows``) no longer produces: a
+        campaign left without images (all erased), an identity whose images are all erased, and the one
+        row per campaign of a lake from before identities (scoring_id null: the recompute has replaced it
+        with its ``~legacy`` identity's row). Idempotent, so a replay after a crash is safe."""
+        dt = self.table("campaigns")
+        campaigns = sorted(set(campaigns))
+        if dt is None or not campaigns:
+            return 0
+        if "scoring_id" not in _pa().schema(dt.schema()).names:
+            self.add_missing_columns("campaigns", campaigns_schema())
+            dt = self.table("campaigns")
+        keep = set(zip(rows.column("campaign_id").to_pylist(), rows.column("scoring_id").to_pylist()))
+        have = dt.to_pyarrow_table(columns=["campaign_id", "scoring_id"])  # small: a row per campaign and identity
+        wanted = set(campaigns)
+        stale = {(c, i) for c, i in zip(have["campaign_id"].to_pylist(), have["scoring_id"].to_pylist())
+                 if c in wanted and (c, i) not in keep}
+        gone_campaigns = sorted({c for c, _ in stale} - {c for c, _ in keep})
+        deleted = sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0)
+                      for p in in_predicates("campaign_id", gone_campaigns))
+        legacy = sorted({c for c, i in stale if i is None} - set(gone_campaigns))
+        deleted += sum(int(dt.delete(f"({p}) AND scoring_id IS NULL").get("num_deleted_rows", 0) or 0)
+                       for p in in_predicates("campaign_id", legacy))
+        for c, i in sorted((c, i) for c, i in stale if i is not None and c not in gone_campaigns):
+            deleted += int(dt.delete(f"campaign_id = {_sql_literal(c)} AND scoring_id = {_sql_literal(i)}")
+                           .get("num_deleted_rows", 0) or 0)
+        return deleted
+
     def drop_campaign_rows(self, campaigns: Iterable[str]) -> int:
-        """Delete the campaigns rows of campaigns left without images (all erased); idempotent."""
+        """Delete every campaigns row of ``campaigns`` (campaigns left without images: all erased); idempotent."""
         dt = self.table("campaigns")
         campaigns = sorted(campaigns)
         if dt is None or not campaigns:
@@ -187,6 +216,55 @@ class Lake:
                          f"AND run_id <> {_sql_literal(run_id)} AND {ids}")
             deleted += int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
         return deleted
+
+    def only_identity(self, scoring_id: str) -> bool:
+        """Whether every images row is ``scoring_id``'s, read off the Delta log's file statistics (min = max
+        = it, no nulls) without opening a file: the steady state between upgrades, in which a run has no
+        backlog to look for. A file without statistics (an older lake) answers False."""
+        dt = self.table("images")
+        if dt is None:
+            return True
+        actions = _pa().table(dt.get_add_actions(flatten=True))
+        needed = ("min.scoring_id", "max.scoring_id", "null_count.scoring_id")
+        if not actions.num_rows:
+            return True
+        if not set(needed) <= set(actions.column_names):
+            return False
+        return all(lo == scoring_id and hi == scoring_id and nulls == 0
+                   for lo, hi, nulls in zip(*(actions[c].to_pylist() for c in needed)))
+
+    def adopt_identity(self, scoring_id: str, config_hash: str, model_version: str, detector_version: str) -> int:
+        """Give the rows written before scoring identities existed this run's identity where that is
+        provably theirs: rows of runs with the same config hash (the resolved pipeline config), model
+        version and detector version scored exactly as this run would. Those runs' images and faces
+        rows and their runs rows get ``scoring_id``, so an upgrade of the software alone rescores
+        nothing; every other pre-identity row keeps reading ``<model_version>~legacy`` and is rescored
+        in bounded steps (backfill). Idempotent (it touches null scoring_ids only). Returns how many
+        runs it adopted."""
+        runs = self.table("runs")
+        if runs is None or "scoring_id" not in _pa().schema(runs.schema()).names:
+            if runs is None:
+                return 0
+            self.add_missing_columns("runs", runs_schema())
+            runs = self.table("runs")
+        df = runs.to_pyarrow_table(columns=["run_id", "status", "config_hash", "model_version", "detector_version",
+                                            "scoring_id"]).to_pylist()
+        ids = sorted({r["run_id"] for r in df if r["scoring_id"] is None and r["config_hash"] == config_hash
+                      and r["model_version"] == model_version and r["detector_version"] == detector_version
+                      and r["status"] in ("succeeded", "recovered")})
+        if not ids:
+            return 0
+        for name in ("faces", "images"):
+            dt = self.table(name)
+            if dt is None:
+                continue
+            self.add_missing_columns(name, _pa().schema([_pa().field("scoring_id", _pa().string())]))
+            dt = self.table(name)
+            for p in in_predicates("run_id", ids):
+                dt.update(new_values={"scoring_id": scoring_id}, predicate=f"scoring_id IS NULL AND {p}")
+        for p in in_predicates("run_id", ids):
+            runs.update(new_values={"scoring_id": scoring_id}, predicate=f"scoring_id IS NULL AND {p}")
+        return len(ids)
 
     def append_run(self, row: dict[str, Any], run_id: str) -> bool:
         return self.append_once("runs", _pa().Table.from_pylist([row], schema=runs_schema()), run_id)

@@ -24,7 +24,7 @@ __all__ = ["PARTITION", "STATS_COLUMNS", "STATS_PROPERTY", "STATS_TABLES", "part
 PARTITION = "campaign_id"
 STATS_COLUMNS = ("posted_at", "scored_at", "run_id", "status", "platform", "model_version", "detector_version",
                  "width", "height", "n_faces", "face_index", "det_score", "dominant_emotion", "emotion", "sentiment",
-                 "valence", *PROB_COLUMNS)
+                 "valence", "scoring_id", *PROB_COLUMNS)
 """Columns of the images and faces files whose min/max/nullCount go into the Delta log, so readers skip
 files (by posted_at, run_id, status ...). Never image_id: an erased image's id would stay in the log's
 history; nor the dump's free text (caption, error, source, extra columns). Also the tables'

@@ -109,6 +109,7 @@ class ScoringContext:
     detect_chunk: int  # images decoded + detected at once (bounds memory per worker)
     run_id: str
     model_version: str
+    scoring_id: str  # fer_core.identity: on every images and faces row
     images_uri: str
     faces_uri: str
     lake_options: dict[str, str]
@@ -245,7 +246,7 @@ def score_batches(batches: Iterator[Any], ctx: ScoringContext, meta_columns: lis
             for meta, result in zip(chunk[meta_columns].to_dict("records"), results):
                 writer.add(*image_rows(result, meta, model_version=ctx.model_version,
                                        detector_version=detector_version, run_id=ctx.run_id, scored_at=scored_at,
-                                       sentiment=pipe.sentiment_config))
+                                       sentiment=pipe.sentiment_config, scoring_id=ctx.scoring_id))
     writer.flush()
     if progress is not None:
         progress.add(writer.n_images)
