@@ -189,7 +189,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if result.status not in SCORED_STATUSES:
                 failed = True
                 print(f"error: {path}: {result.status}: {result.error}", file=sys.stderr)
-            records.append(image_record(path, result))
+            records.append(image_record(path, result, pipeline.scoring_id))
             if not args.json:
                 _print_human(path, result)
             # every decodable image gets an annotated copy (so a no_face image is visibly checked);

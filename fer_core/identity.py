@@ -5,7 +5,7 @@ Two rows carry the same ``scoring_id`` only if they were scored alike: the same 
 largest side, smallest face, NMS), the same sentiment rule, video sampling, quality cut-offs and size
 limits. It is readable first and exact second::
 
-    fer-vgg@5+tta/retinaface@0.9,1024px,min20/3f2a9c1e
+    fer-vgg@5+tta/retinaface@0.9,1024px,min20/1b0a631a
 
 the model (``+tta`` when on), the detector and its policy, then the first 8 hex digits of a sha256
 over all of the above (``scoring_hash``), so that two identities that read alike but differ in, say,

@@ -60,6 +60,7 @@ class FacePipeline:
         self.max_pixels = int(max_pixels)
         self.video = video or VideoConfig()
         self.quality_options = quality or QualityOptions()
+        self.config: InferenceConfig | None = None  # set by from_config (the scoring identity's source)
 
     @classmethod
     def from_config(
@@ -94,12 +95,24 @@ class FacePipeline:
         model = create_emotion_model(
             cfg.model.name, tta=cfg.model.tta, batch_size=cfg.model.batch_size, weights_bytes=weights_bytes
         )
-        return cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.video, cfg.quality)
+        pipe = cls(detector, model, cfg.sentiment, cfg.max_pixels, cfg.video, cfg.quality)
+        pipe.config = cfg
+        return pipe
 
     @property
     def versions(self) -> dict[str, str]:
         """model_version / detector_version as stored in the tables."""
         return {"model_version": self.model.version, "detector_version": self.detector.version}
+
+    @property
+    def scoring_id(self) -> str | None:
+        """The scoring identity (fer_core.identity) of a pipeline built from a config: the same string the
+        job writes on its rows for that config, so a photo tried in the CLI can be matched to the lake's
+        figures. None for a pipeline assembled by hand."""
+        from fer_core.identity import scoring_id
+
+        cfg = getattr(self, "config", None)
+        return None if cfg is None else scoring_id(cfg, self.model.version, self.detector.version)
 
     # -- stages ------------------------------------------------------------
 

@@ -17,11 +17,12 @@ from fer_core.types import ImageResult
 __all__ = ["image_record", "json_document", "annotate", "hex_to_rgb"]
 
 
-def image_record(name: str, result: ImageResult) -> dict[str, Any]:
+def image_record(name: str, result: ImageResult, scoring_id: str | None = None) -> dict[str, Any]:
     """The JSON object of one image: image, status, error, width, height, media_type (image | video),
-    duration_s, n_frames (frames scored), faces[box, score, landmarks, probabilities{7}, emotion,
-    sentiment, valence, frame_ms, track_id]; numbers rounded for reading. A video's faces are one per
-    face per sampled frame, frame_ms its time and track_id the person (both null for photos)."""
+    duration_s, n_frames (frames scored), scoring_id (fer_core.identity: the job writes the same string
+    on its rows for the same config), faces[box, score, landmarks, probabilities{7}, emotion,
+    sentiment, valence, frame_ms, track_id, quality]; numbers rounded for reading. A video's faces are one
+    per face per sampled frame, frame_ms its time and track_id the person (both null for photos)."""
     faces = []
     for fr in result.faces:
         lms = np.asarray(fr.face.landmarks, np.float64)
@@ -45,7 +46,7 @@ def image_record(name: str, result: ImageResult) -> dict[str, Any]:
     duration = None if result.duration_s is None else round(float(result.duration_s), 3)
     return {"image": name, "status": result.status, "error": result.error,
             "width": result.width, "height": result.height, "media_type": result.media_type,
-            "duration_s": duration, "n_frames": result.n_frames, "faces": faces}
+            "duration_s": duration, "n_frames": result.n_frames, "scoring_id": scoring_id, "faces": faces}
 
 
 def json_document(records: Sequence[dict[str, Any]]) -> str:

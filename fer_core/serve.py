@@ -69,7 +69,8 @@ class ScoringService:
 
     def refused(self, name: str, error: ImageError) -> dict[str, Any]:
         """The answer for an image refused before scoring (too many bytes): the same record shape."""
-        return self._answer(image_record(name, ImageResult(status=error.status, error=str(error))))
+        return self._answer(image_record(name, ImageResult(status=error.status, error=str(error)),
+                                         getattr(self.pipeline, "scoring_id", None)))
 
     def score(self, name: str, data: bytes, *, pictures: bool) -> dict[str, Any]:
         """Score one image held in memory. ``pictures``: add the annotated image and Grad-CAM overlays
@@ -77,7 +78,7 @@ class ScoringService:
         started = time.perf_counter()
         with self._lock:
             result = self.pipeline.score_images([data])[0]
-            answer = self._answer(image_record(name, result))
+            answer = self._answer(image_record(name, result, getattr(self.pipeline, "scoring_id", None)))
             if pictures and result.status in ("ok", "no_face"):
                 image = self.pipeline.decode([data])[0]
                 answer["annotated"] = png_data_url(_fit(annotate(image, result), DISPLAY_MAX_SIDE))

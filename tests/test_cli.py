@@ -59,6 +59,14 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
                          "frame_ms", "track_id", "quality"}
     assert face["frame_ms"] is None and face["track_id"] is None  # a photo has no frame and no track
     assert (good["media_type"], good["duration_s"], good["n_frames"]) == ("image", None, 1)
+    # the identity the job writes on its rows for its default config, so a tried photo matches the lake
+    from jobs.campaign.config import load_job_config
+    from jobs.campaign.job import resolve_detector, resolve_model
+
+    from fer_core.identity import scoring_id
+    job = load_job_config()
+    assert good["scoring_id"] == scoring_id(job, resolve_model(job.model.name)[0], resolve_detector(job)[0])
+    assert {d["scoring_id"] for d in doc} == {good["scoring_id"]}
     assert face["quality"]["flag"] in ("good", "small", "blurred", "dark", "turned")
     assert face["quality"]["face_px"] == round(min(face["box"][2:]), 1)
     assert len(face["box"]) == 4 and 0.9 <= face["score"] <= 1.0
