@@ -129,6 +129,10 @@ def test_progress_line_and_summary():
     row.update(emotions={"angry": 1, "happy": 2, "sad": 0}, sentiments={"positive": 2, "neutral": 0, "negative": 1})
     text = format_summary(row)
     assert "faces: 3\n  emotions: happy 2 (67%), angry 1 (33%)\n  sentiment: positive 2 (67%), negative 1 (33%)\n" in text
+    assert "  scoring ?: 0 new images\n" in text  # a row from before identities
+    row.update(scoring_id="m/haar@min20/0a0b0c0d", n_new=1, n_backfilled=2, n_backlog_left=5)
+    assert ("  scoring m/haar@min20/0a0b0c0d: 1 new images, 2 rescored from older scorings, 5 of the input still "
+            "to rescore (later runs)\n") in format_summary(row)
 
 
 def test_partition_dir_is_safe():

@@ -228,5 +228,8 @@ def format_summary(row: dict[str, Any]) -> str:
         f"  faces: {row['n_faces']}",
         *_mix_lines(row),
         f"  model {row['model_version']}, detector {row['detector_version']}, config {row['config_hash']}",
+        f"  scoring {row.get('scoring_id') or '?'}: {row.get('n_new') or 0} new images"
+        + (f", {row['n_backfilled']} rescored from older scorings, {row['n_backlog_left']} of the input still to "
+           "rescore (later runs)" if row.get("n_backfilled") or row.get("n_backlog_left") else ""),
         f"  input {row['input']} -> lake {row['output']}",
     ])
