@@ -178,8 +178,9 @@ def video_tracks(faces):
         if name not in faces.column_names:
             faces = faces.append_column(name, pa.nulls(faces.num_rows, kind))
     video = faces.filter(pc.is_valid(faces["track_id"]))
-    votes = {f"n_s_{s}": _flag(pc.equal(video["sentiment"], s)) for s in SENTIMENTS}
-    flags = {f"n_q_{q}": _flag(pc.equal(video["quality"], q)) for q in QUALITY_LABELS}
+    sentiment, flag = video["sentiment"].cast(pa.string()), video["quality"].cast(pa.string())
+    votes = {f"n_s_{s}": _flag(pc.equal(sentiment, s)) for s in SENTIMENTS}
+    flags = {f"n_q_{q}": _flag(pc.equal(flag, q)) for q in QUALITY_LABELS}
     unit = pa.table({**{k: video[k] for k in TRACK_KEYS}, "frame_ms": video["frame_ms"].cast(pa.int64()),
                      "one": _ones(video.num_rows), "valence": video["valence"].cast(pa.float64()),
                      "face_px": video["face_px"].cast(pa.float64()),
@@ -213,7 +214,8 @@ def counted_faces(faces):
     """Faces rows -> the faces the KPIs count: photos' faces (track_id null) as they are, and one row
     per video track (:func:`video_tracks`: its frames' mean probabilities and valence, the argmax emotion,
     and the sentiment and quality flag most of its frames have; see the module doc). The columns are the
-    campaign_id, emotion, sentiment, valence, model_version, scoring_id, quality and p_* of FACE_INPUTS."""
+    campaign_id, emotion, sentiment, valence, model_version, scoring_id, quality and p_* of FACE_INPUTS, and
+    image_id where the input has it (the dashboards look up each counted face's post)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -221,6 +223,7 @@ def counted_faces(faces):
     if "quality" not in faces.column_names:  # a lake from before the flags
         faces = faces.append_column("quality", pa.nulls(faces.num_rows, pa.string()))
     kept = ["campaign_id", "emotion", "sentiment", "valence", "model_version", "scoring_id", "quality", *PROB_COLUMNS]
+    kept += ["image_id"] if "image_id" in faces.column_names else []
     if "track_id" not in faces.column_names or faces.num_rows == 0 or faces["track_id"].null_count == faces.num_rows:
         return faces.select(kept)
     tracks = video_tracks(faces).select(kept)

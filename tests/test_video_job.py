@@ -29,6 +29,7 @@ from fer_core.quality import QUALITY_LABELS  # noqa: E402
 from fer_core.sentiment import SENTIMENTS  # noqa: E402
 from fer_core.types import Face, FaceResult, ImageResult  # noqa: E402
 from tests._spark import spark  # noqa: E402,F401  (the shared local[2] session fixture)
+from tests.test_job_s3 import s3_endpoint  # noqa: E402,F401  (moto S3 in its own process)
 
 SECONDS = 3  # each clip: 30 frames at 10 fps -> frames sampled at 0, 1000, 2000 ms (video.sample_fps 1)
 UTC = dt.timezone.utc
@@ -162,12 +163,16 @@ def _write_dump(folder: Path, posts: dict, payload: str) -> Path:
             (folder / "media" / f"{post_id}{suffix}").write_bytes(data)
             row["uri"] = f"media/{post_id}{suffix}"
         rows.append(row)
+    pq.write_table(_dump_table(rows, payload), folder / "dump.parquet")
+    return folder
+
+
+def _dump_table(rows: list[dict], payload: str) -> pa.Table:
     schema = pa.schema([pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()),
                         pa.field("platform", pa.string()), pa.field("caption", pa.string()),
                         pa.field("posted_at", pa.timestamp("us", tz="UTC")),
                         pa.field(payload, pa.binary() if payload == "image" else pa.string())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "dump.parquet")
-    return folder
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _old_schema(schema: pa.Schema, new: tuple[str, ...]) -> pa.Schema:
@@ -217,9 +222,12 @@ def _check_tracks(tracks, faces, images, post_id: str) -> None:
             images.loc[post_id].run_id)
 
 
-def _check_lake(lake: Path, posts: dict) -> None:
+def _check_lake(lake: Path | str, posts: dict, storage_options: dict | None = None) -> None:
+    from functools import partial
+
     from tests._spark import read_table
 
+    read_table = partial(read_table, storage_options=storage_options)
     images = read_table(f"{lake}/images").set_index("image_id")
     faces = read_table(f"{lake}/faces")
     tracks = read_table(f"{lake}/tracks")
@@ -329,6 +337,39 @@ def test_job_scores_video_uris_into_a_lake_written_before_video_columns(spark, p
 
 @pytest.mark.slow
 @pytest.mark.spark
+@pytest.mark.s3
+@pytest.mark.timeout(1200)
+def test_job_scores_video_uris_on_s3(spark, posts, s3_endpoint):  # noqa: F811
+    """The dump on (moto) S3, its URIs pointing at the photo and video files in its bucket, the lake on S3:
+    the same rows as a local dump (PyAV decodes the bytes fetched from S3 in memory)."""
+    import boto3
+    import s3fs
+
+    from jobs.campaign.lake import delta_options
+    from tests._spark import fast_config, run_job_in_process
+
+    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for bucket in ("clips", "video-lake"):
+        s3.create_bucket(Bucket=bucket)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    rows = []
+    for k, (post_id, (suffix, data)) in enumerate(posts.items()):
+        fs.pipe(f"clips/media/{post_id}{suffix}", data)
+        rows.append({**_meta(post_id, k), "uri": f"s3://clips/media/{post_id}{suffix}"})
+    with fs.open("clips/dump/part-0.parquet", "wb") as f:
+        pq.write_table(_dump_table(rows, "uri"), f)
+    cfg = fast_config("s3://clips/dump/", "s3://video-lake/l",
+                      input={"path": "s3://clips/dump/", "storage_options": opts, "extra_columns": []},
+                      output={"path": "s3://video-lake/l", "storage_options": opts})
+    row = run_job_in_process(spark, cfg, run_id="s3")
+    assert row["n_scored"] == len(posts) and row["n_decode_error"] == 2
+    _check_lake("s3://video-lake/l", posts, delta_options(opts))
+
+
+@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.timeout(1200)
 def test_job_scores_video_files_in_image_folders(spark, posts, tmp_path):  # noqa: F811
     """Folders: .mp4/.webm (and .MP4) files are picked up next to photos, in any case."""
@@ -350,3 +391,63 @@ def test_job_scores_video_files_in_image_folders(spark, posts, tmp_path):  # noq
     assert by_name["video-mp4"].media_type == "video" and by_name["video-mp4"].n_frames == SECONDS
     assert by_name["video-webm"].n_faces == 1 and by_name["video-audio-only"].status == "decode_error"
     assert by_name["photo-face"].media_type == "image"
+
+
+VIDEO_CARDS = """Array.from(document.querySelectorAll('#gallery-video figure.video-post')).map(f => {
+  const strip = f.querySelector('div.chart.strip'), thumb = f.querySelector('img.thumb');
+  return {id: f.querySelector('.shot-meta code').textContent, drawn: !!(strip && strip.querySelector('svg.main-svg')),
+          x: strip && strip.data ? strip.data.map(t => t.x) : null, y: strip && strip.data ? strip.data.map(t => t.y) : null,
+          points: strip ? strip.querySelectorAll('.scatterlayer .point').length : 0,
+          thumb: thumb ? thumb.naturalWidth : 0, people: f.querySelectorAll('ol.faces li').length,
+          cams: Array.from(f.querySelectorAll('img.cam')).map(i => i.naturalWidth),
+          head: f.querySelector('.video-head').textContent.replace(/\\s+/g, ' ').trim()};
+})"""
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.browser
+@pytest.mark.timeout(1200)
+def test_dashboards_show_the_video_posts_in_chromium(bytes_lake, posts):
+    """The job's own render of the lake (jobs.campaign.job.render: thumbnails read back from the inline-bytes
+    dump, Grad-CAM with the job's model), opened in headless Chromium: the campaign page splits its posts into
+    photos and videos, shows each video post with the frame it sampled, its person and its emotion-over-time
+    strip (the faces rows' frame times and valences), and the index counts the videos; no console error,
+    every chart drawn, every image loaded."""
+    from _browser import CHARTS_DRAWN, PAGE_REPORT, Chromium, require_browser
+
+    from dashboards.paths import campaign_page_name
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.job import render
+    from tests._spark import read_table
+
+    require_browser()
+    dump, lake, _ = bytes_lake
+    cfg = _config(dump, lake)
+    index = Path(render(job_config_from_dict({**cfg, "output": {**cfg["output"], "dashboards": True}})))
+    faces = read_table(f"{lake}/faces")
+    with Chromium() as chromium:
+        browser = chromium.new_page()
+        browser.goto((index.parent / campaign_page_name("launch")).as_uri())
+        assert browser.wait_for(CHARTS_DRAWN, timeout=60)
+        report = browser.evaluate(PAGE_REPORT)
+        assert browser.console_errors() == [] and report["xss"] is None
+        assert all(c["svg"] for c in report["charts"]) and all(i["ok"] for i in report["images"]), report
+        assert browser.evaluate("document.querySelector('.media-split').textContent") == "6 posts: 2 photos · 4 videos"
+        cards = {c["id"]: c for c in browser.evaluate(VIDEO_CARDS)}
+        assert sorted(cards) == ["video-mp4", "video-webm"]  # the videos with faces; not the broken ones
+        for post_id, card in cards.items():
+            mine = faces[faces.image_id == post_id].sort_values("frame_ms")
+            assert card["drawn"] and card["points"] == SECONDS and card["thumb"] > 0 and card["people"] == 1, card
+            assert card["x"] == [(mine.frame_ms / 1000).tolist()]
+            assert card["y"] == [pytest.approx(mine.valence.tolist())]
+            assert card["cams"] and all(w > 0 for w in card["cams"]), card  # Grad-CAM on the sampled frame
+            assert "3.0 s · 3 frame(s) scored · 1 person (tracks)" in card["head"], card["head"]
+        assert "a person in a video (a track across its frames) counts once" in report["text"]
+        browser.goto(index.as_uri())
+        assert browser.wait_for(CHARTS_DRAWN, timeout=60) and browser.console_errors() == []
+        assert "6 posts, 4 of them videos" in browser.evaluate(PAGE_REPORT)["text"]
+        col = browser.evaluate("Array.from(document.querySelectorAll('#campaign-table th'))"
+                               ".findIndex(th => th.textContent.trim() === 'Videos')")
+        assert browser.evaluate(f"document.querySelector('#campaign-table tbody tr').cells[{col}].textContent") == "4"
+        browser.close()
