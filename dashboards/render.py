@@ -119,8 +119,8 @@ def _health_row(h: dict) -> dict:
 
 CSV_NAME = "campaigns.csv"
 CSV_COLUMNS: tuple[str, ...] = (
-    "campaign_id", "n_images", "n_videos", "n_with_faces", "share_with_faces", "n_faces", "share_positive", "share_neutral",
-    "share_negative", "net_sentiment", "net_sentiment_base", "net_sentiment_change_p", "mean_valence", "n_bad",
+    "campaign_id", "n_images", "n_videos", "n_with_faces", "share_with_faces", "n_faces", "share_positive",
+    "share_neutral", "share_negative", "net_sentiment", "net_sentiment_base", "net_sentiment_change_p", "mean_valence", "n_bad",
     "first_posted", "last_posted", "baseline_mode",
 )
 
@@ -255,7 +255,8 @@ def _track_label(track: dict) -> dict:
     """A video track as a card lists it: its emotion (of its frames' mean), sentiment, valence and when it was seen."""
     label = _face_label(track)
     first, last = (track.get(k) for k in ("first_ms", "last_ms"))
-    when = "–" if first is None else f"{first / 1000:.1f} s" if first == last else f"{first / 1000:.1f}–{last / 1000:.1f} s"
+    when = ("–" if first is None else f"{first / 1000:.1f} s" if first == last
+            else f"{first / 1000:.1f}–{last / 1000:.1f} s")
     frames = track.get("n_frames") or 0
     label["detail"] = f"{frames} frame{'s' if frames != 1 else ''}, {when}"
     return label

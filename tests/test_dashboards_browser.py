@@ -94,7 +94,8 @@ def test_index_table_sorts_and_filters(site, browser):
     col = browser.evaluate("Array.from(document.querySelectorAll('#campaign-table th'))"
                            ".findIndex(th => th.textContent.trim() === 'Faces')")
     assert col > 0
-    faces_col = f"Array.from(document.querySelectorAll('#campaign-table tbody tr')).map(r => +r.cells[{col}].dataset.sort)"
+    faces_col = (f"Array.from(document.querySelectorAll('#campaign-table tbody tr'))"
+                 f".map(r => +r.cells[{col}].dataset.sort)")
     browser.evaluate(f"document.querySelectorAll('#campaign-table th')[{col}].click()")
     ascending = browser.evaluate(faces_col)
     assert ascending == sorted(ascending)

@@ -328,7 +328,8 @@ def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
     write_deltalake(str(tmp_path / "faces"), pa.table({"image_id": ["a1", "it's", "it's", "b1"],
                                                        "campaign_id": ["a", "a", "a", "b"], "face_index": [0, 0, 1, 0]}),
                     partition_by=["campaign_id"])
-    write_deltalake(str(tmp_path / "tracks"), pa.table({"image_id": ["it's", "b2", "a3"], "campaign_id": ["a", "b", "a"],
+    write_deltalake(str(tmp_path / "tracks"), pa.table({"image_id": ["it's", "b2", "a3"],
+                                                        "campaign_id": ["a", "b", "a"],
                                                         "track_id": pa.array([0, 0, 0], pa.int32())}),
                     partition_by=["campaign_id"])  # video posts' tracks
     long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

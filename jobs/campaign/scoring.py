@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -190,7 +190,7 @@ class PartWriter:
         self.files: list[dict[str, Any]] = []
         self.counts: Counter = Counter()
 
-    def add(self, image: dict[str, Any], faces: list[dict[str, Any]], tracks: list[dict[str, Any]] = ()) -> None:
+    def add(self, image: dict[str, Any], faces: list[dict[str, Any]], tracks: Sequence[dict[str, Any]] = ()) -> None:
         self.images.append(image)
         self.faces.extend(faces)
         self.tracks.extend(tracks)
