@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fer_core.kpis import campaign_kpis, keep_identities, shown_identities, with_identity
+from fer_core.kpis import campaign_kpis, counted_faces, keep_identities, shown_identities, with_identity
 from fer_core.labels import EMOTIONS
 from fer_core.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, SCORED_STATUSES, SENTIMENTS
 
@@ -28,14 +28,15 @@ MISSING = "(missing)"
 
 IMAGE_COLUMNS = ["image_id", "campaign_id", "posted_at", "platform", "status", "error", "n_faces",
                  "valence", "dominant_emotion", "model_version", "detector_version", "run_id", "scored_at",
-                 "scoring_id"]
+                 "scoring_id", "media_type"]
 FACE_COLUMNS = ["image_id", "campaign_id", "emotion", "sentiment", "valence", "det_score", "quality", "track_id",
                 "model_version", "scoring_id", *PROB_COLUMNS]
 GALLERY_IMAGE_COLUMNS = ["image_id", "campaign_id", "caption", "source", "width", "height", "valence",
                          "sentiment", "dominant_emotion", "n_faces", "posted_at", "platform", "model_version",
-                         "scoring_id"]
+                         "scoring_id", "media_type", "duration_s", "n_frames"]
 GALLERY_FACE_COLUMNS = ["image_id", "campaign_id", "face_index", "x", "y", "w", "h", "det_score",
-                        "landmarks", "emotion", "sentiment", "valence", "model_version", "scoring_id", *PROB_COLUMNS]
+                        "landmarks", "emotion", "sentiment", "valence", "model_version", "scoring_id", *PROB_COLUMNS,
+                        "frame_ms", "track_id", "face_px", "quality"]
 
 
 @dataclass
@@ -184,8 +185,8 @@ def _read_all(lake: Lake) -> tuple[pa.Table, pa.Table]:
     """Every images and faces row, every scoring identity (scoring_id filled: fer_core.kpis.with_identity)."""
     images = lake.read("images", IMAGE_COLUMNS)
     for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
-                          ("model_version", ""), ("run_id", ""), ("platform", MISSING)):
-        images = _fill(images, column, value)
+                          ("model_version", ""), ("run_id", ""), ("platform", MISSING), ("media_type", "image")):
+        images = _fill(images, column, value)  # media_type: rows from before video posts are photos
     faces = lake.read("faces", FACE_COLUMNS, optional_table=True)
     for column, value in (("campaign_id", ""), ("model_version", ""), ("sentiment", "neutral"),
                           ("emotion", MISSING)):
@@ -235,6 +236,14 @@ def _keep_shown(images: pa.Table, faces: pa.Table, shown: dict) -> tuple[pa.Tabl
                     ["campaign_id", "posted_at", "platform", "in_baseline"])
     faces = faces.filter(pc.is_valid(faces["campaign_id"]))  # faces of unknown images
     return images, faces
+
+
+def counted(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """The faces every face-level figure counts: fer_core.kpis.counted_faces (a photo's face once, a video's
+    track once, as the campaigns table's shares), each with its post's campaign, date, platform and
+    baseline flag. Only the detection-confidence histogram counts detections (faces rows) instead."""
+    units = counted_faces(faces).drop_columns(["campaign_id"])
+    return _lookup(units, ["image_id", "scoring_id"], images, ["campaign_id", "posted_at", "platform", "in_baseline"])
 
 
 def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
@@ -352,14 +361,17 @@ TILE_NAMES: dict[str, str] = {"n_images_with_faces": "n_with_faces", "share_neut
 def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
     """The campaign KPIs of fer_core.kpis (the one definition; the campaigns table holds the same numbers)
     under TILE_NAMES, plus what only the pages show: problem images (``n_bad``: not looked at), undated
-    images, the share of images with faces and the mean squared valence (for intervals)."""
+    images, the photos / videos split (``n_photos``, ``n_videos``: posts by images.media_type), the share of
+    images with faces and the mean squared valence (for intervals)."""
     kpi = campaign_kpis(images, faces)  # one identity per campaign here (load_current): one row each
     kpi = kpi.select(["campaign_id", "n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_positive",
                       "n_negative", "n_neutral_sentiment", "share_positive",
                       "share_negative", "share_neutral_sentiment", "net_sentiment", "mean_valence",
                       "first_posted_at", "last_posted_at"]).rename_columns(TILE_NAMES)
-    undated = pa.table({"campaign_id": images["campaign_id"], "undated": _flag(pc.is_null(images["posted_at"]))})
-    undated = _rename(undated.group_by("campaign_id").aggregate([("undated", "sum")]), {"undated_sum": "n_undated"})
+    undated = pa.table({"campaign_id": images["campaign_id"], "undated": _flag(pc.is_null(images["posted_at"])),
+                        "video": _flag(pc.equal(images["media_type"], "video"))})
+    undated = _rename(undated.group_by("campaign_id").aggregate([("undated", "sum"), ("video", "sum")]),
+                      {"undated_sum": "n_undated", "video_sum": "n_videos"})
     squares = pa.table({"campaign_id": faces["campaign_id"],
                         "valence_sq": pc.multiply(faces["valence"], faces["valence"])})
     squares = _rename(squares.group_by("campaign_id").aggregate([("valence_sq", "mean")]),
@@ -367,6 +379,7 @@ def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
     table = kpi.join(undated, "campaign_id", join_type="left outer").join(squares, "campaign_id",
                                                                            join_type="left outer")
     table = table.append_column("n_bad", pc.subtract(table["n_images"], table["n_images_ok"]))
+    table = table.append_column("n_photos", pc.subtract(table["n_images"], table["n_videos"]))
     return table.append_column("share_with_faces", _ratio(table["n_with_faces"], table["n_images"]))
 
 
@@ -602,6 +615,16 @@ def gallery(images: pa.Table, k: int) -> pa.Table:
     return pa.concat_tables([pos, neg])
 
 
+def video_gallery(images: pa.Table, k: int) -> pa.Table:
+    """The ``k`` newest video posts with faces per campaign (side "video"), whatever their valence: the
+    positive / negative sides rank every post, and a campaign's videos should be seen even where no video
+    is at either end. Same columns as :func:`gallery`; undated videos come last."""
+    cand = images.filter(pc.and_(pc.equal(images["media_type"], "video"), pc.greater(images["n_faces"], 0)))
+    cand = cand.select(["campaign_id", "image_id", "model_version", "scoring_id", "valence", "posted_at"])
+    picks = top_k_per_group(cand, ["campaign_id"], "posted_at", k, descending=True).drop_columns(["posted_at"])
+    return picks.append_column("side", pa.array(["video"] * picks.num_rows, pa.string()))
+
+
 def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
     """Read the tables once and compute every aggregate the pages need."""
     every_image, every_face = _read_all(lake)
@@ -609,24 +632,27 @@ def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
     images, faces = _keep_shown(every_image, every_face, shown)
     runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"],
                      optional_table=True)
-    emo_counts, emo_means = emotions(faces)
+    units = counted(images, faces)  # a video's track once: what the tiles and the campaigns table count
+    emo_counts, emo_means = emotions(units)
     status_counts, status_examples = statuses(images)
     return Aggregates(
-        kpis=kpis(images, faces), emotions=emo_counts, emotion_means=emo_means,
+        kpis=kpis(images, units), emotions=emo_counts, emotion_means=emo_means,
         adjusted_mix=adjusted_mix(lake, images),
-        timeline=timeline(images, faces), platforms=platforms(images, faces),
-        faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(faces),
+        timeline=timeline(images, units), platforms=platforms(images, units),
+        faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(units),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
-        gallery=gallery(images, max_gallery), scoring=scoring(shown, identities),
+        gallery=pa.concat_tables([gallery(images, max_gallery), video_gallery(images, max_gallery)]),
+        scoring=scoring(shown, identities),
         identity_comparison=identity_comparison(every_image, every_face, shown, identities))
 
 
 def gallery_details(lake: Lake, picks: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Caption, source and face rows of the picked gallery images only (a filtered scan)."""
+    """Caption, source and face rows of the picked gallery images only (a filtered scan); a video's faces
+    rows are one per face per sampled frame (frame_ms, track_id), of the identity its page shows."""
     ids = pc.unique(picks["image_id"])
     keys = picks.select(["image_id", "scoring_id"])
     imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=pc.field("image_id").isin(ids))
-    imgs = _semi_join(with_identity(_fill(imgs, "model_version", "")), keys)
+    imgs = _semi_join(with_identity(_fill(_fill(imgs, "model_version", ""), "media_type", "image")), keys)
     fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=pc.field("image_id").isin(ids), optional_table=True)
     fcs = _semi_join(with_identity(_fill(fcs, "model_version", "")), keys)
     return imgs, fcs.sort_by([("image_id", "ascending"), ("face_index", "ascending")])

@@ -156,6 +156,39 @@ def det_score_figure(rows: list[dict]) -> Figure:
                                             yaxis=_count_axis([r["n_faces"] for r in rows], "faces"))}
 
 
+def video_strip_figure(faces: list[dict], duration_s: float | None = None) -> Figure:
+    """A video post's emotion over time, small enough for a gallery card: per track (numbered #1, #2, ...
+    in track_id order, as on the card) its frames' valence at their frame_ms, each frame's marker in the
+    colour of that frame's top emotion. ``faces``: the video's faces rows (frame_ms, track_id, emotion,
+    valence, p_*); ``duration_s``: the clip's declared length, the x axis' end when known."""
+    by_track: dict[Any, list[dict]] = {}
+    for f in sorted(faces, key=lambda r: (r["track_id"], r["frame_ms"])):
+        by_track.setdefault(f["track_id"], []).append(f)
+    data: list[dict] = []
+    last_s = 0.0
+    for n, rows in enumerate(by_track.values(), start=1):
+        seconds = [round(r["frame_ms"] / 1000.0, 3) for r in rows]
+        last_s = max(last_s, *seconds)
+        emotions = [r["emotion"] if r["emotion"] in EMOTION_COLORS else None for r in rows]
+        data.append({
+            "type": "scatter", "mode": "lines+markers", "name": f"#{n}", "x": seconds,
+            "y": [r["valence"] for r in rows], "line": {"color": "#9aa3ad", "width": 1.5},
+            "marker": {"size": 8, "color": [EMOTION_COLORS.get(e or "", "#555555") for e in emotions],
+                       "line": {"width": 1, "color": "#ffffff"}},
+            "customdata": [[plot_text(r["emotion"]), _pct([r.get(f"p_{e}") if e else None])[0]]
+                           for r, e in zip(rows, emotions)],
+            "hovertemplate": f"#{n} at %{{x:.1f}} s: %{{customdata[0]}} %{{customdata[1]:.0f}}%, "
+                             "valence %{y:+.2f}<extra></extra>"})
+    end = max(last_s, float(duration_s or 0.0), 1.0)
+    layout = _layout(height=120, showlegend=False, margin={"l": 36, "r": 8, "t": 6, "b": 30},
+                     xaxis={"title": {"text": "seconds", "standoff": 2}, "range": [-0.02 * end, end * 1.02],
+                            "zeroline": False},
+                     yaxis={"range": [-1.1, 1.1], "tickvals": [-1, 0, 1], "ticktext": ["−1", "0", "+1"],
+                            "zeroline": True, "fixedrange": True})
+    layout["font"] = {**layout["font"], "size": 10}
+    return {"data": data, "layout": layout}
+
+
 def comparison_figure(rows: list[dict], limit: int = 40) -> Figure:
     """Net sentiment per campaign (the ``limit`` campaigns with most faces), sorted."""
     shown = sorted([r for r in rows if r["n_faces"]], key=lambda r: -r["n_faces"])[:limit]

@@ -119,8 +119,8 @@ def _health_row(h: dict) -> dict:
 
 CSV_NAME = "campaigns.csv"
 CSV_COLUMNS: tuple[str, ...] = (
-    "campaign_id", "n_images", "n_with_faces", "share_with_faces", "n_faces", "share_positive", "share_neutral",
-    "share_negative", "net_sentiment", "net_sentiment_base", "net_sentiment_change_p", "mean_valence", "n_bad",
+    "campaign_id", "n_images", "n_videos", "n_with_faces", "share_with_faces", "n_faces", "share_positive",
+    "share_neutral", "share_negative", "net_sentiment", "net_sentiment_base", "net_sentiment_change_p", "mean_valence", "n_bad",
     "first_posted", "last_posted", "baseline_mode",
 )
 
@@ -225,7 +225,8 @@ def _environment() -> Environment:
 
 def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explainer: Explainer | None,
                    loader: BytesLoader) -> dict[tuple[str, str], dict]:
-    """Thumbnails (and Grad-CAM crops) for every picked image; keyed by (campaign_id, image_id)."""
+    """Thumbnails (and Grad-CAM crops) for every picked image; keyed by (campaign_id, image_id). A post picked
+    for two sides (a video among the most positive and the videos) gets one card."""
     if picks.num_rows == 0:
         return {}
     images, faces = aggregate.gallery_details(lake, picks)
@@ -235,8 +236,9 @@ def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explai
     cards: dict[tuple[str, str], dict] = {}
     for info in images.to_pylist():
         cid = info["campaign_id"] or ""
-        card = _make_card(info, faces_by_image.get(info["image_id"], []), out, campaign_asset_dir(cid),
-                          blur=blur, explainer=explainer, loader=loader)
+        make = _make_video_card if info.get("media_type") == "video" else _make_card
+        card = make(info, faces_by_image.get(info["image_id"], []), out, campaign_asset_dir(cid),
+                    blur=blur, explainer=explainer, loader=loader)
         cards[(cid, info["image_id"])] = card
     return cards
 
@@ -245,8 +247,26 @@ def _face_label(face: dict) -> dict:
     emotion = face.get("emotion") or "?"
     p = face.get(f"p_{emotion}") if emotion in EMOTIONS else None
     return {"emotion": emotion, "p": _fmt_pct(p), "sentiment": face.get("sentiment") or "",
-            "valence": _fmt_signed(face.get("valence"), 2), "det": _fmt_num(face.get("det_score"), 2),
+            "valence": _fmt_signed(face.get("valence"), 2), "detail": f"det {_fmt_num(face.get('det_score'), 2)}",
             "colour": figures.EMOTION_COLORS.get(emotion, "#555555"), "overlay": None}
+
+
+def _track_label(track: dict) -> dict:
+    """A video track as a card lists it: its emotion (of its frames' mean), sentiment, valence and when it was seen."""
+    label = _face_label(track)
+    first, last = (track.get(k) for k in ("first_ms", "last_ms"))
+    when = ("–" if first is None else f"{first / 1000:.1f} s" if first == last
+            else f"{first / 1000:.1f}–{last / 1000:.1f} s")
+    frames = track.get("n_frames") or 0
+    label["detail"] = f"{frames} frame{'s' if frames != 1 else ''}, {when}"
+    return label
+
+
+def _card_fields(info: dict) -> dict:
+    return {"caption": info.get("caption"), "platform": info.get("platform"),
+            "posted_at": _fmt_time(info.get("posted_at")), "valence": _fmt_signed(info.get("valence"), 2),
+            "sentiment": info.get("sentiment") or "", "dominant": info.get("dominant_emotion") or "",
+            "n_faces": info.get("n_faces") or 0, "video": None}
 
 
 def _make_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur: bool,
@@ -264,24 +284,69 @@ def _make_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur
         gi.problem = f"No thumbnail: {exc}"
         rgb = None
     if rgb is not None and explainer is not None and faces:
-        shown = faces[:MAX_OVERLAY_FACES]
+        _add_overlays(gi, rgb, faces, gi.faces, info.get("model_version"), base, out, blur=blur, explainer=explainer)
+    return {"gi": gi, **_card_fields(info)}
+
+
+def _make_video_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur: bool,
+                     explainer: Explainer | None, loader: BytesLoader) -> dict:
+    """A video post: its tracks listed (fer_core.kpis.video_tracks, the rule the shares count them by), the
+    sampled frame with the most faces as its thumbnail (boxes numbered by track), and the emotion-over-time
+    strip of its frames (figures.video_strip_figure)."""
+    from fer_core.kpis import video_tracks
+
+    image_id = info["image_id"]
+    base = f"{asset_dir}/{safe_name(image_id)}"
+    framed = [f for f in faces if f.get("track_id") is not None and f.get("frame_ms") is not None]
+    tracks = video_tracks(pa.Table.from_pylist(framed)).to_pylist() if framed else []
+    number = {t["track_id"]: n for n, t in enumerate(tracks, start=1)}
+    gi = GalleryImage(image_id=image_id, faces=[_track_label(t) for t in tracks])
+    per_frame: dict[int, list[dict]] = {}
+    for f in framed:
+        per_frame.setdefault(int(f["frame_ms"]), []).append(f)
+    frame_ms = max(per_frame, key=lambda ms: (len(per_frame[ms]), -ms)) if per_frame else None
+    shown = sorted(per_frame.get(frame_ms, []), key=lambda f: f["track_id"])
+    labels = {t: gi.faces[n - 1] for t, n in number.items()}
+    rgb = None
+    if frame_ms is None:
+        gi.problem = "No thumbnail: no face of this video has a frame time"
+    else:
         try:
-            overlays, caveat = explainer.overlays(rgb, shown, info.get("model_version"))
-            for n, (label, overlay) in enumerate(zip(gi.faces, overlays), start=1):
-                crop = blur_whole(_pil(overlay)) if blur else overlay
-                name = f"{base}-f{n}.jpg"
-                save_jpeg(crop, inside(out, name), side=CROP_SIDE)
-                label["overlay"] = name
-            gi.explain_note = caveat
-            if len(faces) > len(shown):
-                extra = f"Grad-CAM shown for the first {len(shown)} of {len(faces)} faces."
-                gi.explain_note = f"{caveat} {extra}" if caveat else extra
-        except ExplainError as exc:
-            gi.explain_note = f"{exc}. The thumbnail is shown without overlays."
-    return {"gi": gi, "caption": info.get("caption"), "platform": info.get("platform"),
-            "posted_at": _fmt_time(info.get("posted_at")), "valence": _fmt_signed(info.get("valence"), 2),
-            "sentiment": info.get("sentiment") or "", "dominant": info.get("dominant_emotion") or "",
-            "n_faces": info.get("n_faces") or 0}
+            rgb = load_rgb(loader, image_id, info.get("source"), frame_ms=frame_ms)
+            thumb = make_thumbnail(rgb, shown, [labels[f["track_id"]]["colour"] for f in shown], blur=blur,
+                                   table_size=(info.get("width"), info.get("height")),
+                                   labels=[str(number[f["track_id"]]) for f in shown])
+            save_jpeg(thumb, inside(out, f"{base}.jpg"))
+            gi.thumb = f"{base}.jpg"
+        except ThumbnailError as exc:
+            gi.problem = f"No thumbnail: {exc}"
+    if rgb is not None and explainer is not None and shown:
+        _add_overlays(gi, rgb, shown, [labels[f["track_id"]] for f in shown], info.get("model_version"), base, out,
+                      blur=blur, explainer=explainer)
+    duration = info.get("duration_s")
+    video = {"duration": "–" if duration is None else f"{duration:.1f} s", "n_frames": info.get("n_frames") or 0,
+             "n_tracks": len(tracks), "frame": None if frame_ms is None else f"{frame_ms / 1000:.1f} s",
+             "strip": figures.video_strip_figure(framed, duration) if framed else None}
+    return {"gi": gi, **_card_fields(info), "video": video}
+
+
+def _add_overlays(gi: GalleryImage, rgb, faces: list[dict], labels: list[dict], model_version: str | None, base: str,
+                  out: Path, *, blur: bool, explainer: Explainer) -> None:
+    """Grad-CAM crops of the first MAX_OVERLAY_FACES ``faces`` (drawn on ``rgb``), each on its ``labels`` entry."""
+    shown = faces[:MAX_OVERLAY_FACES]
+    try:
+        overlays, caveat = explainer.overlays(rgb, shown, model_version)
+        for n, (label, overlay) in enumerate(zip(labels, overlays), start=1):
+            crop = blur_whole(_pil(overlay)) if blur else overlay
+            name = f"{base}-f{n}.jpg"
+            save_jpeg(crop, inside(out, name), side=CROP_SIDE)
+            label["overlay"] = name
+        gi.explain_note = caveat
+        if len(faces) > len(shown):
+            extra = f"Grad-CAM shown for the first {len(shown)} of {len(faces)} faces."
+            gi.explain_note = f"{caveat} {extra}" if caveat else extra
+    except ExplainError as exc:
+        gi.explain_note = f"{exc}. The thumbnail is shown without overlays."
 
 
 def _pil(array):
@@ -359,7 +424,7 @@ TILES: tuple[tuple[str, str, str, int, str], ...] = (
     # field, label, kind, which way is good news, help
     ("n_images", "Images", "count", 0, "images in this campaign (all statuses)"),
     ("share_with_faces", "With faces", "share", 0, "share of images where at least one face was found"),
-    ("n_faces", "Faces", "count", 0, "faces found across all images"),
+    ("n_faces", "Faces", "count", 0, "faces found across all images (a video's person, its track, counts once)"),
     ("share_positive", "Positive", "share", 1, "share of faces with positive sentiment"),
     ("share_neutral", "Neutral", "share", 0, "share of faces with neutral sentiment"),
     ("share_negative", "Negative", "share", -1, "share of faces with negative sentiment"),
@@ -534,11 +599,12 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
         _chart("faces_per_image", "Faces per image", "Decoded images by number of faces found.",
                figures.faces_per_image_figure(_rows(parts["faces_per_image"])) if n_looked else None,
                "No image could be decoded."),
-        _chart("det_scores", "Detection confidence", "Detector score of each face (higher: surer it is a face).",
+        _chart("det_scores", "Detection confidence", "Detector score of each face (higher: surer it is a face)"
+               + ("; a video's faces once per sampled frame." if row.get("n_videos") else "."),
                figures.det_score_figure(_rows(parts["det_scores"])) if _rows(parts["det_scores"]) else None,
                no_faces),
     ]
-    gallery = {"positive": [], "negative": []}
+    gallery = {"positive": [], "negative": [], "video": []}
     for pick in _rows(parts["gallery"]):
         card = cards.get((cid, pick["image_id"]))
         if card is not None:
@@ -551,9 +617,18 @@ def _campaign_context(row: dict, parts: dict[str, pa.Table | None], cards: dict)
         "lineage": [_lineage_row(r) for r in _rows(parts["lineage"])],
         "first_posted": _fmt_time(row.get("first_posted")), "last_posted": _fmt_time(row.get("last_posted")),
         "n_undated": row.get("n_undated") or 0,
+        "media_split": _media_split(row),
         "scoring": _scoring_text((_rows(parts["scoring"]) or [None])[0]),
         "identity_comparison": _identity_comparison((_rows(parts["identity_comparison"]) or [None])[0]),
     }
+
+
+def _media_split(row: dict) -> str:
+    """"12 posts: 9 photos · 3 videos" (photos: every post whose media_type is not video, older rows too)."""
+    n, videos = row.get("n_images") or 0, row.get("n_videos") or 0
+    photos = n - videos
+    return (f"{n:,} post{'s' if n != 1 else ''}: {photos:,} photo{'s' if photos != 1 else ''} · "
+            f"{videos:,} video{'s' if videos != 1 else ''}")
 
 
 def _chart(chart_id: str, title: str, subtitle: str, figure: dict | None, empty_text: str) -> dict:
@@ -589,19 +664,22 @@ def _index_context(rows: list[dict]) -> dict:
                    p_value=r.get("net_sentiment_change_p"), unit="faces")
         table.append({
             "campaign_id": r["campaign_id"] or NO_CAMPAIGN, "href": campaign_page_name(r["campaign_id"]),
-            "n_images": r["n_images"], "share_with_faces": r["share_with_faces"], "n_faces": r["n_faces"],
+            "n_images": r["n_images"], "n_videos": r["n_videos"], "share_with_faces": r["share_with_faces"],
+            "n_faces": r["n_faces"],
             **{f"share_{s}": r[f"share_{s}"] for s in SENTIMENTS},
             "net_sentiment": r["net_sentiment"], "mean_valence": r["mean_valence"], "delta": d,
             "delta_value": None if d is None else r["net_sentiment"] - r["net_sentiment_base"],
             "n_bad": r["n_bad"],
             "last_posted": r["last_posted"].date().isoformat() if r.get("last_posted") else "–",
             "last_posted_sort": r["last_posted"].isoformat() if r.get("last_posted") else "",
-            "fmt": {"n_images": _fmt_int(r["n_images"]), "share_with_faces": _fmt_pct(r["share_with_faces"]),
+            "fmt": {"n_images": _fmt_int(r["n_images"]), "n_videos": _fmt_int(r["n_videos"]),
+                    "share_with_faces": _fmt_pct(r["share_with_faces"]),
                     "n_faces": _fmt_int(r["n_faces"]), **{s: _fmt_pct(r[f"share_{s}"]) for s in SENTIMENTS},
                     "net": " ".join(_tile_value(r["net_sentiment"], "share", "net_sentiment")).strip(),
                     "valence": _fmt_signed(r["mean_valence"]), "n_bad": _fmt_int(r["n_bad"])},
         })
     totals = {"campaigns": len(rows), "images": _fmt_int(sum(r["n_images"] for r in rows)),
+              "videos": _fmt_int(sum(r["n_videos"] for r in rows)),
               "faces": _fmt_int(sum(r["n_faces"] for r in rows)), "bad": _fmt_int(sum(r["n_bad"] for r in rows))}
     with_faces = [r for r in rows if r["n_faces"]]
     comparison = figures.comparison_figure(rows) if with_faces else None

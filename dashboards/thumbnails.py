@@ -112,8 +112,9 @@ def _parquet_cell(source: str, image_id: str, options: dict) -> bytes:
     return data
 
 
-def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarray:
-    """The image as (H, W, 3) uint8 RGB, or ThumbnailError saying why not."""
+def load_rgb(loader: BytesLoader, image_id: str, source: str | None, frame_ms: int | None = None) -> np.ndarray:
+    """The image as (H, W, 3) uint8 RGB, or ThumbnailError saying why not. ``frame_ms``: the source is a
+    video post; its frame at that time (fer_core.video.frame_at: the frame the job sampled there)."""
     try:
         data = loader(image_id, source)
     except ThumbnailError:
@@ -125,6 +126,13 @@ def load_rgb(loader: BytesLoader, image_id: str, source: str | None) -> np.ndarr
     from fer_core.decode import decode_image
     from fer_core.errors import ImageError
 
+    if frame_ms is not None:
+        from fer_core.video import frame_at
+
+        try:
+            return frame_at(bytes(data), int(frame_ms))
+        except ImageError as exc:
+            raise ThumbnailError(f"could not decode the video's frame at {int(frame_ms)} ms: {exc}") from exc
     try:
         return decode_image(bytes(data))
     except ImageError as exc:
@@ -160,11 +168,13 @@ def blur_whole(img: Image.Image) -> Image.Image:
 
 
 def make_thumbnail(rgb: np.ndarray, faces: Sequence[dict], colours: Sequence[str], *,
-                   blur: bool, table_size: tuple[int | None, int | None] = (None, None)) -> Image.Image:
+                   blur: bool, table_size: tuple[int | None, int | None] = (None, None),
+                   labels: Sequence[str] | None = None) -> Image.Image:
     """Downscaled image with numbered face boxes in each face's emotion colour.
 
     Boxes are in original pixels; if the decoded size differs from the table's
-    width/height (a source changed since scoring), they are rescaled to fit.
+    width/height (a source changed since scoring), they are rescaled to fit. ``labels``: the text of each
+    box (default 1, 2, ...; a video frame's boxes carry the number of their track).
     """
     img = Image.fromarray(rgb)
     w0, h0 = img.size
@@ -190,7 +200,7 @@ def make_thumbnail(rgb: np.ndarray, faces: Sequence[dict], colours: Sequence[str
     line = max(2, round(thumb.width / 180))
     for n, (box, colour) in enumerate(zip(boxes, colours), start=1):
         draw.rectangle(box, outline=colour, width=line)
-        label = str(n)
+        label = str(n) if labels is None else str(labels[n - 1])
         tx, ty = box[0], max(0, box[1] - 16)
         tb = draw.textbbox((tx + 3, ty + 1), label, font=font)
         draw.rectangle((tx, ty, tb[2] + 3, ty + 16), fill=colour)

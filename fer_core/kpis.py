@@ -37,7 +37,8 @@ from fer_core.labels import EMOTIONS
 from fer_core.sentiment import SENTIMENTS
 
 __all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "with_identity", "keep_identities", "keep_latest_identity",
-           "shown_identities", "counted_faces", "campaign_kpis", "kpi_schema"]
+           "shown_identities", "TRACK_KEYS", "TRACK_COLUMNS", "video_tracks", "counted_faces", "campaign_kpis",
+           "kpi_schema"]
 
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at",
@@ -150,12 +151,21 @@ def shown_identities(rows: list[dict[str, Any]], current: str | None) -> dict[An
     return out
 
 
-def counted_faces(faces):
-    """Faces rows -> the faces the KPIs count: photos' faces (track_id null) as they are, and one row
-    per video track (campaign, identity, image, track) with its frames' mean probabilities and valence,
-    the argmax emotion, and the sentiment and quality flag most of its frames have (see the module doc;
-    ties go to the earlier label of SENTIMENTS / QUALITY_LABELS). The columns are the campaign_id,
-    emotion, sentiment, valence, model_version, scoring_id, quality and p_* of FACE_INPUTS."""
+TRACK_KEYS: tuple[str, ...] = ("campaign_id", "model_version", "scoring_id", "image_id", "track_id")
+"""What identifies one video track: a person across the sampled frames of one video, per scoring identity."""
+TRACK_COLUMNS: tuple[str, ...] = (*TRACK_KEYS, "first_ms", "last_ms", "n_frames", *PROB_COLUMNS, "emotion",
+                                  "sentiment", "valence", "face_px", "quality")
+"""The columns of :func:`video_tracks`' result (the tracks table's, fer_core.tables.tracks_schema, minus run_id)."""
+
+
+def video_tracks(faces):
+    """Faces rows of video frames (track_id not null) -> one row per track (TRACK_KEYS): the frames it was
+    seen in (``n_frames``, ``first_ms`` .. ``last_ms``), its frames' mean probabilities, valence and face_px,
+    the argmax emotion of those means, and the sentiment and quality flag most of its frames have (ties go to
+    the earlier label of SENTIMENTS / QUALITY_LABELS; no flag on any frame: null). The one per-track rule:
+    the campaign KPIs count these rows (:func:`counted_faces`) and the tracks table stores them
+    (fer_core.tables.track_rows). Photos' faces (track_id null) are left out. Columns: TRACK_COLUMNS; a table
+    without frame_ms / face_px / quality (an older lake, a reader that did not ask) reads them null."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -163,35 +173,62 @@ def counted_faces(faces):
     from fer_core.quality import QUALITY_LABELS
 
     faces = with_identity(faces)
+    optional = {"frame_ms": pa.int64(), "face_px": pa.float64(), "quality": pa.string(), "track_id": pa.int32()}
+    for name, kind in optional.items():
+        if name not in faces.column_names:
+            faces = faces.append_column(name, pa.nulls(faces.num_rows, kind))
+    video = faces.filter(pc.is_valid(faces["track_id"]))
+    sentiment, flag = video["sentiment"].cast(pa.string()), video["quality"].cast(pa.string())
+    votes = {f"n_s_{s}": _flag(pc.equal(sentiment, s)) for s in SENTIMENTS}
+    flags = {f"n_q_{q}": _flag(pc.equal(flag, q)) for q in QUALITY_LABELS}
+    unit = pa.table({**{k: video[k] for k in TRACK_KEYS}, "frame_ms": video["frame_ms"].cast(pa.int64()),
+                     "one": _ones(video.num_rows), "valence": video["valence"].cast(pa.float64()),
+                     "face_px": video["face_px"].cast(pa.float64()),
+                     **{c: video[c].cast(pa.float64()) for c in PROB_COLUMNS}, **votes, **flags})
+    tracks = unit.group_by(list(TRACK_KEYS), use_threads=False).aggregate(
+        [("frame_ms", "min"), ("frame_ms", "max"), ("one", "sum"), ("valence", "mean"), ("face_px", "mean")]
+        + [(c, "mean") for c in PROB_COLUMNS] + [(v, "sum") for v in (*votes, *flags)])
+    tracks = tracks.sort_by([(k, "ascending") for k in TRACK_KEYS])
+
+    def column_stack(names: list[str], width: int) -> Any:
+        if not tracks.num_rows:
+            return np.zeros((0, width))
+        return np.column_stack([tracks[n].to_numpy(zero_copy_only=False) for n in names])
+
+    probs = column_stack([f"{c}_mean" for c in PROB_COLUMNS], len(PROB_COLUMNS))
+    counts = column_stack([f"{v}_sum" for v in votes], len(votes))
+    q_counts = column_stack([f"{v}_sum" for v in flags], len(flags))
+    quality = np.where(q_counts.sum(axis=1) > 0, np.asarray(QUALITY_LABELS, object)[q_counts.argmax(axis=1)], None)
+    return pa.table({
+        **{k: tracks[k] for k in TRACK_KEYS},
+        "first_ms": tracks["frame_ms_min"], "last_ms": tracks["frame_ms_max"], "n_frames": tracks["one_sum"],
+        **{c: tracks[f"{c}_mean"] for c in PROB_COLUMNS},
+        "emotion": pa.array(np.asarray(EMOTIONS, object)[probs.argmax(axis=1)].tolist(), pa.string()),
+        "sentiment": pa.array(np.asarray(SENTIMENTS, object)[counts.argmax(axis=1)].tolist(), pa.string()),
+        "valence": tracks["valence_mean"], "face_px": tracks["face_px_mean"],
+        "quality": pa.array(quality.tolist(), pa.string()),
+    })
+
+
+def counted_faces(faces):
+    """Faces rows -> the faces the KPIs count: photos' faces (track_id null) as they are, and one row
+    per video track (:func:`video_tracks`: its frames' mean probabilities and valence, the argmax emotion,
+    and the sentiment and quality flag most of its frames have; see the module doc). The columns are the
+    campaign_id, emotion, sentiment, valence, model_version, scoring_id, quality and p_* of FACE_INPUTS, and
+    image_id where the input has it (the dashboards look up each counted face's post)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    faces = with_identity(faces)
     if "quality" not in faces.column_names:  # a lake from before the flags
         faces = faces.append_column("quality", pa.nulls(faces.num_rows, pa.string()))
     kept = ["campaign_id", "emotion", "sentiment", "valence", "model_version", "scoring_id", "quality", *PROB_COLUMNS]
+    kept += ["image_id"] if "image_id" in faces.column_names else []
     if "track_id" not in faces.column_names or faces.num_rows == 0 or faces["track_id"].null_count == faces.num_rows:
         return faces.select(kept)
-    photo = pc.is_null(faces["track_id"])
-    video = faces.filter(pc.invert(photo))
-    keys = ["campaign_id", "model_version", "scoring_id", "image_id", "track_id"]
-    votes = {f"n_s_{s}": _flag(pc.equal(video["sentiment"], s)) for s in SENTIMENTS}
-    flags = {f"n_q_{q}": _flag(pc.equal(video["quality"], q)) for q in QUALITY_LABELS}
-    unit = pa.table({**{k: video[k] for k in keys}, "valence": video["valence"].cast(pa.float64()),
-                     **{c: video[c].cast(pa.float64()) for c in PROB_COLUMNS}, **votes, **flags})
-    tracks = unit.group_by(keys, use_threads=False).aggregate(
-        [("valence", "mean")] + [(c, "mean") for c in PROB_COLUMNS] + [(v, "sum") for v in (*votes, *flags)])
-    probs = np.column_stack([tracks[f"{c}_mean"].to_numpy(zero_copy_only=False) for c in PROB_COLUMNS])
-    counts = np.column_stack([tracks[f"{v}_sum"].to_numpy(zero_copy_only=False) for v in votes])
-    q_counts = np.column_stack([tracks[f"{v}_sum"].to_numpy(zero_copy_only=False) for v in flags])
-    quality = np.where(q_counts.sum(axis=1) > 0, np.asarray(QUALITY_LABELS, object)[q_counts.argmax(axis=1)], None)
-    track_rows = pa.table({
-        "campaign_id": tracks["campaign_id"].cast(faces.schema.field("campaign_id").type),
-        "emotion": pa.array(np.asarray(EMOTIONS)[probs.argmax(axis=1)], faces.schema.field("emotion").type),
-        "sentiment": pa.array(np.asarray(SENTIMENTS)[counts.argmax(axis=1)], faces.schema.field("sentiment").type),
-        "valence": tracks["valence_mean"].cast(faces.schema.field("valence").type),
-        "model_version": tracks["model_version"].cast(faces.schema.field("model_version").type),
-        "scoring_id": tracks["scoring_id"],
-        "quality": pa.array(quality.tolist(), faces.schema.field("quality").type),
-        **{c: tracks[f"{c}_mean"].cast(faces.schema.field(c).type) for c in PROB_COLUMNS},
-    })
-    return pa.concat_tables([faces.filter(photo).select(kept), track_rows])
+    tracks = video_tracks(faces).select(kept)
+    tracks = tracks.cast(pa.schema([faces.schema.field(c) for c in kept]))
+    return pa.concat_tables([faces.filter(pc.is_null(faces["track_id"])).select(kept), tracks])
 
 
 def _coverage(images, current: str | None, gone_files: Any) -> Any:

@@ -21,7 +21,8 @@ from fer_core.types import ImageResult
 
 __all__ = ["EMOTIONS", "SENTIMENTS", "STATUSES", "SCORED_STATUSES", "PROB_COLUMNS", "ADJUSTED_COLUMNS",
            "TABLE_NAMES", "images_schema", "faces_schema", "campaigns_schema", "runs_schema", "erasures_schema",
-           "health_schema", "schema_of", "read_types", "read_widening", "image_rows", "face_landmarks"]
+           "health_schema", "tracks_schema", "schema_of", "read_types", "read_widening", "image_rows", "track_rows",
+           "face_landmarks"]
 
 STATUSES: tuple[str, ...] = IMAGE_STATUSES
 """Every value of ``images.status`` (derived from fer_core.errors' typed errors)."""
@@ -29,8 +30,9 @@ PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
 """images and faces: one probability column per emotion, in EMOTIONS order."""
 ADJUSTED_COLUMNS: tuple[str, ...] = tuple(f"adjusted_share_{e}" for e in EMOTIONS)
 """campaigns: the mix corrected for the model's confusions (fer_core.quantify); absent in older lakes."""
-TABLE_NAMES: tuple[str, ...] = ("images", "faces", "campaigns", "runs")
-"""The tables of every lake (``erasures`` and ``health`` exist once something wrote them)."""
+TABLE_NAMES: tuple[str, ...] = ("images", "faces", "tracks", "campaigns", "runs")
+"""The tables of every lake the job writes (``erasures`` and ``health`` exist once something wrote them;
+``tracks`` is created by the first run of a job version that has it, empty until a video is scored)."""
 
 
 def _pa():
@@ -83,6 +85,22 @@ def faces_schema():
         pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),
         pa.field("frame_ms", pa.int64()), pa.field("track_id", pa.int32()),
         *quality_fields(), pa.field("scoring_id", pa.string()),
+    ])
+
+
+def tracks_schema():
+    """tracks: one row per (video post, track, scoring identity): a person across the sampled frames of one
+    video, as the campaign KPIs count it (fer_core.kpis.video_tracks, the one per-track rule): the frames it
+    was seen in (n_frames, first_ms .. last_ms), its frames' mean probabilities, valence and face_px, the
+    argmax emotion, and the sentiment and quality flag most of its frames have. Derived from the faces rows
+    of the same run (fer_core.tables.track_rows), so the two always agree; photos have none."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()), pa.field("track_id", pa.int32()),
+        pa.field("first_ms", pa.int64()), pa.field("last_ms", pa.int64()), pa.field("n_frames", pa.int32()),
+        *_probs(), pa.field("emotion", pa.string()), pa.field("sentiment", pa.string()),
+        pa.field("valence", pa.float64()), pa.field("face_px", pa.float64()), pa.field("quality", pa.string()),
+        pa.field("model_version", pa.string()), pa.field("scoring_id", pa.string()), pa.field("run_id", pa.string()),
     ])
 
 
@@ -171,8 +189,8 @@ def health_schema():
 
 
 SCHEMAS: dict[str, Callable[[], Any]] = {
-    "images": images_schema, "faces": faces_schema, "campaigns": campaigns_schema, "runs": runs_schema,
-    "erasures": erasures_schema, "health": health_schema,
+    "images": images_schema, "faces": faces_schema, "tracks": tracks_schema, "campaigns": campaigns_schema,
+    "runs": runs_schema, "erasures": erasures_schema, "health": health_schema,
 }
 
 
@@ -253,3 +271,21 @@ def image_rows(result: ImageResult, meta: Mapping[str, Any], *, model_version: s
              "media_type": result.media_type, "duration_s": result.duration_s, "n_frames": result.n_frames,
              "scoring_id": scoring_id, "input_file": meta.get("input_file")}
     return image, faces
+
+
+def track_rows(faces: list[dict[str, Any]], *, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The tracks rows of one scored image: its faces rows (``image_rows``' second result) grouped per video
+    track by fer_core.kpis.video_tracks, the rule the campaign KPIs count a track by, so the table and the
+    KPIs cannot disagree. A photo's faces (track_id None) give none. run_id: the run's (default: the faces')."""
+    if not any(f.get("track_id") is not None for f in faces):
+        return []
+    from fer_core.kpis import TRACK_COLUMNS, video_tracks
+
+    pa = _pa()
+    schema = faces_schema()
+    table = pa.Table.from_pylist([{n: f.get(n) for n in schema.names} for f in faces], schema=schema)
+    runs = {f.get("run_id") for f in faces}
+    run = run_id if run_id is not None else (runs.pop() if len(runs) == 1 else None)
+    scoring_id = faces[0].get("scoring_id")  # as its faces rows carry it (video_tracks reads None as legacy)
+    return [{**row, "scoring_id": scoring_id, "run_id": run}
+            for row in video_tracks(table).select(list(TRACK_COLUMNS)).to_pylist()]

@@ -34,7 +34,7 @@ from fer_core.decode import describe_bytes
 from fer_core.errors import ConfigError, DecodeError, EmptyImageError, ImageTooLargeError
 from fer_core.sniff import VIDEO_CONTAINERS, VIDEO_SUFFIXES, sniff_container
 
-__all__ = ["VideoOptions", "SampledVideo", "sample_frames", "sniff_container", "media_type",
+__all__ = ["VideoOptions", "SampledVideo", "sample_frames", "frame_at", "sniff_container", "media_type",
            "VIDEO_CONTAINERS", "VIDEO_SUFFIXES", "DEFAULT_MAX_PIXELS_PER_FRAME"]
 
 DEFAULT_MAX_PIXELS_PER_FRAME = 4096 * 2160
@@ -279,6 +279,24 @@ def sample_frames(data: bytes, opts: VideoOptions | None = None, *,
                 "before scoring or raise video.max_pixels_per_frame")
         codec.options = dict(guard)
         return _sample(container, stream, kind, label, opts, strategy)
+
+
+def frame_at(data: bytes, ms: int, opts: VideoOptions | None = None) -> np.ndarray:
+    """The frame a sampling run took at ``ms`` (a faces row's frame_ms): the first frame whose time, in
+    whole ms, is ``ms`` or later, in display orientation, as RGB. What the dashboards draw a video post's
+    face boxes on. Decodes at most the frames sample_frames would to reach it (it is that function with
+    two targets, 0 and ``ms``); raises its typed errors (and DecodeError if the clip ends before ``ms``)."""
+    import dataclasses
+
+    opts = opts or VideoOptions()
+    target_s = max(0.0, (int(ms) - 0.5) / 1000.0)  # frame_ms is rounded to whole ms: its frame may be 0.5 ms earlier
+    if target_s * 60 < 1:  # before the first 1/60 s: the first frame (sample_fps is at most 60)
+        return sample_frames(data, dataclasses.replace(opts, max_frames=1)).frames[0]
+    video = sample_frames(data, dataclasses.replace(opts, sample_fps=1.0 / target_s, max_frames=2,
+                                                    max_seconds=target_s + 1.0))
+    if len(video.frames) < 2:
+        raise DecodeError(f"video has no frame at {int(ms)} ms (it ends before); was it re-encoded since scoring?")
+    return video.frames[1]
 
 
 def _sample(container, stream, kind: str, label: str, opts: VideoOptions, strategy: Strategy) -> SampledVideo:

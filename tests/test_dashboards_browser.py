@@ -91,11 +91,15 @@ def test_xss_payloads_stay_text(site, browser):
 def test_index_table_sorts_and_filters(site, browser):
     _, out = site
     open_page(browser, out / "index.html")
-    faces_col = "Array.from(document.querySelectorAll('#campaign-table tbody tr')).map(r => +r.cells[3].dataset.sort)"
-    browser.evaluate("document.querySelectorAll('#campaign-table th')[3].click()")
+    col = browser.evaluate("Array.from(document.querySelectorAll('#campaign-table th'))"
+                           ".findIndex(th => th.textContent.trim() === 'Faces')")
+    assert col > 0
+    faces_col = (f"Array.from(document.querySelectorAll('#campaign-table tbody tr'))"
+                 f".map(r => +r.cells[{col}].dataset.sort)")
+    browser.evaluate(f"document.querySelectorAll('#campaign-table th')[{col}].click()")
     ascending = browser.evaluate(faces_col)
     assert ascending == sorted(ascending)
-    browser.evaluate("document.querySelectorAll('#campaign-table th')[3].click()")
+    browser.evaluate(f"document.querySelectorAll('#campaign-table th')[{col}].click()")
     assert browser.evaluate(faces_col) == sorted(ascending, reverse=True)
     browser.evaluate("const f = document.getElementById('campaign-filter'); f.value = 'winter';"
                      "f.dispatchEvent(new Event('input'))")

@@ -332,22 +332,28 @@ def test_erase_deletes_rows_and_files_and_leaves_a_tombstone(tmp_path, capsys):
     write_deltalake(str(tmp_path / "faces"), pa.table({"image_id": ["a1", "it's", "it's", "b1"],
                                                        "campaign_id": ["a", "a", "a", "b"], "face_index": [0, 0, 1, 0]}),
                     partition_by=["campaign_id"])
+    write_deltalake(str(tmp_path / "tracks"), pa.table({"image_id": ["it's", "b2", "a3"],
+                                                        "campaign_id": ["a", "b", "a"],
+                                                        "track_id": pa.array([0, 0, 0], pa.int32())}),
+                    partition_by=["campaign_id"])  # video posts' tracks
     long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     write_deltalake(str(tmp_path / "campaigns"), pa.table({"campaign_id": ["a", "b"], "n_images": [3, 2],
                                                            "updated_at": pa.array([long_ago] * 2, pa.timestamp("us", tz="UTC"))}))
     lake = Lake(str(tmp_path))
-    versions = {t: lake.table(t).version() for t in ("images", "faces", "campaigns")}
+    versions = {t: lake.table(t).version() for t in ("images", "faces", "tracks", "campaigns")}
     plan = erase(lake, campaigns=["b"], images=["it's"], reason="test", dry_run=True)
-    assert plan["deleted"] == {"images": 3, "faces": 3, "campaigns": 1} and plan["campaigns"] == ["a", "b"]
+    assert plan["deleted"] == {"images": 3, "faces": 3, "tracks": 2, "campaigns": 1} and plan["campaigns"] == ["a", "b"]
     assert {t: lake.table(t).version() for t in versions} == versions and lake.table("erasures") is None
 
     assert main(["--lake", str(tmp_path), "--campaign", "b", "--image", "it's", "--reason", "subject request 17"]) == 0
     out = capsys.readouterr().out
     assert "images: deleted 3 rows" in out and "faces: deleted 3 rows" in out and "campaigns: deleted 1 rows" in out
+    assert "tracks: deleted 2 rows" in out
+    assert lake.table("tracks").to_pyarrow_table().column("image_id").to_pylist() == ["a3"]
     assert sorted(lake.table("images").to_pyarrow_table().column("image_id").to_pylist()) == ["a1", "a3"]
     assert lake.table("faces").to_pyarrow_table().column("image_id").to_pylist() == ["a1"]
     assert lake.table("campaigns").to_pyarrow_table().column("campaign_id").to_pylist() == ["a"]
-    for table in ("images", "faces"):  # gone from storage too, not only from the current version
+    for table in ("images", "faces", "tracks"):  # gone from storage too, not only from the current version
         for root, _, files in os.walk(tmp_path / table):
             for f in files:
                 if f.endswith(".parquet"):

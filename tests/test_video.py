@@ -20,7 +20,7 @@ from _videos import (animated_gif, audio_only_mp4, encode_clip, moving_texture, 
 from fer_core.config import load_dataclass
 from fer_core.decode import decode_image
 from fer_core.errors import ConfigError, DecodeError, EmptyImageError, ImageError, ImageTooLargeError, VideoBytesError
-from fer_core.video import VideoOptions, media_type, sample_frames, sniff_container
+from fer_core.video import VideoOptions, frame_at, media_type, sample_frames, sniff_container
 
 TEXTURE = moving_texture(48, 64)
 
@@ -140,6 +140,21 @@ def test_variable_frame_rate_reports_real_timestamps():
         got = sample_frames(data, strategy=strategy)
         assert got.frame_ms == [0, 1300, 2900, 4100, 5000], strategy  # first frame at/after 0, 1, 2, 3, 4, 5 s
         assert [_is_frame(f, pts.index(ms)) for f, ms in zip(got.frames, got.frame_ms)] == [True] * 5
+
+
+@pytest.mark.parametrize("kind, sample_fps", [("h264", 1.0), ("vp9", 7.0)])
+def test_frame_at_returns_the_frame_sampled_at_that_time(kind, sample_fps):
+    """The dashboards draw a video's boxes on frame_at(frame_ms): the very frame the job sampled there,
+    also where frame_ms was rounded (7 fps targets at 10 fps); a time past the end is a DecodeError."""
+    data = _clip(kind, n=30)
+    sampled = sample_frames(data, VideoOptions(sample_fps=sample_fps))
+    assert len(sampled.frames) > 2
+    for frame, ms in zip(sampled.frames, sampled.frame_ms):
+        assert np.array_equal(frame_at(data, ms), frame), ms
+    with pytest.raises(DecodeError, match="no frame at 60000 ms"):
+        frame_at(data, 60_000)
+    vfr = _clip("h264", n=4, pts_ms=[0, 100, 1300, 2900])
+    assert _is_frame(frame_at(vfr, 1300), 2) and _is_frame(frame_at(vfr, 1000), 2)
 
 
 def test_animated_gif_samples_by_its_frame_delays():

@@ -1,6 +1,8 @@
 """Video posts through the one scoring path: the pipeline's video results, their table rows, the
 per-track campaign shares, and the real Spark job on dumps mixing photos and MP4/WebM posts (Parquet
-bytes, URIs, image folders), including a lake written before the video columns existed.
+bytes, URIs, image folders), including a lake written before the video columns and the tracks table
+existed, a run that dies between its tracks and images commits, and the dashboards of such a lake
+opened in Chromium.
 
 The clips are real H.264/VP9 files (tests/_videos.py) of scikit-image's astronaut moving across the
 frame, large enough for the fast config's Haar detector to find her in every sampled frame.
@@ -23,8 +25,11 @@ from _videos import audio_only_mp4, encode_clip, sliding_face  # noqa: E402
 from fer_core import tables  # noqa: E402
 from fer_core.kpis import campaign_kpis, counted_faces  # noqa: E402
 from fer_core.labels import EMOTIONS  # noqa: E402
+from fer_core.quality import QUALITY_LABELS  # noqa: E402
+from fer_core.sentiment import SENTIMENTS  # noqa: E402
 from fer_core.types import Face, FaceResult, ImageResult  # noqa: E402
 from tests._spark import spark  # noqa: E402,F401  (the shared local[2] session fixture)
+from tests.test_job_s3 import s3_endpoint  # noqa: E402,F401  (moto S3 in its own process)
 
 SECONDS = 3  # each clip: 30 frames at 10 fps -> frames sampled at 0, 1000, 2000 ms (video.sample_fps 1)
 UTC = dt.timezone.utc
@@ -84,6 +89,37 @@ def test_a_videos_image_row_aggregates_its_tracks_by_area_times_frames_seen():
     assert rows[0]["frame_ms"] is None and rows[0]["track_id"] is None
 
 
+def test_track_rows_are_the_tracks_the_kpis_count():
+    """tables.track_rows: one row per track, from the faces rows image_rows made, by the rule counted_faces
+    counts a track by (so the tracks table and the campaign shares cannot disagree); photos give none."""
+    p_happy = [0.1, 0, 0, 0.6, 0.1, 0.1, 0.1]
+    p_sad = [0, 0, 0, 0.1, 0.8, 0, 0.1]
+    faces = [_face_result(10 * k, 40, p_happy, ms, 0) for k, ms in enumerate((0, 1000, 2000))]
+    faces[1].sentiment, faces[2].sentiment = "neutral", "neutral"  # most of track 0's frames: neutral
+    faces += [_face_result(300, 20, p_sad, ms, 1) for ms in (1000, 2000)]
+    for f in faces[3:]:
+        f.sentiment, f.valence = "negative", -0.6
+    result = ImageResult("ok", width=640, height=336, faces=faces, media_type="video", duration_s=3.0, n_frames=3)
+    image, rows = tables.image_rows(result, {"image_id": "v", "campaign_id": "c"}, model_version="m",
+                                    detector_version="d", run_id="r", scored_at=None, scoring_id="m/s")
+    tracks = tables.track_rows(rows)
+    pa.Table.from_pylist(tracks, schema=tables.tracks_schema())  # the types fit the contract
+    assert [(t["track_id"], t["first_ms"], t["last_ms"], t["n_frames"]) for t in tracks] == [(0, 0, 2000, 3),
+                                                                                          (1, 1000, 2000, 2)]
+    assert [(t["emotion"], t["sentiment"]) for t in tracks] == [("happy", "neutral"), ("sad", "negative")]
+    assert tracks[0]["p_happy"] == pytest.approx(0.6) and tracks[0]["valence"] == pytest.approx(0.5)
+    assert {(t["image_id"], t["campaign_id"], t["model_version"], t["scoring_id"], t["run_id"]) for t in tracks} == {
+        ("v", "c", "m", "m/s", "r")}
+    assert image["n_faces"] == len(tracks)
+    counted = counted_faces(pa.Table.from_pylist(rows, schema=tables.faces_schema())).to_pylist()
+    keys = ("emotion", "sentiment", "valence", *tables.PROB_COLUMNS)
+    assert [{k: c[k] for k in keys} for c in counted] == [{k: t[k] for k in keys} for t in tracks]
+    _, photo_rows = tables.image_rows(ImageResult("ok", faces=[_face_result(0, 5, p_sad, None, None)]),
+                                      {"image_id": "p"}, model_version="m", detector_version="d", run_id="r",
+                                      scored_at=None)
+    assert tables.track_rows(photo_rows) == [] and tables.track_rows([]) == []
+
+
 def test_campaign_shares_count_a_video_track_once():
     """Per track: a 3-frame happy track (its frames voting positive twice) weighs what one sad photo face does."""
     p_happy = [0.1, 0, 0, 0.6, 0.1, 0.1, 0.1]
@@ -127,12 +163,16 @@ def _write_dump(folder: Path, posts: dict, payload: str) -> Path:
             (folder / "media" / f"{post_id}{suffix}").write_bytes(data)
             row["uri"] = f"media/{post_id}{suffix}"
         rows.append(row)
+    pq.write_table(_dump_table(rows, payload), folder / "dump.parquet")
+    return folder
+
+
+def _dump_table(rows: list[dict], payload: str) -> pa.Table:
     schema = pa.schema([pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()),
                         pa.field("platform", pa.string()), pa.field("caption", pa.string()),
                         pa.field("posted_at", pa.timestamp("us", tz="UTC")),
                         pa.field(payload, pa.binary() if payload == "image" else pa.string())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "dump.parquet")
-    return folder
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _old_schema(schema: pa.Schema, new: tuple[str, ...]) -> pa.Schema:
@@ -158,11 +198,42 @@ def _write_lake_before_video(lake: Path) -> None:
     write_deltalake(str(lake / "faces"), pa.Table.from_pylist([face], schema=faces_old), partition_by=["campaign_id"])
 
 
-def _check_lake(lake: Path, posts: dict) -> None:
+def _majority(values, labels: tuple[str, ...]):
+    """The label most of ``values`` are (ties: the earlier of ``labels``), None without any."""
+    counts = {v: list(values).count(v) for v in labels}
+    return max(labels, key=lambda v: (counts[v], -labels.index(v))) if any(counts.values()) else None
+
+
+def _check_tracks(tracks, faces, images, post_id: str) -> None:
+    """A video's tracks rows agree with its faces rows (computed here with pandas, not fer_core.kpis)."""
+    mine, seen = tracks[tracks.image_id == post_id], faces[faces.image_id == post_id]
+    assert sorted(mine.track_id) == sorted(seen.track_id.unique())
+    for t in mine.itertuples():
+        frames = seen[seen.track_id == t.track_id]
+        assert (t.first_ms, t.last_ms, t.n_frames) == (frames.frame_ms.min(), frames.frame_ms.max(), len(frames))
+        means = [frames[f"p_{e}"].mean() for e in EMOTIONS]
+        assert [getattr(t, f"p_{e}") for e in EMOTIONS] == pytest.approx(means)
+        assert t.emotion == EMOTIONS[int(np.argmax(means))]
+        assert t.sentiment == _majority(frames.sentiment, SENTIMENTS)
+        assert t.quality == _majority(frames.quality, QUALITY_LABELS)
+        assert t.valence == pytest.approx(frames.valence.mean()) and t.face_px == pytest.approx(frames.face_px.mean())
+        assert (t.campaign_id, t.model_version, t.scoring_id, t.run_id) == (
+            frames.campaign_id.iloc[0], frames.model_version.iloc[0], frames.scoring_id.iloc[0],
+            images.loc[post_id].run_id)
+
+
+def _check_lake(lake: Path | str, posts: dict, storage_options: dict | None = None) -> None:
+    from functools import partial
+
     from tests._spark import read_table
 
+    read_table = partial(read_table, storage_options=storage_options)
     images = read_table(f"{lake}/images").set_index("image_id")
     faces = read_table(f"{lake}/faces")
+    tracks = read_table(f"{lake}/tracks")
+    # one tracks row per moving face, none for photos; never two rows of one track (a replay adds none)
+    assert sorted(tracks[tracks.image_id.isin(posts)].image_id) == ["video-mp4", "video-webm"]
+    assert not tracks.duplicated(["image_id", "track_id", "scoring_id"]).any()
     assert set(posts) <= set(images.index)  # nothing lost: one images row per post
     for post_id in ("video-mp4", "video-webm"):
         r = images.loc[post_id]
@@ -173,6 +244,7 @@ def _check_lake(lake: Path, posts: dict) -> None:
         assert mine.frame_ms.tolist() == [0, 1000, 2000] and mine.track_id.tolist() == [0, 0, 0]
         assert mine.x.is_monotonic_increasing and mine.x.iloc[-1] - mine.x.iloc[0] > 80
         assert abs(sum(r[f"p_{e}"] for e in EMOTIONS) - 1) < 1e-4
+        _check_tracks(tracks, faces, images, post_id)
     photo = images.loc["photo-face"]
     assert (photo.status, photo.media_type, photo.n_frames, photo.n_faces) == ("ok", "image", 1, 1)
     assert np.isnan(photo.duration_s)
@@ -194,16 +266,47 @@ def _config(input_path: Path, lake: Path, **input_over) -> dict:
     return fast_config(input_path, lake, input={"path": str(input_path), "extra_columns": [], **input_over})
 
 
+@pytest.fixture(scope="module")
+def bytes_lake(spark, posts, tmp_path_factory):  # noqa: F811
+    """A Parquet-bytes dump of the posts scored by a run that dies after its tracks commit (before images),
+    then completed by the next run's recovery: (dump, lake, the recovering run's row)."""
+    from jobs.campaign import job
+    from tests._spark import read_table, run_job_in_process
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at(name: str) -> None:
+        if name == "after_tracks_commit":
+            raise Crash(name)
+
+    tmp = tmp_path_factory.mktemp("bytes")
+    dump = _write_dump(tmp / "dump", posts, "image")
+    lake = tmp / "lake"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(job, "_fail_point", crash_at)
+        with pytest.raises(Crash):
+            run_job_in_process(spark, _config(dump, lake), run_id="bytes")
+    assert (lake / "_job" / "pending" / "bytes.json").exists()
+    assert len(read_table(f"{lake}/tracks")) == 2 and len(read_table(f"{lake}/images")) == 0
+    row = run_job_in_process(spark, _config(dump, lake), run_id="recovers")
+    return dump, lake, row
+
+
 @pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.timeout(1200)
-def test_job_scores_video_posts_in_parquet_bytes(spark, posts, tmp_path):  # noqa: F811
-    from tests._spark import run_job_in_process
+def test_job_scores_video_posts_in_parquet_bytes(bytes_lake, posts):
+    """...and the replayed manifest commits the images once and the tracks not again."""
+    from tests._spark import read_table
 
-    dump = _write_dump(tmp_path / "dump", posts, "image")
-    row = run_job_in_process(spark, _config(dump, tmp_path / "lake"), run_id="bytes")
-    assert row["n_scored"] == len(posts) and row["n_decode_error"] == 2
-    _check_lake(tmp_path / "lake", posts)
+    _, lake, row = bytes_lake
+    assert "recovering run bytes" in row["_log"] and row["n_scored"] == 0
+    runs = read_table(f"{lake}/runs").set_index("run_id")
+    assert runs.loc["bytes"].status == "recovered"
+    assert runs.loc["bytes"].n_scored == len(posts) and runs.loc["bytes"].n_decode_error == 2
+    assert not (lake / "_job" / "pending" / "bytes.json").exists()
+    _check_lake(lake, posts)
 
 
 @pytest.mark.slow
@@ -218,10 +321,11 @@ def test_job_scores_video_uris_into_a_lake_written_before_video_columns(spark, p
     lake = tmp_path / "lake"
     _write_lake_before_video(lake)
     assert "media_type" not in DeltaTable(str(lake / "images")).schema().to_arrow().names
+    assert not (lake / "tracks").exists()
     dump = _write_dump(tmp_path / "dump", posts, "uri")
     run_job_in_process(spark, _config(dump, lake, payload="uri"), run_id="uris")
-    _check_lake(lake, posts)
-    for name in ("images", "faces"):
+    _check_lake(lake, posts)  # the tracks table, which this older lake lacked, was created
+    for name in ("images", "faces", "tracks"):
         have = pa.schema(DeltaTable(str(lake / name)).schema().to_arrow())
         assert set(tables.schema_of(name).names) <= set(have.names), name
     images = read_table(f"{lake}/images").set_index("image_id")
@@ -229,6 +333,39 @@ def test_job_scores_video_uris_into_a_lake_written_before_video_columns(spark, p
     assert old.media_type is None and np.isnan(old.duration_s) and old.status == "ok"
     faces = read_table(f"{lake}/faces")
     assert faces[faces.image_id == "old-photo"].track_id.isna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.s3
+@pytest.mark.timeout(1200)
+def test_job_scores_video_uris_on_s3(spark, posts, s3_endpoint):  # noqa: F811
+    """The dump on (moto) S3, its URIs pointing at the photo and video files in its bucket, the lake on S3:
+    the same rows as a local dump (PyAV decodes the bytes fetched from S3 in memory)."""
+    import boto3
+    import s3fs
+
+    from jobs.campaign.lake import delta_options
+    from tests._spark import fast_config, run_job_in_process
+
+    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for bucket in ("clips", "video-lake"):
+        s3.create_bucket(Bucket=bucket)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    rows = []
+    for k, (post_id, (suffix, data)) in enumerate(posts.items()):
+        fs.pipe(f"clips/media/{post_id}{suffix}", data)
+        rows.append({**_meta(post_id, k), "uri": f"s3://clips/media/{post_id}{suffix}"})
+    with fs.open("clips/dump/part-0.parquet", "wb") as f:
+        pq.write_table(_dump_table(rows, "uri"), f)
+    cfg = fast_config("s3://clips/dump/", "s3://video-lake/l",
+                      input={"path": "s3://clips/dump/", "storage_options": opts, "extra_columns": []},
+                      output={"path": "s3://video-lake/l", "storage_options": opts})
+    row = run_job_in_process(spark, cfg, run_id="s3")
+    assert row["n_scored"] == len(posts) and row["n_decode_error"] == 2
+    _check_lake("s3://video-lake/l", posts, delta_options(opts))
 
 
 @pytest.mark.slow
@@ -254,3 +391,63 @@ def test_job_scores_video_files_in_image_folders(spark, posts, tmp_path):  # noq
     assert by_name["video-mp4"].media_type == "video" and by_name["video-mp4"].n_frames == SECONDS
     assert by_name["video-webm"].n_faces == 1 and by_name["video-audio-only"].status == "decode_error"
     assert by_name["photo-face"].media_type == "image"
+
+
+VIDEO_CARDS = """Array.from(document.querySelectorAll('#gallery-video figure.video-post')).map(f => {
+  const strip = f.querySelector('div.chart.strip'), thumb = f.querySelector('img.thumb');
+  return {id: f.querySelector('.shot-meta code').textContent, drawn: !!(strip && strip.querySelector('svg.main-svg')),
+          x: strip && strip.data ? strip.data.map(t => t.x) : null, y: strip && strip.data ? strip.data.map(t => t.y) : null,
+          points: strip ? strip.querySelectorAll('.scatterlayer .point').length : 0,
+          thumb: thumb ? thumb.naturalWidth : 0, people: f.querySelectorAll('ol.faces li').length,
+          cams: Array.from(f.querySelectorAll('img.cam')).map(i => i.naturalWidth),
+          head: f.querySelector('.video-head').textContent.replace(/\\s+/g, ' ').trim()};
+})"""
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.browser
+@pytest.mark.timeout(1200)
+def test_dashboards_show_the_video_posts_in_chromium(bytes_lake, posts):
+    """The job's own render of the lake (jobs.campaign.job.render: thumbnails read back from the inline-bytes
+    dump, Grad-CAM with the job's model), opened in headless Chromium: the campaign page splits its posts into
+    photos and videos, shows each video post with the frame it sampled, its person and its emotion-over-time
+    strip (the faces rows' frame times and valences), and the index counts the videos; no console error,
+    every chart drawn, every image loaded."""
+    from _browser import CHARTS_DRAWN, PAGE_REPORT, Chromium, require_browser
+
+    from dashboards.paths import campaign_page_name
+    from jobs.campaign.config import job_config_from_dict
+    from jobs.campaign.job import render
+    from tests._spark import read_table
+
+    require_browser()
+    dump, lake, _ = bytes_lake
+    cfg = _config(dump, lake)
+    index = Path(render(job_config_from_dict({**cfg, "output": {**cfg["output"], "dashboards": True}})))
+    faces = read_table(f"{lake}/faces")
+    with Chromium() as chromium:
+        browser = chromium.new_page()
+        browser.goto((index.parent / campaign_page_name("launch")).as_uri())
+        assert browser.wait_for(CHARTS_DRAWN, timeout=60)
+        report = browser.evaluate(PAGE_REPORT)
+        assert browser.console_errors() == [] and report["xss"] is None
+        assert all(c["svg"] for c in report["charts"]) and all(i["ok"] for i in report["images"]), report
+        assert browser.evaluate("document.querySelector('.media-split').textContent") == "6 posts: 2 photos · 4 videos"
+        cards = {c["id"]: c for c in browser.evaluate(VIDEO_CARDS)}
+        assert sorted(cards) == ["video-mp4", "video-webm"]  # the videos with faces; not the broken ones
+        for post_id, card in cards.items():
+            mine = faces[faces.image_id == post_id].sort_values("frame_ms")
+            assert card["drawn"] and card["points"] == SECONDS and card["thumb"] > 0 and card["people"] == 1, card
+            assert card["x"] == [(mine.frame_ms / 1000).tolist()]
+            assert card["y"] == [pytest.approx(mine.valence.tolist())]
+            assert card["cams"] and all(w > 0 for w in card["cams"]), card  # Grad-CAM on the sampled frame
+            assert "3.0 s · 3 frame(s) scored · 1 person (tracks)" in card["head"], card["head"]
+        assert "a person in a video (a track across its frames) counts once" in report["text"]
+        browser.goto(index.as_uri())
+        assert browser.wait_for(CHARTS_DRAWN, timeout=60) and browser.console_errors() == []
+        assert "6 posts, 4 of them videos" in browser.evaluate(PAGE_REPORT)["text"]
+        col = browser.evaluate("Array.from(document.querySelectorAll('#campaign-table th'))"
+                               ".findIndex(th => th.textContent.trim() === 'Videos')")
+        assert browser.evaluate(f"document.querySelector('#campaign-table tbody tr').cells[{col}].textContent") == "4"
+        browser.close()

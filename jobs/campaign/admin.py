@@ -16,7 +16,7 @@ from jobs.campaign.lake import TABLES, Lake, in_predicates
 
 __all__ = ["AdminError", "ERASABLE", "maintain", "erase", "erased", "stale_campaigns"]
 
-ERASABLE = ("images", "faces", "campaigns")
+ERASABLE = ("images", "faces", "tracks", "campaigns")
 
 
 class AdminError(Exception):
@@ -84,7 +84,7 @@ def stale_campaigns(lake: Lake) -> set[str]:
 
 def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = (), reason: str,
           vacuum: bool = True, dry_run: bool = False) -> dict[str, Any]:
-    """Delete every row of these campaigns / images from images, faces and campaigns, and record a
+    """Delete every row of these campaigns / images from images, faces, tracks and campaigns, and record a
     tombstone in ``erasures`` first, so no later run scores them again (the dump may still hold them).
 
     vacuum: then VACUUM those tables with zero retention, so the deleted rows' files are gone from

@@ -23,7 +23,7 @@ __all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id"]
 
 FAIL_ENV = "SCORE_CAMPAIGN_FAIL_AT"  # crash-test hook of the recovery tests; not part of the product
 """Test hook: the driver exits (os._exit(3)) at this point of the commit protocol: after_write,
-after_manifest, after_faces_commit, after_images_commit, after_campaigns_commit."""
+after_manifest, after_faces_commit, after_tracks_commit, after_images_commit, after_campaigns_commit."""
 
 
 def _fail_point(name: str) -> None:
@@ -85,7 +85,7 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     import pyarrow as pa
 
     from fer_core.identity import legacy_scoring_id
-    from fer_core.tables import faces_schema
+    from fer_core.tables import faces_schema, tracks_schema
     from jobs.campaign.campaigns import recompute_campaigns
 
     run_id = manifest["run_id"]
@@ -94,6 +94,9 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     guard()
     lake.commit_files("faces", files["faces"], faces_schema(), run_id)
     _fail_point("after_faces_commit")
+    guard()
+    lake.commit_files("tracks", files.get("tracks", []), tracks_schema(), run_id)
+    _fail_point("after_tracks_commit")
     guard()
     lake.commit_files("images", files["images"], img_schema, run_id)
     _fail_point("after_images_commit")
@@ -206,7 +209,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
 
     from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import dedupe
-    from fer_core.tables import STATUSES, faces_schema, images_schema
+    from fer_core.tables import STATUSES, faces_schema, images_schema, tracks_schema
     from jobs.campaign.admin import erased, stale_campaigns
     from jobs.campaign.progress import Progress, format_summary
     from jobs.campaign.campaigns import gone_input_files, incomplete_campaigns
@@ -293,7 +296,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
                              detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill)
 
     counts: dict[str, int] = {}
-    files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": []}
+    files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": [], "tracks": []}
     t_score = time.monotonic()
     if n_todo:
         core = _per_task_threads(cfg.pipeline_config(), int(sc.getConf().get("spark.task.cpus", "1")))
@@ -311,6 +314,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             images_uri=lake.uri("images"), faces_uri=lake.uri("faces"),
             lake_options=dict(cfg.output.storage_options), target_file_rows=cfg.output.target_file_rows,
             images_schema=img_schema, faces_schema=faces_schema(), progress=progress.reporter,
+            tracks_uri=lake.uri("tracks"), tracks_schema=tracks_schema(),
         )
         with progress:
             ctx_df = score(todo, ctx, progress.accumulator)
@@ -351,11 +355,13 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     }
     lake.ensure("images", img_schema, ["campaign_id"])
     lake.ensure("faces", faces_schema(), ["campaign_id"])
+    lake.ensure("tracks", tracks_schema(), ["campaign_id"])
     guard()
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
     commit_run(spark, lake, manifest, guard)
     printable = {**run_row, "started_at": started, "finished_at": finished,
+                 "n_videos": counts.get("n_videos", 0), "n_tracks": counts.get("n_tracks", 0),
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)

@@ -6,9 +6,9 @@ Exactly-once protocol (one run = one run_id):
    removes them).
 2. The driver writes a manifest ``<lake>/_job/pending/<run_id>.json`` (the add actions of every table,
    the affected campaigns and the runs row) in one atomic put.
-3. It commits faces, images (``create_write_transaction`` + AddAction), then the campaign MERGE, then
-   the runs row; every commit carries the app transaction ``score_campaign:<run_id>``, and a table that
-   already has it is skipped. Then the manifest is deleted.
+3. It commits faces, tracks (video posts), images (``create_write_transaction`` + AddAction), then the
+   campaign MERGE, then the runs row; every commit carries the app transaction ``score_campaign:<run_id>``,
+   and a table that already has it is skipped. Then the manifest is deleted.
 4. Every run first replays pending manifests (``recover_pending``), so a run killed anywhere between
    2 and 3 is completed by the next one: no lost row, no duplicate (incremental skipping happens
    after recovery).
@@ -32,7 +32,7 @@ from jobs.campaign.lake_files import PARTITION, STATS_PROPERTY, STATS_TABLES, st
 __all__ = ["Lake", "APP_PREFIX", "TABLES", "delta_options", "in_predicates"]
 
 APP_PREFIX = "score_campaign:"
-TABLES = ("images", "faces", "campaigns", "runs")
+TABLES = ("images", "faces", "tracks", "campaigns", "runs")
 
 
 def _pa():
@@ -57,7 +57,7 @@ def delta_options(options: dict[str, str] | None) -> dict[str, str] | None:
 
 @dataclass
 class Lake:
-    """The four tables under one root (local dir or s3://bucket/prefix)."""
+    """The tables (TABLES) under one root (local dir or s3://bucket/prefix)."""
 
     root: str
     storage_options: dict[str, str] | None = None

@@ -1,4 +1,5 @@
-"""The executor side of the lake: Parquet files of the images and faces tables, with their Delta statistics.
+"""The executor side of the lake: Parquet files of the images, faces and tracks tables, with their Delta
+statistics.
 
 Runs inside Spark tasks (jobs/campaign/scoring.py), so it uses pyarrow and fsspec only: never
 deltalake, which must not be loaded in a process that Spark's Python daemon later forks. The driver
@@ -25,12 +26,12 @@ PARTITION = "campaign_id"
 STATS_COLUMNS = ("posted_at", "scored_at", "run_id", "status", "platform", "model_version", "detector_version",
                  "width", "height", "n_faces", "face_index", "det_score", "dominant_emotion", "emotion", "sentiment",
                  "valence", "scoring_id", *PROB_COLUMNS)
-"""Columns of the images and faces files whose min/max/nullCount go into the Delta log, so readers skip
+"""Columns of the images, faces and tracks files whose min/max/nullCount go into the Delta log, so readers skip
 files (by posted_at, run_id, status ...). Never image_id: an erased image's id would stay in the log's
 history; nor the dump's free text (caption, error, source, extra columns). Also the tables'
 ``delta.dataSkippingStatsColumns``, so delta-rs (compaction, deletes) writes no other column's stats."""
 STATS_PROPERTY = "delta.dataSkippingStatsColumns"
-STATS_TABLES = ("images", "faces")
+STATS_TABLES = ("images", "faces", "tracks")
 
 
 

@@ -3,7 +3,8 @@
 A thin closure around one predict function, as pyspark's ``predict_batch_udf`` is: per chunk of
 input rows, ``score_batches`` fetches the payloads (bytes, or a typed fetch error per row), calls the
 worker's FacePipeline (``score_images``: the one place that orders decode -> detect -> align ->
-classify -> sentiment), maps each ImageResult to table rows (``fer_core.tables.image_rows``) and writes
+classify -> sentiment), maps each ImageResult to table rows (``fer_core.tables.image_rows``, and for a
+video ``track_rows``) and writes
 them as Parquet files (``lake_files.write_part_files``); the driver commits the files' metadata.
 
 Models are built from weight bytes broadcast by the driver, once per Python worker, and kept in
@@ -16,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -117,6 +118,8 @@ class ScoringContext:
     images_schema: Any  # pyarrow schema of the images table
     faces_schema: Any
     progress: Any = None  # jobs.campaign.progress.ProgressReporter: live counts to the driver, or None
+    tracks_uri: str = ""  # the tracks table (video posts: one row per track); "" writes none (a fetch-only caller)
+    tracks_schema: Any = None
 
 
 # ---------------------------------------------------------------- fetch
@@ -176,21 +179,26 @@ def fetch_payloads(pdf, ctx: ScoringContext) -> list[Any]:
 
 
 class PartWriter:
-    """Images and faces rows of one task, written as Parquet files of about ``target_file_rows`` rows
+    """Images, faces and tracks rows of one task, written as Parquet files of about ``target_file_rows`` rows
     (lake_files.write_part_files), plus the run's counts; the driver commits the files' metadata."""
 
     def __init__(self, ctx: ScoringContext) -> None:
         self.ctx = ctx
         self.images: list[dict[str, Any]] = []
         self.faces: list[dict[str, Any]] = []
+        self.tracks: list[dict[str, Any]] = []
         self.files: list[dict[str, Any]] = []
         self.counts: Counter = Counter()
 
-    def add(self, image: dict[str, Any], faces: list[dict[str, Any]]) -> None:
+    def add(self, image: dict[str, Any], faces: list[dict[str, Any]], tracks: Sequence[dict[str, Any]] = ()) -> None:
         self.images.append(image)
         self.faces.extend(faces)
+        self.tracks.extend(tracks)
         self.counts[image["status"]] += 1
         self.counts["n_faces"] += len(faces)
+        self.counts["n_tracks"] += len(tracks)
+        if image.get("media_type") == "video":
+            self.counts["n_videos"] += 1
         for face in faces:  # the run's mix, for the closing summary
             self.counts[f"emotion:{face['emotion']}"] += 1
             self.counts[f"sentiment:{face['sentiment']}"] += 1
@@ -202,11 +210,14 @@ class PartWriter:
 
         ctx = self.ctx
         for table, rows, schema, uri in (("images", self.images, ctx.images_schema, ctx.images_uri),
-                                         ("faces", self.faces, ctx.faces_schema, ctx.faces_uri)):
+                                         ("faces", self.faces, ctx.faces_schema, ctx.faces_uri),
+                                         ("tracks", self.tracks, ctx.tracks_schema, ctx.tracks_uri)):
             if rows:
+                if not uri:
+                    raise ValueError(f"{len(rows)} {table} rows but the ScoringContext names no {table} table")
                 for meta in write_part_files(uri, rows, schema, ctx.run_id, ctx.lake_options):
                     self.files.append({"table": table, **meta, "counts": None})
-        self.images, self.faces = [], []
+        self.images, self.faces, self.tracks = [], [], []
 
     @property
     def n_images(self) -> int:
@@ -223,13 +234,14 @@ class PartWriter:
 
 def score_batches(batches: Iterator[Any], ctx: ScoringContext, meta_columns: list[str],
                   progress: Any = None) -> Iterator[Any]:
-    """mapInPandas body: input rows -> Parquet files of images and faces; yields their metadata rows.
+    """mapInPandas body: input rows -> Parquet files of images, faces and tracks; yields their metadata rows.
 
     Per chunk of ``ctx.detect_chunk`` rows: fetch the payloads, score them with the worker's one
     FacePipeline (``score_images``: decode, detect, align, classify, sentiment), turn each
-    ImageResult into rows (fer_core.tables.image_rows) and hand them to the writer.
+    ImageResult into rows (fer_core.tables.image_rows; a video's tracks: track_rows, from those faces
+    rows) and hand them to the writer.
     """
-    from fer_core.tables import image_rows
+    from fer_core.tables import image_rows, track_rows
 
     pipe = ctx.pipeline_fn()
     detector_version = pipe.detector.version
@@ -244,9 +256,10 @@ def score_batches(batches: Iterator[Any], ctx: ScoringContext, meta_columns: lis
             results = pipe.score_images(fetch_payloads(chunk, ctx))
             scored_at = pd.Timestamp.now(tz="UTC")
             for meta, result in zip(chunk[meta_columns].to_dict("records"), results):
-                writer.add(*image_rows(result, meta, model_version=ctx.model_version,
-                                       detector_version=detector_version, run_id=ctx.run_id, scored_at=scored_at,
-                                       sentiment=pipe.sentiment_config, scoring_id=ctx.scoring_id))
+                image, faces = image_rows(result, meta, model_version=ctx.model_version,
+                                          detector_version=detector_version, run_id=ctx.run_id, scored_at=scored_at,
+                                          sentiment=pipe.sentiment_config, scoring_id=ctx.scoring_id)
+                writer.add(image, faces, track_rows(faces, run_id=ctx.run_id))
     writer.flush()
     if progress is not None:
         progress.add(writer.n_images)
