@@ -21,7 +21,8 @@ def image_record(name: str, result: ImageResult, scoring_id: str | None = None) 
     """The JSON object of one image: image, status, error, width, height, media_type (image | video),
     duration_s, n_frames (frames scored), scoring_id (fer_core.identity: the job writes the same string
     on its rows for the same config), faces[box, score, landmarks, probabilities{7}, emotion,
-    sentiment, valence, frame_ms, track_id, quality]; numbers rounded for reading. A video's faces are one
+    sentiment, valence, frame_ms, track_id, quality], tracks (a video's: track_id, first_ms, last_ms,
+    n_frames, probabilities{7}, emotion, sentiment, valence, quality; null for a photo); numbers rounded. A video's faces are one
     per face per sampled frame, frame_ms its time and track_id the person (both null for photos)."""
     faces = []
     for fr in result.faces:
@@ -46,7 +47,22 @@ def image_record(name: str, result: ImageResult, scoring_id: str | None = None) 
     duration = None if result.duration_s is None else round(float(result.duration_s), 3)
     return {"image": name, "status": result.status, "error": result.error,
             "width": result.width, "height": result.height, "media_type": result.media_type,
-            "duration_s": duration, "n_frames": result.n_frames, "scoring_id": scoring_id, "faces": faces}
+            "duration_s": duration, "n_frames": result.n_frames, "scoring_id": scoring_id, "faces": faces,
+            "tracks": _tracks(result)}
+
+
+def _tracks(result: ImageResult) -> list[dict[str, Any]] | None:
+    """A video's tracks (one person across its sampled frames), by the rule the job's tracks table and
+    campaign KPIs use (fer_core.kpis.video_tracks); None for a photo."""
+    if result.media_type != "video":
+        return None
+    from fer_core.tables import image_rows, track_rows
+
+    _, faces = image_rows(result, {}, model_version="", detector_version="", run_id="", scored_at=None)
+    return [{"track_id": t["track_id"], "first_ms": t["first_ms"], "last_ms": t["last_ms"], "n_frames": t["n_frames"],
+             "probabilities": {e: round(float(t[f"p_{e}"]), 4) for e in EMOTIONS}, "emotion": t["emotion"],
+             "sentiment": t["sentiment"], "valence": round(float(t["valence"]), 4), "quality": t["quality"]}
+            for t in track_rows(faces)]
 
 
 def json_document(records: Sequence[dict[str, Any]]) -> str:

@@ -75,7 +75,7 @@ def test_json_annotate_explain_and_a_bad_file(photo, tmp_path):
     assert abs(sum(face["probabilities"].values()) - 1.0) < 1e-3
     assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
     assert face["sentiment"] in ("positive", "neutral", "negative") and -1 <= face["valence"] <= 1
-    assert doc[1]["faces"] == [] and doc[1]["error"]
+    assert doc[1]["faces"] == [] and doc[1]["error"] and good["tracks"] is None  # a photo has no tracks
 
     annotated = decode_png(ann / "astronaut_annotated.png")
     assert annotated.shape == (512, 512, 3)
@@ -161,6 +161,12 @@ def test_predict_a_video_clip_prints_its_frames_and_one_track(clip, capsys):
     assert {f["track_id"] for f in doc["faces"]} == {0}
     xs = [f["box"][0] for f in doc["faces"]]
     assert xs == sorted(xs) and xs[-1] - xs[0] > 150  # the box follows the face across the frame
+    (track,) = doc["tracks"]  # the one person, summarised as the job's tracks table does
+    assert (track["track_id"], track["first_ms"], track["last_ms"], track["n_frames"]) == (0, 0, 2000, 3)
+    mean = {e: sum(f["probabilities"][e] for f in doc["faces"]) / 3 for e in EMOTIONS}
+    assert track["probabilities"] == pytest.approx(mean, abs=1e-3)
+    assert track["emotion"] == max(mean, key=mean.get)
+    assert track["valence"] == pytest.approx(sum(f["valence"] for f in doc["faces"]) / 3, abs=1e-3)
 
     assert main(["predict", str(clip), "--no-tta"]) == 0
     out = capsys.readouterr().out
