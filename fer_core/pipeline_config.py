@@ -48,8 +48,6 @@ class DetectorOptions:
     nms_iou: float | None = None
     small_face_px: int | None = None  # size-dependent threshold: faces under this many px ...
     small_face_threshold: float | None = None  # ... must score this instead of score_threshold
-    refine_below_px: int | None = None  # second, finer pass around faces under this many px as detected ...
-    refine_scale: float | None = None  # ... enlarged this much over the first pass (DetectorConfig says how)
     engine: str | None = None  # retinaface only: auto | tflite | tf
 
     def __post_init__(self) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +48,6 @@ from fer_core.weights import (
 )
 
 STRIDE = 32  # the graph's largest feature stride: input sides must be multiples of it
-SHAPE_INTERPRETERS = 4  # TFLite interpreters kept per detector graph, one per recent input shape
 GRAPH_SCORE_FLOOR = 0.5  # the graph's own NMS drops faces scoring below this
 ENGINES = ("auto", "tflite", "tf")
 
@@ -124,20 +122,14 @@ def tflite_model(graph_bytes: bytes, sha256: str, cache_dir: Path | None = None)
 
 
 class TFLiteGraph:
-    """The converted graph in TensorFlow Lite interpreters (XNNPACK), one per input shape, up to ``shapes``.
+    """The converted graph in a TensorFlow Lite interpreter (XNNPACK), resized when the input size changes.
 
-    Changing an interpreter's input shape re-plans its tensors (~20 ms on 2 cores, against 50-300 ms for
-    an invoke; bench/bench_detection_pr.py), and a job's photos come in a few sizes (the social platforms'
-    1080x1080, 1080x1350, 1080x1920...), so each of the ``shapes`` most recent shapes keeps its own
-    interpreter (least recently used is dropped; 1 gives one interpreter resized on every change).
     TFLite's non-max suppression returns a fixed-size output padded with copies of one low-scoring
     anchor where TensorFlow's returns only the kept faces; dropping rows under the graph's own score
     floor gives back exactly TensorFlow's rows. Not thread-safe: callers hold the detector's lock.
-    The graph's NMS runs over the whole input batch and its rows do not say which image they came from,
-    so one invoke takes one image.
     """
 
-    def __init__(self, model: bytes, threads: int | None = None, shapes: int = SHAPE_INTERPRETERS) -> None:
+    def __init__(self, model: bytes, threads: int | None = None) -> None:
         import tensorflow as tf
 
         if threads is None:  # follow the process's TF setting (the job sets 1 thread per Spark worker);
@@ -152,38 +144,22 @@ class TFLiteGraph:
                     "detector.engine 'tflite' needs tf.lite.Interpreter, which this TensorFlow lacks; "
                     "pip install ai-edge-litert, or set detector.engine: tf"
                 ) from e
-        self._new = lambda: interpreter_cls(model_content=model, num_threads=threads)
-        self._max_shapes = max(1, int(shapes))
-        self._by_shape: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self.threads = threads
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice, once per process
-            self._spare = self._new()  # fail here (not at the first image) where TFLite cannot load
-        self._input = self._spare.get_input_details()[0]["index"]
-        self._output = self._spare.get_output_details()[0]["index"]
-
-    def _interpreter_for(self, shape: tuple[int, ...]) -> Any:
-        interpreter = self._by_shape.pop(shape, None)
-        if interpreter is None:
-            if self._spare is not None:
-                interpreter, self._spare = self._spare, None
-            elif len(self._by_shape) >= self._max_shapes:
-                interpreter = self._by_shape.popitem(last=False)[1]  # the least recently used, re-planned
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    interpreter = self._new()
-            interpreter.resize_tensor_input(self._input, shape)
-            interpreter.allocate_tensors()
-        self._by_shape[shape] = interpreter  # most recently used last
-        return interpreter
+            self._interpreter = interpreter_cls(model_content=model, num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
 
     def __call__(self, padded: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(padded[None], np.float32)
-        interpreter = self._interpreter_for(x.shape)
-        interpreter.set_tensor(self._input, x)
-        interpreter.invoke()
-        rows = interpreter.get_tensor(self._output).reshape(-1, 16)
+        if x.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, x.shape)
+            self._interpreter.allocate_tensors()
+            self._shape = x.shape
+        self._interpreter.set_tensor(self._input, x)
+        self._interpreter.invoke()
+        rows = self._interpreter.get_tensor(self._output).reshape(-1, 16)
         return rows[rows[:, 15] >= GRAPH_SCORE_FLOOR]
 
 
@@ -221,7 +197,12 @@ def pad_to_stride(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
 class RetinaFaceDetector(Detector):
     """RetinaFace-MobileNetV2: boxes, 5 landmarks and a calibrated-ish score per face."""
 
-    default_config = DetectorConfig(score_threshold=0.9, min_face_size=20, max_side=1024, nms_iou=0.4)
+    # Chosen from bench/bench_detection_pr.py's curve (README "Detection policy"): faces under 96 px keep
+    # RetinaFace's own floor (0.5), larger ones need 0.9. Below 0.9 the extra false positives were all
+    # large boxes (pets, textures), while true faces under ~100 px often score 0.5-0.9: the rule found the
+    # most faces with no more false positives per image than the old flat 0.9.
+    default_config = DetectorConfig(score_threshold=0.9, min_face_size=20, max_side=1024, nms_iou=0.4,
+                                    small_face_px=96, small_face_threshold=GRAPH_SCORE_FLOOR)
     option_choices = {"engine": ENGINES}
 
     def __init__(self, config: DetectorConfig | None = None, *, weights_bytes: bytes | None = None,
