@@ -46,6 +46,8 @@ class DetectorOptions:
     min_face_size: int | None = None
     max_side: int | None = None
     nms_iou: float | None = None
+    small_face_px: int | None = None  # size-dependent threshold: faces under this many px ...
+    small_face_threshold: float | None = None  # ... must score this instead of score_threshold
     engine: str | None = None  # retinaface only: auto | tflite | tf
 
     def __post_init__(self) -> None:

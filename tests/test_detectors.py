@@ -92,7 +92,9 @@ def test_batch_keeps_order_and_handles_empty(retina: Detector) -> None:
 def test_thresholds_filter(retina: Detector) -> None:
     img = astronaut()
     assert create_detector("retinaface", min_face_size=150, weights_bytes=_graph_bytes()).detect([img]) == [[]]
-    assert create_detector("retinaface", score_threshold=1.0, weights_bytes=_graph_bytes()).detect([img]) == [[]]
+    # her ~93-px face is under the default small_face_px (96), so the small-face threshold governs it
+    assert create_detector("retinaface", score_threshold=1.0, small_face_threshold=1.0,
+                           weights_bytes=_graph_bytes()).detect([img]) == [[]]
 
 
 def _graph_bytes() -> bytes:
@@ -263,3 +265,69 @@ def test_detector_contract(name: str) -> None:
         assert lm_finite.all() or not lm_finite.any()  # all known or all NaN
     best = xywh_to_xyxy(results[0][0].box)
     assert iou(best, np.asarray(ASTRONAUT_FACE_XYXY)) > 0.5
+
+
+# ---------------------------------------------------------------- the detection policy (bench/bench_detection_pr.py)
+
+
+def test_default_policy_is_the_measured_size_dependent_threshold() -> None:
+    cfg = RetinaFaceDetector.default_config
+    assert (cfg.score_threshold, cfg.small_face_px, cfg.small_face_threshold) == (0.9, 96, 0.5)
+    assert (cfg.max_side, cfg.min_face_size, cfg.nms_iou) == (1024, 20, 0.4)
+    assert DetectorConfig().small_face_px == 0  # the generic default stays one flat threshold (Haar's too)
+    assert create_detector("haar").config.small_face_px == 0
+
+
+def _small_lfw_face(index: int = 1, px: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """One of scikit-image's LFW faces (25x25 grey, shipped) enlarged to ``px`` with a mirrored border of
+    a third of that for context, on a grey 640x480 photo: a soft, small face like a crowd's. Returns the
+    RGB image and the face's box (x1, y1, x2, y2)."""
+    import cv2
+    from skimage import data
+
+    grey = (np.clip(data.lfw_subset()[index], 0, 1) * 255).astype(np.uint8)
+    face = cv2.resize(grey, (px, px), interpolation=cv2.INTER_CUBIC)
+    border = px // 3
+    face = cv2.copyMakeBorder(face, border, border, border, border, cv2.BORDER_REFLECT_101)
+    canvas = np.full((480, 640), 128, np.uint8)
+    canvas[100:100 + face.shape[0], 200:200 + face.shape[1]] = face
+    x, y = 200 + border, 100 + border
+    return np.repeat(canvas[..., None], 3, axis=2), np.array([x, y, x + px, y + px], np.float64)
+
+
+def test_a_small_face_the_old_flat_threshold_dropped_is_found_now(retina: Detector) -> None:
+    """A soft 40-px face scores between the graph's floor and 0.9 (0.65 on TFLite): the old default (one
+    flat 0.9) dropped it; the size-dependent default keeps it, boxed where it is."""
+    image, box = _small_lfw_face()
+    old = create_detector("retinaface", score_threshold=0.9, small_face_px=0)
+    assert old.detect([image]) == [[]]
+    (face,) = retina.detect([image])[0]
+    assert 0.5 <= face.score < 0.9 and min(face.box[2:]) < 96
+    assert iou(xywh_to_xyxy(face.box), box) > 0.3  # the benchmark's rule; the crop is tighter than a box
+
+
+def test_size_dependent_threshold_applies_below_small_face_px_only() -> None:
+    """The astronaut's face box is ~93 px on its shorter side: the small-face threshold governs it only
+    when small_face_px is above that, and score_threshold governs it otherwise."""
+    img = astronaut()
+    graph = _graph_bytes()
+
+    def found(**cfg) -> int:
+        return len(create_detector("retinaface", weights_bytes=graph, **cfg).detect([img])[0])
+
+    assert found(score_threshold=1.0, small_face_px=200, small_face_threshold=0.5) == 1  # small rule: kept
+    assert found(score_threshold=1.0, small_face_px=60, small_face_threshold=0.5) == 0  # large: 1.0 drops it
+    assert found(score_threshold=0.5, small_face_px=200, small_face_threshold=1.0) == 0  # small rule drops it
+    assert found(score_threshold=0.5, small_face_px=0, small_face_threshold=1.0) == 1  # 0: off
+
+
+@pytest.mark.parametrize("key,value", [("small_face_px", -1), ("small_face_px", 1.5), ("small_face_px", True),
+                                       ("small_face_threshold", 1.5), ("small_face_threshold", "low")])
+def test_policy_options_are_validated_naming_the_key(key, value) -> None:
+    with pytest.raises(ConfigError, match=rf"detector\.{key} must be"):
+        create_detector("retinaface", **{key: value})
+    from fer_core.config import load_dataclass
+    from fer_core.pipeline_config import InferenceConfig
+
+    with pytest.raises(ConfigError, match=rf"detector\.{key}"):  # when a config file is read, before loading
+        load_dataclass(InferenceConfig, {"detector": {key: value}})

@@ -94,7 +94,7 @@ def test_schedules_run_a_shipped_config():
 # Every pipeline section, with a value other than its default for every key.
 SECTIONS = {
     "detector": {"name": "retinaface", "score_threshold": 0.8, "min_face_size": 30, "max_side": 800,
-                 "nms_iou": 0.3, "engine": "tf"},
+                 "nms_iou": 0.3, "small_face_px": 64, "small_face_threshold": 0.6, "engine": "tf"},
     "model": {"name": "fer-vgg@4", "tta": False, "batch_size": 32},
     "sentiment": {"weights": {"happy": 1.0, "surprise": 0.5, "neutral": 0.0, "sad": -0.5, "fear": -0.5,
                               "angry": -1.0, "disgust": -1.0},

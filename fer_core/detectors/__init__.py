@@ -39,8 +39,9 @@ def list_detectors() -> list[str]:
 def create_detector(name: str = "retinaface", *, config: DetectorConfig | None = None, **cfg: Any) -> Detector:
     """Build a detector by name.
 
-    ``cfg`` keys that are DetectorConfig fields (score_threshold, min_face_size, max_side, nms_iou)
-    override the family's defaults; any other key goes to the family's constructor (e.g.
+    ``cfg`` keys that are DetectorConfig fields (score_threshold, min_face_size, max_side, nms_iou,
+    small_face_px, small_face_threshold) override the family's defaults; any other key goes to the
+    family's constructor (e.g.
     ``weights_bytes=`` or ``engine=`` for retinaface). Unknown names or keys raise ConfigError listing
     the valid ones.
     """

@@ -27,12 +27,17 @@ class DetectorConfig:
     max_side: detect on a copy downscaled so its long side <= max_side (speed, bounded memory);
         boxes are mapped back. 0 disables downscaling.
     nms_iou: suppress a box overlapping a higher-scoring one by more than this IoU.
+    small_face_px, small_face_threshold: a face whose shorter box side is below small_face_px ORIGINAL
+        pixels must score at least small_face_threshold instead of score_threshold (a size-dependent
+        threshold: RetinaFace scores small faces lower). 0 turns it off.
     """
 
     score_threshold: float = 0.9
     min_face_size: int = 20
     max_side: int = 1024
     nms_iou: float = 0.4
+    small_face_px: int = 0
+    small_face_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -40,6 +45,9 @@ class DetectorConfig:
             "min_face_size": (int, lambda v: v >= 0, "an integer >= 0 (pixels)"),
             "max_side": (int, lambda v: v == 0 or v >= 32, "0 (no downscaling) or an integer >= 32"),
             "nms_iou": (float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
+            "small_face_px": (int, lambda v: v >= 0, "an integer >= 0 (pixels; 0 turns the size-dependent "
+                                                      "threshold off)"),
+            "small_face_threshold": (float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
         }
         for key, (kind, ok, what) in checks.items():
             value = getattr(self, key)
@@ -140,11 +148,13 @@ class Detector(abc.ABC):
         boxes = np.asarray(det.boxes, np.float64) / scale
         scores = np.asarray(det.scores, np.float64)
         lms = np.asarray(det.landmarks, np.float64) / scale
-        ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (scores >= cfg.score_threshold)
+        ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        ok &= (np.minimum(bw, bh) >= max(cfg.min_face_size, 1e-6))
+        short = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        threshold = np.where(short < cfg.small_face_px, cfg.small_face_threshold, cfg.score_threshold)
+        with np.errstate(invalid="ignore"):  # NaN boxes/scores are already out (ok)
+            ok &= (scores >= threshold) & (short >= max(cfg.min_face_size, 1e-6))
         idx = np.flatnonzero(ok)
         if idx.size == 0:
             return []

@@ -197,7 +197,12 @@ def pad_to_stride(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
 class RetinaFaceDetector(Detector):
     """RetinaFace-MobileNetV2: boxes, 5 landmarks and a calibrated-ish score per face."""
 
-    default_config = DetectorConfig(score_threshold=0.9, min_face_size=20, max_side=1024, nms_iou=0.4)
+    # Chosen from bench/bench_detection_pr.py's curve (README "Detection policy"): faces under 96 px keep
+    # RetinaFace's own floor (0.5), larger ones need 0.9. Below 0.9 the extra false positives were all
+    # large boxes (pets, textures), while true faces under ~100 px often score 0.5-0.9: the rule found the
+    # most faces with no more false positives per image than the old flat 0.9.
+    default_config = DetectorConfig(score_threshold=0.9, min_face_size=20, max_side=1024, nms_iou=0.4,
+                                    small_face_px=96, small_face_threshold=GRAPH_SCORE_FLOOR)
     option_choices = {"engine": ENGINES}
 
     def __init__(self, config: DetectorConfig | None = None, *, weights_bytes: bytes | None = None,
