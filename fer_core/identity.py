@@ -1,11 +1,11 @@
 """The scoring identity: one string that names everything which changes a face's numbers.
 
 Two rows carry the same ``scoring_id`` only if they were scored alike: the same model weights
-(``model_version``) with or without flip TTA, the same detector weights and policy (score threshold,
-largest side, smallest face, NMS), the same sentiment rule, video sampling, quality cut-offs and size
+(``model_version``) with or without flip TTA, the same detector weights and policy (score threshold and
+the lower one for faces under ``small_face_px``, largest side, smallest face, NMS), the same sentiment rule, video sampling, quality cut-offs and size
 limits. It is readable first and exact second::
 
-    fer-vgg@5+tta/retinaface@0.9,1024px,min20/1b0a631a
+    fer-vgg@5+tta/retinaface@0.9,<96px:0.5,1024px,min20/fa674399
 
 the model (``+tta`` when on), the detector and its policy, then the first 8 hex digits of a sha256
 over all of the above (``scoring_hash``), so that two identities that read alike but differ in, say,
@@ -54,7 +54,9 @@ def scoring_id(cfg: Any, model_version: str, detector_version: str) -> str:
     """The readable scoring identity of a pipeline config (an ``InferenceConfig`` or the job's
     ``JobConfig``) whose model and detector resolved to these versions."""
     det = cfg.detector.resolved()
-    policy = (f"{_num(det.score_threshold)},{_num(det.max_side)}px,min{_num(det.min_face_size)}"
+    small = getattr(det, "small_face_px", 0) or 0  # a size-dependent threshold: faces under N px need less
+    threshold = _num(det.score_threshold) + (f",<{small}px:{_num(det.small_face_threshold)}" if small else "")
+    policy = (f"{threshold},{_num(det.max_side)}px,min{_num(det.min_face_size)}"
               if det.name == "retinaface" else f"min{_num(det.min_face_size)}")
     model = model_version + ("+tta" if cfg.model.tta else "")
     return f"{model}/{det.name}@{policy}/{scoring_hash(cfg, model_version, detector_version)}"

@@ -188,7 +188,7 @@ def test_the_scoring_identity_changes_with_everything_that_changes_a_face_and_no
 
     base = InferenceConfig()
     sid = scoring_id(base, "fer-vgg@5", "rf-1")
-    assert sid.startswith("fer-vgg@5+tta/retinaface@0.9,1024px,min20/") and len(sid.rsplit("/", 1)[1]) == 8
+    assert sid.startswith("fer-vgg@5+tta/retinaface@0.9,<96px:0.5,1024px,min20/") and len(sid.rsplit("/", 1)[1]) == 8
     same = [dataclasses.replace(base, model=ModelOptions(batch_size=512)),
             dataclasses.replace(base, runtime=RuntimeConfig(intra_threads=1, inter_threads=1)),
             dataclasses.replace(base, detector=DetectorOptions(score_threshold=0.9))]  # the default, stated
@@ -197,10 +197,12 @@ def test_the_scoring_identity_changes_with_everything_that_changes_a_face_and_no
     other = [dataclasses.replace(base, model=ModelOptions(tta=False)),
              dataclasses.replace(base, detector=DetectorOptions(score_threshold=0.5)),
              dataclasses.replace(base, detector=DetectorOptions(max_side=1280)),
+             dataclasses.replace(base, detector=DetectorOptions(small_face_px=0)),  # the old flat 0.9
              dataclasses.replace(base, sentiment=SentimentConfig(weights=weights))]
     ids = {scoring_id(c, "fer-vgg@5", "rf-1") for c in other} | {scoring_id(base, "fer-vgg@6", "rf-1"),
                                                                  scoring_id(base, "fer-vgg@5", "rf-2")}
-    assert len(ids) == 6 and sid not in ids
+    assert len(ids) == 7 and sid not in ids
+    assert scoring_id(other[-2], "fer-vgg@5", "rf-1").startswith("fer-vgg@5+tta/retinaface@0.9,1024px,min20/")
     shipped = {scoring_id(load_job_config(REPO / "conf" / f"{n}.yaml"), "fer-vgg@5", "rf-1")
                for n in ("default", "s3", "folders")}
     assert shipped == {sid}
