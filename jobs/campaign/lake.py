@@ -201,19 +201,26 @@ class Lake:
             return 0
         return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in in_predicates("campaign_id", campaigns))
 
-    def drop_superseded_fetch_errors(self, image_ids: list[str], model_version: str, run_id: str) -> int:
-        """Delete the earlier fetch_error rows of images this run fetched again (its own rows stay).
+    def drop_superseded_fetch_errors(self, image_ids: list[str], scoring_id: str, run_id: str) -> int:
+        """Delete the earlier fetch_error rows, by ``scoring_id``, of images this run fetched again (its own
+        rows stay). A ``<model_version>~legacy`` identity (a manifest from before identities) names the rows
+        without scoring_id of that model version.
 
         Runs after this run's images commit, so every id has a newer row; idempotent, so a replay
         after a crash is safe. Returns how many rows were deleted.
         """
+        from fer_core.identity import LEGACY_SUFFIX
+
         dt = self.table("images")
         if not image_ids or dt is None:
             return 0
+        if scoring_id.endswith(LEGACY_SUFFIX):
+            mine = f"scoring_id IS NULL AND model_version = {_sql_literal(scoring_id[:-len(LEGACY_SUFFIX)])}"
+        else:
+            mine = f"scoring_id = {_sql_literal(scoring_id)}"
         deleted = 0
         for ids in in_predicates("image_id", image_ids):
-            predicate = (f"status = 'fetch_error' AND model_version = {_sql_literal(model_version)} "
-                         f"AND run_id <> {_sql_literal(run_id)} AND {ids}")
+            predicate = f"status = 'fetch_error' AND {mine} AND run_id <> {_sql_literal(run_id)} AND {ids}"
             deleted += int(dt.delete(predicate).get("num_deleted_rows", 0) or 0)
         return deleted
 
