@@ -223,8 +223,16 @@ def identity_rows(lake: Lake, images: pa.Table, current: str | None) -> list[dic
 
 
 def _shown(lake: Lake, images: pa.Table) -> tuple[dict, list[dict]]:
-    rows = identity_rows(lake, images, current_identity(lake))
-    return shown_identities(rows, current_identity(lake)), rows
+    current = current_identity(lake)
+    rows = identity_rows(lake, images, current)
+    return shown_identities(rows, current), rows
+
+
+def _by_campaign(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["campaign_id"], []).append(r)
+    return out
 
 
 def _keep_shown(images: pa.Table, faces: pa.Table, shown: dict) -> tuple[pa.Table, pa.Table]:
@@ -259,13 +267,14 @@ def load_current(lake: Lake) -> tuple[pa.Table, pa.Table]:
 def scoring(shown: dict, rows: list[dict]) -> pa.Table:
     """Per campaign: the identity shown, the current one, and the current one's coverage."""
     out = []
+    per = _by_campaign(rows)
     for campaign, info in shown.items():
         mine = info["current_row"] or {}
-        n_all = max((r["n_images_all"] for r in rows if r["campaign_id"] == campaign), default=0)
+        theirs = per.get(campaign, [])
         out.append({"campaign_id": campaign, "shown": info["shown"], "current": info["current"],
                     "complete": info["complete"], "current_n_images": mine.get("n_images", 0),
-                    "n_images_all": n_all, "current_n_gone": mine.get("n_images_gone", 0),
-                    "n_identities": sum(1 for r in rows if r["campaign_id"] == campaign)})
+                    "n_images_all": max((r["n_images_all"] for r in theirs), default=0),
+                    "current_n_gone": mine.get("n_images_gone", 0), "n_identities": len(theirs)})
     schema = pa.schema([("campaign_id", pa.string()), ("shown", pa.string()), ("current", pa.string()),
                         ("complete", pa.bool_()), ("current_n_images", pa.int64()), ("n_images_all", pa.int64()),
                         ("current_n_gone", pa.int64()), ("n_identities", pa.int64())])
@@ -277,15 +286,23 @@ def identity_comparison(images: pa.Table, faces: pa.Table, shown: dict, rows: li
     the share of them (with faces under both) whose dominant emotion agrees, and each identity's emotion
     and sentiment shares and net sentiment over those images only (fer_core.kpis), so that a model
     change can be told from a real change. The older one is the other identity with the most images."""
-    out = []
+    per = _by_campaign(rows)
+    pairs: dict = {}  # campaign -> (older identity, current identity): campaigns under an upgrade only
     for campaign, info in shown.items():
         current = info["current"]
-        others = [r for r in rows if r["campaign_id"] == campaign and r["scoring_id"] != current]
-        if current is None or info["current_row"] is None or not others:
-            continue
-        old = max(others, key=lambda r: (r["n_images"], r["scoring_id"]))["scoring_id"]
-        mine = images.filter(pc.and_(pc.equal(images["campaign_id"], campaign),
-                                     pc.is_in(images["status"], pa.array(SCORED_STATUSES))))
+        others = [r for r in per.get(campaign, []) if r["scoring_id"] != current]
+        if current is not None and info["current_row"] is not None and others:
+            pairs[campaign] = (max(others, key=lambda r: (r["n_images"], r["scoring_id"]))["scoring_id"], current)
+    wanted = pa.array(sorted(pairs), images.schema.field("campaign_id").type)
+    looked = images.filter(pc.and_(pc.is_in(images["campaign_id"], wanted),
+                                   pc.is_in(images["status"], pa.array(SCORED_STATUSES))))
+    images_of = split_by_campaign(looked)  # one filter of each table, then a slice per campaign
+    faces_of = split_by_campaign(faces.filter(pc.is_in(faces["campaign_id"], wanted.cast(faces.schema.field(
+        "campaign_id").type))))
+    out = []
+    for campaign, (old, current) in pairs.items():
+        mine = images_of.get(campaign, looked.slice(0, 0))
+        campaign_faces = faces_of.get(campaign, faces.slice(0, 0))
         a = mine.filter(pc.equal(mine["scoring_id"], old))
         b = mine.filter(pc.equal(mine["scoring_id"], current))
         common = pc.unique(pc.filter(a["image_id"], pc.is_in(a["image_id"], b["image_id"])))
@@ -294,7 +311,8 @@ def identity_comparison(images: pa.Table, faces: pa.Table, shown: dict, rows: li
         pair = {}
         for name, ident, table in (("old", old, a), ("new", current, b)):
             imgs = table.filter(pc.is_in(table["image_id"], common))
-            fcs = faces.filter(pc.and_(pc.equal(faces["scoring_id"], ident), pc.is_in(faces["image_id"], common)))
+            fcs = campaign_faces.filter(pc.and_(pc.equal(campaign_faces["scoring_id"], ident),
+                                                pc.is_in(campaign_faces["image_id"], common)))
             (k,) = campaign_kpis(imgs, fcs).to_pylist() or [{}]
             pair[name] = (imgs, k)
         dom = {name: dict(zip(t["image_id"].to_pylist(), zip(t["dominant_emotion"].to_pylist(), t["n_faces"].to_pylist())))

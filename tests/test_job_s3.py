@@ -41,17 +41,23 @@ def s3_endpoint(tmp_path_factory):
                 os.environ[k] = v
 
 
-def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
+def moto_buckets(endpoint: str, *buckets: str):
+    """Create ``buckets`` on the moto server; returns (the job's storage options for it, an s3fs client)."""
     import boto3
-    import pyarrow.parquet as pq
     import s3fs
 
-    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    for bucket in ("dumps", "lake"):
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for bucket in buckets:
         s3.create_bucket(Bucket=bucket)
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1"}
+    return opts, s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint})
+
+
+def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
+    import pyarrow.parquet as pq
+
+    opts, fs = moto_buckets(s3_endpoint, "dumps", "lake")
 
     info = make_dump(tmp_path / "s", n_images=4, days=1, mode="uri", seed=5)
     for part in sorted((tmp_path / "s" / "dump").rglob("*.parquet")):

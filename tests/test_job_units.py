@@ -293,13 +293,13 @@ def test_superseded_fetch_errors_are_dropped_with_quoted_ids(tmp_path):
     from jobs.campaign.lake import Lake
 
     ids = ["plain", "it's", "x' OR '1'='1", "keep-me"]
-    rows = [  # (image_id, status, run_id, model_version)
+    rows = [  # (image_id, status, run_id, scoring_id)
         ("plain", "fetch_error", "r1", "m@1"), ("plain", "ok", "r2", "m@1"),
         ("it's", "fetch_error", "r1", "m@1"), ("it's", "fetch_error", "r2", "m@1"),
         ("x' OR '1'='1", "fetch_error", "r1", "m@1"),
         ("keep-me", "fetch_error", "r1", "m@1"), ("plain", "fetch_error", "r1", "other@2"),
     ]
-    table = pa.table({k: [r[i] for r in rows] for i, k in enumerate(("image_id", "status", "run_id", "model_version"))})
+    table = pa.table({k: [r[i] for r in rows] for i, k in enumerate(("image_id", "status", "run_id", "scoring_id"))})
     write_deltalake(str(tmp_path / "images"), table)
     lake = Lake(str(tmp_path))
     assert lake.drop_superseded_fetch_errors(ids[:3], "m@1", "r2") == 3

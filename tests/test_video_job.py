@@ -342,18 +342,11 @@ def test_job_scores_video_uris_into_a_lake_written_before_video_columns(spark, p
 def test_job_scores_video_uris_on_s3(spark, posts, s3_endpoint):  # noqa: F811
     """The dump on (moto) S3, its URIs pointing at the photo and video files in its bucket, the lake on S3:
     the same rows as a local dump (PyAV decodes the bytes fetched from S3 in memory)."""
-    import boto3
-    import s3fs
-
     from jobs.campaign.lake import delta_options
     from tests._spark import fast_config, run_job_in_process
+    from tests.test_job_s3 import moto_buckets
 
-    opts = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    for bucket in ("clips", "video-lake"):
-        s3.create_bucket(Bucket=bucket)
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3_endpoint})
+    opts, fs = moto_buckets(s3_endpoint, "clips", "video-lake")
     rows = []
     for k, (post_id, (suffix, data)) in enumerate(posts.items()):
         fs.pipe(f"clips/media/{post_id}{suffix}", data)

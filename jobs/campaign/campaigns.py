@@ -52,12 +52,12 @@ def gone_input_files(spark, lake: Lake, campaigns: list[str], scoring_id: str,
     """The input files (dump or image files) of the images in ``campaigns`` that ``scoring_id`` has not
     scored and that no longer exist: those images can never be rescored by it (a dump past its
     retention). One existence check per distinct file, on the driver, 16 at a time; nothing is opened.
-    During no upgrade every image has the identity, and nothing is checked."""
+    The caller skips it between upgrades (``Lake.only_identity``), when every image has the identity."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pyspark.sql import functions as F
 
-    if not campaigns or lake.only_identity(scoring_id):  # between upgrades: nothing to look for
+    if not campaigns:
         return []
     images = lake.spark_read(spark, "images", ["image_id", "scoring_id", "input_file"], campaigns)
     if images is None:

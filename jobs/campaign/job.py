@@ -246,6 +246,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     todo = dedupe(df)
     retried: list[str] = []
     n_backlog = n_backfill = 0
+    steady = lake.only_identity(sid)  # between upgrades (the Delta log's statistics say so): no backlog
     existing = _scored_images(spark, lake)
     if existing is not None:
         mine = existing.where(F.col("scoring_id") == sid)
@@ -258,7 +259,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             mine = mine.where((F.col("status") != "fetch_error") | refused_again)
         mine = mine.select("image_id").distinct()
         todo = todo.join(mine, "image_id", "left_anti")
-        if lake.only_identity(sid):  # between upgrades (the Delta log's statistics say so): no backlog
+        if steady:
             n_new = ids.join(mine, "image_id", "left_anti").count()
         else:  # the upgrade backlog: images of the input that only other (older) identities scored
             older = existing.where(F.col("scoring_id") != sid).select("image_id").distinct().join(mine, "image_id",
@@ -346,7 +347,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     manifest = {
         "run_id": run_id, "model_version": model_version, "scoring_id": sid, "files": files, "retried": retried,
         # input files of these campaigns' images that sid has not scored and that are gone (past retention)
-        "gone_files": gone_input_files(spark, lake, campaigns, sid, dict(cfg.input.storage_options) or None),
+        "gone_files": [] if steady else gone_input_files(spark, lake, campaigns, sid,
+                                                         dict(cfg.input.storage_options) or None),
         # campaign mix adjustment (fer_core.quantify): the model's profile for this run's TTA setting
         "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
         "sentiment_groups": cfg.sentiment.groups,
