@@ -9,7 +9,9 @@ kept in ``<out>/labels.parquet`` (image_id, face_index, x, y, w, h, emotion, emo
 Each photo is a generated or shipped background with 0-3 faces composited at varied scales,
 flipped, rotated, colour-jittered and feathered in; several campaigns, days, platforms and captions;
 plus a few bad inputs (truncated JPEG, zero bytes, random bytes, a huge-dimension PNG header, a
-null image cell, a duplicate image_id, and in uri mode a missing URI).
+null image cell, a duplicate image_id, and in uri mode a missing URI). With ``--n-videos`` (default 3)
+some posts are short H.264 MP4 clips (a slow camera pan over 1-2 composited faces, encoded by FFmpeg
+through PyAV), so the demo exercises the video path: sampled frames, tracks, the video gallery.
 
 Layout: <out>/dump/date=YYYY-MM-DD/part-00000.parquet (mode bytes: ``image`` binary column; mode
 uri: ``uri`` column pointing at <out>/images/...; mode folders: <out>/folders/campaign_id=X/*.jpg).
@@ -37,7 +39,7 @@ if __package__ in (None, ""):
 from fer_core.labels import EMOTIONS  # noqa: E402 (after the path set-up, so the script runs from anywhere)
 
 __all__ = ["FacePatch", "composite_faces", "builtin_face_patches", "fer_face_patches", "make_background",
-           "write_dump", "huge_png_header", "main"]
+           "write_dump", "pan_clip", "huge_png_header", "main"]
 
 CAMPAIGNS = ("summer_sale", "eco_launch", "city_marathon")
 PLATFORMS = ("instagram", "x", "tiktok", "facebook")
@@ -223,6 +225,30 @@ def composite_faces(
     return np.clip(img, 0, 255).astype(np.uint8), boxes
 
 
+def pan_clip(patches: Sequence[FacePatch], rng: np.random.Generator, *, canvas: tuple[int, int] = (480, 640),
+             face_px: tuple[int, int] = (60, 200), seconds: float = 4.0, fps: int = 10, pan_px: int = 96) -> bytes:
+    """An MP4 (H.264) of ``seconds``: the camera pans ``pan_px`` across a scene of ``patches`` composited by
+    ``composite_faces``, so each face moves steadily through the frames, as in a handheld post."""
+    import av
+
+    h, w = (v - v % 2 for v in canvas)  # yuv420p needs even sides
+    scene, _ = composite_faces(patches, rng, canvas=(h, w + pan_px), face_px=face_px, rotate=8.0)
+    n = max(1, int(round(seconds * fps)))
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(n):
+            x = round(pan_px * i / max(1, n - 1))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(scene[:, x:x + w]), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------- bad inputs
 
 
@@ -258,6 +284,7 @@ def write_dump(
     usage: str = "PublicTest",
     bad: bool = True,
     start: dt.date = dt.date(2024, 6, 1),
+    n_videos: int = 0,
 ) -> dict[str, object]:
     """Write the dump (see module doc); returns a summary dict (paths, counts)."""
     import pyarrow as pa
@@ -288,6 +315,17 @@ def write_dump(
             "platform": PLATFORMS[int(rng.integers(0, len(PLATFORMS)))],
             "caption": CAPTIONS[int(rng.integers(0, len(CAPTIONS)))].format(c=campaign, d=day + 1),
             "likes": int(rng.integers(0, 5000)), "data": _jpeg(img, int(rng.integers(80, 96))),
+        })
+    for i in range(n_videos):  # video posts: 1-2 faces each, in every campaign in turn
+        day = i % days
+        chosen = [patches[int(j)] for j in rng.integers(0, len(patches), 1 + i % 2)]
+        posted = dt.datetime.combine(start + dt.timedelta(days=day), dt.time(), dt.timezone.utc) + dt.timedelta(
+            seconds=int(rng.integers(0, 86400)))
+        rows_by_day[day].append({
+            "image_id": f"{start + dt.timedelta(days=day):%Y%m%d}-video-{i:03d}",
+            "campaign_id": CAMPAIGNS[i % len(CAMPAIGNS)], "posted_at": posted, "platform": "tiktok",
+            "caption": f"Our #{CAMPAIGNS[i % len(CAMPAIGNS)]} reel, day {day + 1}", "likes": int(rng.integers(0, 20000)),
+            "data": pan_clip(chosen, rng, canvas=canvas, face_px=face_px), "suffix": ".mp4",
         })
     n_bad = 0
     if bad:
@@ -320,7 +358,7 @@ def write_dump(
             for r in rows:
                 if r["data"] is None or r["data"] == "MISSING":
                     continue
-                p = dump_dir / f"campaign_id={r['campaign_id']}" / f"{r['image_id']}.jpg"
+                p = dump_dir / f"campaign_id={r['campaign_id']}" / f"{r['image_id']}{r.get('suffix', '.jpg')}"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(r["data"])
                 n_rows += 1
@@ -332,7 +370,7 @@ def write_dump(
                 elif r["data"] is None:
                     r["uri"] = None
                 else:
-                    p = out / "images" / f"date={date}" / f"{r['image_id']}-{n_rows}.jpg"
+                    p = out / "images" / f"date={date}" / f"{r['image_id']}-{n_rows}{r.get('suffix', '.jpg')}"
                     p.parent.mkdir(parents=True, exist_ok=True)
                     p.write_bytes(r["data"])
                     r["uri"] = str(p.resolve())
@@ -358,7 +396,7 @@ def write_dump(
     if labelled:
         labels_path = out / "labels.parquet"
         pq.write_table(pa.Table.from_pylist(labels), labels_path)
-    return {"dump": str(dump_dir), "rows": n_rows, "images": n_images, "bad": n_bad, "days": days,
+    return {"dump": str(dump_dir), "rows": n_rows, "images": n_images, "videos": n_videos, "bad": n_bad, "days": days,
             "labels": str(labels_path) if labels_path else None}
 
 
@@ -366,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="sample_data", help="output folder (default sample_data)")
     p.add_argument("--n-images", type=int, default=120)
+    p.add_argument("--n-videos", type=int, default=3, help="video posts (short MP4 clips) among them (default 3)")
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--mode", choices=("bytes", "uri", "folders"), default="bytes")
     p.add_argument("--size", default="640x480", help="photo size WxH (default 640x480)")
@@ -376,8 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     info = write_dump(args.out, n_images=args.n_images, days=args.days, mode=args.mode, seed=args.seed,
-                      canvas=(h, w), fer_csv=args.fer_csv, usage=args.usage, bad=not args.no_bad)
-    print(f"sample dump: {info['dump']} ({info['rows']} rows: {info['images']} photos, {info['bad']} bad inputs, "
+                      canvas=(h, w), fer_csv=args.fer_csv, usage=args.usage, bad=not args.no_bad,
+                      n_videos=args.n_videos)
+    print(f"sample dump: {info['dump']} ({info['rows']} rows: {info['images']} photos, {info['videos']} videos, "
+          f"{info['bad']} bad inputs, "
           f"{info['days']} days)" + (f"; labels: {info['labels']}" if info["labels"] else ""))
     return 0
 

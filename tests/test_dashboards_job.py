@@ -71,6 +71,23 @@ def test_job_output_renders_and_opens(job_site):
                 assert "corrected for the model's confusions" in legend, (path.name, legend)
                 adjusted_pages += 1
         assert adjusted_pages >= 1
+        # the sample dump's video posts (make_sample_dump --n-videos, 3 by default): one images row each with
+        # its sampled frames, one track per person, drawn in the Video posts gallery with an emotion strip
+        lake_root = job_site.parent
+        videos = DeltaTable(str(lake_root / "images")).to_pyarrow_table(
+            columns=["image_id", "media_type", "status", "n_frames"]).to_pylist()
+        videos = [v for v in videos if v["media_type"] == "video"]
+        assert len(videos) == 3 and all(v["status"] == "ok" and v["n_frames"] >= 3 for v in videos), videos
+        tracks = DeltaTable(str(lake_root / "tracks")).to_pyarrow_table(columns=["image_id"]).column("image_id")
+        assert set(tracks.to_pylist()) == {v["image_id"] for v in videos}
+        cards = 0
+        for path in pages:
+            browser.goto(path.resolve().as_uri())
+            browser.wait_for(CHARTS_DRAWN, timeout=30)
+            cards += browser.evaluate("document.querySelectorAll('#gallery-video figure.video-post').length")
+            assert browser.evaluate("Array.from(document.querySelectorAll('#gallery-video .chart.strip'))"
+                                    ".every(c => c.querySelector('svg.main-svg'))"), path.name  # each strip drawn
+        assert cards == 3
         # thumbnails came from the inline-bytes dump through the job's image_bytes_loader
         thumbs = list((job_site / "thumbs").rglob("*.jpg"))
         assert thumbs, "no gallery thumbnails were written"
