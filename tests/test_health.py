@@ -218,3 +218,32 @@ def test_the_crontab_runs_the_job_through_the_logging_lock():
     backfill = [line for line in jobs if line not in hourly]
     assert len(backfill) == 1 and " conf/schedule/locked /tmp/score_campaign.lock " in backfill[0]
     assert " --backfill-max " in backfill[0] and "--since" not in backfill[0]
+
+
+def test_a_person_in_a_video_counts_once_in_the_health_figures(tmp_path):
+    """A run of one photo (one happy face) and one video (one sad person over three sampled frames): the
+    health mix and faces per image count the person once, as the KPIs do; the detector's mean is per frame."""
+    from jobs.campaign.health import run_metrics
+
+    lake = Lake(str(tmp_path / "lake"))
+    run_id, posted = "run-v", dt.datetime(2024, 6, 1, tzinfo=UTC)
+    base = {c: None for c in images_schema().names}
+    images = [{**base, "image_id": "photo", "campaign_id": "c", "status": "ok", "posted_at": posted, "n_faces": 1,
+               "media_type": "image", "model_version": "m@1", "scoring_id": "s", "run_id": run_id},
+              {**base, "image_id": "video", "campaign_id": "c", "status": "ok", "posted_at": posted, "n_faces": 1,
+               "media_type": "video", "n_frames": 3, "model_version": "m@1", "scoring_id": "s", "run_id": run_id}]
+
+    def face(image_id: str, k: int, emotion: str, det: float, frame_ms=None, track_id=None) -> dict:
+        return {**{c: None for c in faces_schema().names}, "image_id": image_id, "campaign_id": "c", "face_index": k,
+                "det_score": det, "emotion": emotion, "sentiment": "positive" if emotion == "happy" else "negative",
+                "valence": 1.0 if emotion == "happy" else -1.0, "quality": "good", "face_px": 80.0,
+                "frame_ms": frame_ms, "track_id": track_id, "run_id": run_id, "model_version": "m@1",
+                "scoring_id": "s", **{f"p_{e}": float(e == emotion) for e in EMOTIONS}}
+
+    faces = [face("photo", 0, "happy", 1.0)] + [face("video", k, "sad", 0.8, 1000 * k, 0) for k in range(3)]
+    for name, rows, schema in (("images", images, images_schema()), ("faces", faces, faces_schema())):
+        lake.commit_files(name, write_part_files(lake.uri(name), rows, schema, run_id, None), schema, run_id)
+    m = run_metrics(lake, run_id, posted + dt.timedelta(hours=1), 1.0)
+    assert m["n_faces"] == 2 and m["faces_per_image"] == pytest.approx(1.0)
+    assert m["share_happy"] == pytest.approx(0.5) and m["share_sad"] == pytest.approx(0.5)
+    assert m["mean_det_score"] == pytest.approx((1.0 + 3 * 0.8) / 4)

@@ -2,7 +2,8 @@
 
 After a run commits, ``record_health`` reads back the run's own rows (a run_id filter: the Delta
 statistics let it open this run's files only), computes images/s, statuses, error share, faces per
-image, mean detector confidence, the emotion mix and the lag between the newest ``posted_at`` and the
+image and the emotion mix (of faces as the KPIs count them: a video's track once), mean detector
+confidence (per detection), and the lag between the newest ``posted_at`` and the
 run's end, compares them with the median of the trailing runs (``health:`` thresholds in the config),
 and writes them three ways: a row of the ``health`` Delta table (next to the ``runs`` row; the index
 dashboard shows the latest), ``<lake>/_job/health/<run_id>.json``, and a Prometheus textfile
@@ -16,6 +17,7 @@ import json
 import statistics
 from typing import Any, Iterable, TextIO
 
+from fer_core.kpis import counted_faces
 from fer_core.labels import EMOTIONS
 from fer_core.tables import SCORED_STATUSES, STATUSES, health_schema
 
@@ -33,14 +35,17 @@ def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    def rows(name: str, columns: list[str]):
+    def rows(name: str, columns: list[str] | None):
         table = lake.table(name)
         if table is None:
             return None
         return table.to_pyarrow_dataset().to_table(columns=columns, filter=ds.field("run_id") == run_id)
 
     images = rows("images", ["status", "posted_at"])
-    faces = rows("faces", ["det_score", "emotion"])
+    frames = rows("faces", None)  # a run's rows: small; counted_faces needs the track and probability columns
+    # faces as the KPIs count them: a person in a video (a track across its frames) once, not once per frame;
+    # the detector's mean score stays per detection (a detector-health figure)
+    faces = counted_faces(frames) if frames is not None and frames.num_rows else frames
     statuses = {s: 0 for s in STATUSES}
     newest = None
     if images is not None and images.num_rows:
@@ -59,7 +64,7 @@ def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float
         **{f"n_{s}": n for s, n in statuses.items()}, "n_faces": n_faces, "images_per_s": float(images_per_s),
         "error_share": 1 - decoded / n_scored if n_scored else None,
         "faces_per_image": n_faces / decoded if decoded else None,
-        "mean_det_score": pc.mean(faces["det_score"]).as_py() if n_faces else None,
+        "mean_det_score": pc.mean(frames["det_score"]).as_py() if n_faces else None,
         **{f"share_{e}": (mix[e] / n_faces if n_faces else None) for e in EMOTIONS},
         "newest_posted_at": newest,
         "lag_s": (finished_at - newest).total_seconds() if newest is not None else None,
