@@ -12,8 +12,8 @@ For each history size H, in one Spark session (local[2], as a warm scheduler wou
    recompute;
 3. catch-up: one run over the whole dump (0 new images), which lets the job record what it consumed;
 4. measured: a run with 0 new images, then a run after a new dump file with ``--new`` photos arrived.
-   Each prints its wall time, the job's phase times (``runs`` row ``phase_s``: listing, skip, scoring,
-   commit, recompute, dashboards) and peak RSS of the driver (this Python process) and of driver + JVM +
+   Each prints its wall time (run_job, then the dashboards' render as jobs/score_campaign.py does), the
+   job's phase times (run_job's ``phases``: listing, read, skip, scoring, commit, recompute; and dashboards) and peak RSS of the driver (this Python process) and of driver + JVM +
    Python workers (psutil, every 0.25 s).
 At the end: the fixed cost (the 0-new run's wall time) at each size over the smallest size's (the issue's
 goal: under 2x from 1k to 1M rows), and the 100-new run's.
@@ -103,15 +103,19 @@ def run(spark, dump: Path, lake: Path, detector: str, label: str) -> dict:
     import io
 
     from jobs.campaign.config import job_config_from_dict
-    from jobs.campaign.job import run_job
+    from jobs.campaign.job import render, run_job
 
     cfg = job_config_from_dict(job_config(dump, lake, detector))
     with PeakRss() as rss:
         t = time.perf_counter()
         row = run_job(spark, cfg, out=io.StringIO())
-        wall = time.perf_counter() - t
-    phases = row.get("phase_s") or {}
-    text = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) or "(the job records no phase times)"
+        t_render = time.perf_counter()
+        render(cfg)  # as jobs/score_campaign.py does after the run
+        t_end = time.perf_counter()
+    wall = t_end - t
+    phases = {k.removesuffix("_s"): v for k, v in (row.get("phases") or {}).items()}
+    phases["dashboards"] = t_end - t_render
+    text = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
     print(f"  {label}: {wall:.1f}s, {row.get('n_scored', 0)} scored; {text}; peak RSS driver "
           f"{rss.driver / 2**20:.0f} MiB, driver+JVM+workers {rss.total / 2**20:.0f} MiB", flush=True)
     return {"wall": wall, "phases": phases, "driver": rss.driver, "total": rss.total, "row": row}
