@@ -1,0 +1,190 @@
+"""Re-renders into the same folder (dashboards.cache): gallery files kept by (image, scoring identity) and
+their inputs, pages of campaigns a run did not touch left as they are, and the result always the same as a
+from-scratch render of the same lake. Real Delta tables (tests/_dash_fixtures.py), real files."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+import _dash_fixtures as fx
+from dashboards.cache import GALLERY_MANIFEST, PAGE_FINGERPRINTS
+from dashboards.paths import campaign_page_name, gallery_asset_base, inside
+from dashboards.render import render_dashboards
+
+TOUCHED = fx.DEFAULT_CAMPAIGNS[0].campaign_id
+RENDERED = re.compile(r"Rendered \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+
+
+class CountingLoader:
+    """The sample's image_bytes_loader, counting the images it was asked for."""
+
+    def __init__(self, sample: fx.SampleLake) -> None:
+        self.sample, self.calls = sample, []
+
+    def __call__(self, image_id: str, source: str | None) -> bytes | None:
+        self.calls.append(image_id)
+        return self.sample.loader(image_id, source)
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def thumbs(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in (out / "thumbs").rglob("*.jpg")}
+
+
+def pages(out: Path) -> dict[str, str]:
+    """Every HTML page with its render time blanked (the one thing a from-scratch render changes)."""
+    return {p.name: RENDERED.sub("Rendered <time>", p.read_text(encoding="utf-8")) for p in out.glob("*.html")}
+
+
+def render(sample: fx.SampleLake, out: Path, **kw) -> CountingLoader:
+    loader = CountingLoader(sample)
+    render_dashboards(str(sample.root), str(out), gradcam=False, image_bytes_loader=loader, **kw)
+    return loader
+
+
+def append_run(sample: fx.SampleLake, tmp: Path, campaign_id: str, run_id: str = "run-20261129-touch") -> None:
+    """One more job run that scored 6 new images (with faces, files on disk) of ``campaign_id`` only."""
+    spec = fx.CampaignSpec(campaign_id, 6, fx._mood(happy=3.0), no_face=1, days=2)
+    images, faces, _, _ = fx.build_tables((spec,), tmp / "new-images", seed=11, n_runs=1)
+    images["image_id"] = [f"new-{i}" for i in images["image_id"]]
+    faces["image_id"] = [f"new-{i}" for i in faces["image_id"]]
+    later = dt.datetime(2026, 11, 29, 3, 0, tzinfo=fx.UTC)
+    images["run_id"] = [run_id] * len(images["image_id"])
+    images["scored_at"] = [later + dt.timedelta(seconds=k) for k in range(len(images["image_id"]))]
+    faces["run_id"] = [run_id] * len(faces["image_id"])
+    write_deltalake(str(sample.root / "images"), pa.Table.from_pydict(images, schema=fx.IMAGES_SCHEMA), mode="append")
+    write_deltalake(str(sample.root / "faces"), pa.Table.from_pydict(faces, schema=fx.FACES_SCHEMA), mode="append")
+    run = {"run_id": run_id, "started_at": later, "finished_at": later, "status": "succeeded", "model_version": fx.MODEL,
+           "detector_version": fx.DETECTOR, "scoring_id": fx.SCORING, "n_input": 6}
+    write_deltalake(str(sample.root / "runs"), pa.Table.from_pylist([run], schema=fx.RUNS_SCHEMA), mode="append")
+
+
+@pytest.fixture
+def sample(tmp_path) -> fx.SampleLake:
+    return fx.make_sample_lake(tmp_path / "dash")
+
+
+def test_a_second_render_draws_no_gallery_image_and_rewrites_no_campaign_page(sample, tmp_path):
+    out = tmp_path / "site"
+    first = render(sample, out)
+    assert len(first.calls) > 30  # every campaign with faces has gallery picks
+    before, html = mtimes(out), pages(out)
+    again = render(sample, out)
+    assert again.calls == []
+    after = mtimes(out)
+    for name, mtime in before.items():
+        if name.startswith("thumbs/") and name.endswith(".jpg") or name.startswith("campaign-"):
+            assert after[name] == mtime, f"{name} was rewritten"
+    assert after["index.html"] != before["index.html"]  # the index is always rewritten
+    assert pages(out) == html and set(after) == set(before)
+
+
+def test_a_run_touching_one_campaign_rewrites_only_its_page_and_equals_a_from_scratch_render(sample, tmp_path):
+    out = tmp_path / "site"
+    render(sample, out)
+    before = mtimes(out)
+    append_run(sample, tmp_path, TOUCHED)
+    touched = render(sample, out)
+    after = mtimes(out)
+    rewritten = {n for n in after if n.startswith("campaign-") and after[n] != before.get(n)}
+    assert rewritten == {campaign_page_name(TOUCHED)}
+    assert touched.calls and all(i.startswith(("img-00-", "new-")) for i in touched.calls)  # its gallery only
+    assert "run-20261129-touch" in (out / campaign_page_name(TOUCHED)).read_text(encoding="utf-8")
+    assert "run-20261129-touch" in (out / "index.html").read_text(encoding="utf-8")
+
+    scratch = tmp_path / "scratch"
+    render(sample, scratch, incremental=False)
+    assert pages(out) == pages(scratch)
+    assert thumbs(out) == thumbs(scratch)
+    for name in thumbs(out):
+        assert (out / name).read_bytes() == (scratch / name).read_bytes(), name
+    assert (out / "campaigns.csv").read_text() == (scratch / "campaigns.csv").read_text()
+
+
+def test_a_new_scoring_identity_redraws_the_gallery_and_drops_the_old_files(sample, tmp_path):
+    out = tmp_path / "site"
+    render(sample, out)
+    old = thumbs(out)
+    rows = fx.build_tables(fx.DEFAULT_CAMPAIGNS, tmp_path / "again")  # the same rows, scored by another identity
+    images = pa.Table.from_pydict(rows[0], schema=fx.IMAGES_SCHEMA)
+    rescored = images.set_column(images.schema.get_field_index("scoring_id"), "scoring_id",
+                                 pa.array(["fer-mini-xception@25.10.3/other"] * images.num_rows))
+    rescored = rescored.set_column(rescored.schema.get_field_index("run_id"), "run_id",
+                                   pa.array(["run-rescore"] * images.num_rows))
+    write_deltalake(str(sample.root / "images"), rescored, mode="append")
+    faces = pa.Table.from_pydict(rows[1], schema=fx.FACES_SCHEMA)
+    faces = faces.set_column(faces.schema.get_field_index("scoring_id"), "scoring_id",
+                             pa.array(["fer-mini-xception@25.10.3/other"] * faces.num_rows))
+    write_deltalake(str(sample.root / "faces"), faces, mode="append")
+    later = dt.datetime(2026, 11, 30, 3, 0, tzinfo=fx.UTC)
+    run = {"run_id": "run-rescore", "started_at": later, "finished_at": later, "status": "succeeded",
+           "model_version": fx.MODEL, "scoring_id": "fer-mini-xception@25.10.3/other"}
+    write_deltalake(str(sample.root / "runs"), pa.Table.from_pylist([run], schema=fx.RUNS_SCHEMA), mode="append")
+
+    again = render(sample, out)
+    new = thumbs(out)
+    assert len(again.calls) == len(new) > 0  # every pick drawn again, under its new identity's name
+    assert not new & old and not any((out / name).exists() for name in old)
+    picked = {n.rsplit("/", 1)[0] for n in new}
+    assert picked <= {n.rsplit("/", 1)[0] for n in old}  # the same campaigns' folders
+
+
+def test_a_blurred_render_redraws_every_file_an_unblurred_one_left(sample, tmp_path):
+    out = tmp_path / "site"
+    render(sample, out)
+    before = mtimes(out)
+    blurred = render(sample, out, blur_faces=True)
+    after = mtimes(out)
+    jpgs = [n for n in after if n.startswith("thumbs/") and n.endswith(".jpg")]
+    assert len(blurred.calls) == len(jpgs) > 0
+    assert all(after[n] != before.get(n) for n in jpgs)
+    assert render(sample, out, blur_faces=True).calls == []  # and blurred files are reused by a blurred render
+
+
+def test_a_malformed_or_forged_manifest_only_costs_a_redraw(sample, tmp_path):
+    out = tmp_path / "site"
+    render(sample, out)
+    manifest = out / "thumbs" / GALLERY_MANIFEST
+    data = json.loads(manifest.read_text())
+    base, entry = next(iter(data["entries"].items()))
+    data["entries"].update({base: {**entry, "overlays": 3},  # claims overlays that were never drawn
+                            "../../../etc/passwd": entry, "thumbs/x/y": {"key": 1}})
+    manifest.write_text(json.dumps(data))
+    (out / PAGE_FINGERPRINTS).write_text("{not json")
+    (out / "thumbs" / "stray.jpg").write_bytes(b"left by someone")
+    again = render(sample, out)
+    assert len(again.calls) == 1  # only the entry whose files are not all there
+    assert not (out / "thumbs" / "stray.jpg").exists()
+    kept = json.loads(manifest.read_text())["entries"]
+    assert "../../../etc/passwd" not in kept and "thumbs/x/y" not in kept
+    assert (out / campaign_page_name(TOUCHED)).is_file()
+
+
+def test_gallery_file_names_of_hostile_ids_stay_in_their_folder():
+    names = {gallery_asset_base(c, i, s) for c in fx.HOSTILE_IDS for i in fx.HOSTILE_IDS for s in (fx.SCORING, None, "")}
+    assert len(names) == len(fx.HOSTILE_IDS) ** 2 * 2  # None and "" are the same identity, nothing else collides
+    for name in names:
+        assert re.fullmatch(r"thumbs/[a-z0-9-]+-[0-9a-f]{10}/[a-z0-9-]+-[0-9a-f]{16}", name), name
+        inside(Path("/tmp/out"), name + ".jpg")  # raises if it resolves outside
+    assert gallery_asset_base("c", "i", "a") != gallery_asset_base("c", "i", "b")
+
+
+def test_a_from_scratch_render_makes_the_same_files_as_a_cached_one(sample, tmp_path):
+    """The old way (everything drawn and written) and the new way give the same site."""
+    out = tmp_path / "site"
+    render(sample, out)
+    render(sample, out)
+    scratch = tmp_path / "scratch"
+    render(sample, scratch, incremental=False)
+    assert pages(out) == pages(scratch)
+    assert sorted(p.name for p in out.glob("*.html")) == sorted(p.name for p in scratch.glob("*.html"))
+    assert thumbs(out) == thumbs(scratch)
