@@ -11,7 +11,9 @@ a fresh Python process (peak RSS = that process's ru_maxrss):
 * ``again``: the same folder, nothing changed in the lake;
 * ``touched``: after one more run appended to one campaign.
 
-Prints wall time, peak RSS, and how many thumbnails / pages were (re)written (files whose mtime moved).
+Prints wall time (and of it: aggregate.compute, which reads every images and faces row of the columns
+the figures need; the gallery, which reads and draws the picks), peak RSS, and how many images were
+loaded and thumbnails / pages (re)written (files whose mtime moved).
 Grad-CAM is off (no TensorFlow on this 2-core box; an overlay costs a model call per face on top).
 """
 from __future__ import annotations
@@ -149,11 +151,24 @@ def _render_child(lake: str, out: str, max_gallery: int) -> None:
     import dashboards.render as render_module
 
     render_module.load_rgb = counting
+    phases = {"aggregate_s": 0.0, "gallery_s": 0.0}
+
+    def timed(name, fn):
+        def run(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                phases[name] += time.perf_counter() - t
+        return run
+
+    render_module.aggregate.compute = timed("aggregate_s", render_module.aggregate.compute)
+    render_module._gallery_cards = timed("gallery_s", render_module._gallery_cards)
     t0 = time.perf_counter()
     render_dashboards(lake, out, gradcam=False, max_gallery=max_gallery)
     wall = time.perf_counter() - t0
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_rss_mib": rss_mib, "images_loaded": loads["n"]}))
+    print(json.dumps({"wall_s": wall, "peak_rss_mib": rss_mib, "images_loaded": loads["n"], **phases}))
 
 
 def _snapshot(out: Path) -> dict[str, int]:
@@ -184,8 +199,8 @@ def main() -> None:
     if args.child:
         _render_child(args.child[0], args.child[1], int(args.child[2]))
         return
-    print(f"{'faces rows':>10} {'render':>8} {'wall s':>7} {'peak RSS MiB':>12} {'images loaded':>13} "
-          f"{'thumbs written':>14} {'pages written':>13}")
+    print(f"{'faces rows':>10} {'render':>8} {'wall s':>7} {'aggregate s':>11} {'gallery s':>9} {'peak RSS MiB':>12} "
+          f"{'images loaded':>13} {'thumbs written':>14} {'pages written':>13}")
     with tempfile.TemporaryDirectory(prefix="bench-dash-") as tmp:
         sources = _source_files(Path(tmp) / "sources")
         for n_faces in args.faces:
@@ -199,7 +214,8 @@ def main() -> None:
                                                 first_id=n_images, campaigns=[0]))
                 r = measure(lake, out, args.max_gallery)
                 rows.append(r)
-                print(f"{n_faces:>10,} {label:>8} {r['wall_s']:>7.2f} {r['peak_rss_mib']:>12.0f} "
+                print(f"{n_faces:>10,} {label:>8} {r['wall_s']:>7.2f} {r['aggregate_s']:>11.2f} {r['gallery_s']:>9.2f} "
+                      f"{r['peak_rss_mib']:>12.0f} "
                       f"{r['images_loaded']:>13} {r['thumbs_written']:>14} "
                       f"{r['pages_written']:>6} of {r['n_pages']:<4}", flush=True)
             print(f"{'':>10} again/first wall: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x", flush=True)

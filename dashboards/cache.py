@@ -46,9 +46,28 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+FLOAT_DIGITS = 10
+"""Significant digits a fingerprint keeps of a float: pyarrow's threaded means sum in any order, so the
+same lake gives figures that differ in the last bits from one render to the next."""
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float rounded to FLOAT_DIGITS significant digits (dataclasses as dicts)."""
+    if isinstance(value, float):
+        return float(f"{value:.{FLOAT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _rounded(dataclasses.asdict(value))
+    return value
+
+
 def fingerprint(*parts: Any) -> str:
-    """A stable sha256 of JSON-able parts (dict order is kept: the same inputs give the same order)."""
-    text = json.dumps(parts, default=_plain, ensure_ascii=False, allow_nan=True)
+    """A stable sha256 of JSON-able parts (dict order is kept: the same inputs give the same order; floats
+    to FLOAT_DIGITS digits)."""
+    text = json.dumps(_rounded(parts), default=_plain, ensure_ascii=False, allow_nan=True)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -188,3 +188,16 @@ def test_a_from_scratch_render_makes_the_same_files_as_a_cached_one(sample, tmp_
     assert pages(out) == pages(scratch)
     assert sorted(p.name for p in out.glob("*.html")) == sorted(p.name for p in scratch.glob("*.html"))
     assert thumbs(out) == thumbs(scratch)
+
+
+def test_a_fingerprint_ignores_float_noise_but_not_a_real_change():
+    """pyarrow's threaded means differ in the last bits between renders of one lake (partitioned tables):
+    that alone must not rewrite a page; a change in the sixth digit must."""
+    from dashboards.cache import fingerprint
+    from dashboards.thumbnails import GalleryImage
+
+    page = {"y": [-0.29002607995690355, 0.1], "gi": GalleryImage("a", thumb="t.jpg"), "when": dt.date(2026, 1, 2)}
+    noisy = {"y": [-0.2900260799569036, 0.1], "gi": GalleryImage("a", thumb="t.jpg"), "when": dt.date(2026, 1, 2)}
+    assert fingerprint(page) == fingerprint(noisy)
+    assert fingerprint(page) != fingerprint({**page, "y": [-0.290027, 0.1]})
+    assert fingerprint(page) != fingerprint({**page, "gi": GalleryImage("a", thumb=None)})
