@@ -123,6 +123,9 @@ class GalleryCache:
             entry = GalleryEntry.parse(value)
             if isinstance(base, str) and entry is not None:
                 self._old[base] = entry
+        # Gone from disk until finish() writes this render's: a render that dies after overwriting a file
+        # (say unblurred over blurred) must not leave a manifest vouching for the old drawing.
+        (thumbs / GALLERY_MANIFEST).unlink(missing_ok=True)
         self._new: dict[str, GalleryEntry] = {}
         self._used: set[Path] = set()
         self.n_made = 0

@@ -201,3 +201,50 @@ def test_a_fingerprint_ignores_float_noise_but_not_a_real_change():
     assert fingerprint(page) == fingerprint(noisy)
     assert fingerprint(page) != fingerprint({**page, "y": [-0.290027, 0.1]})
     assert fingerprint(page) != fingerprint({**page, "gi": GalleryImage("a", thumb=None)})
+
+
+def test_a_render_that_dies_midway_leaves_no_manifest_vouching_for_overwritten_files(sample, tmp_path, monkeypatch):
+    """A blurred site, then an unblurred render that fails after drawing: the next blurred render must draw
+    again rather than trust the old manifest for files that are now unblurred."""
+    from dashboards import render as render_module
+
+    out = tmp_path / "site"
+    render(sample, out, blur_faces=True)
+
+    def boom(*a, **kw):
+        raise RuntimeError("killed after the gallery")
+
+    monkeypatch.setattr(render_module.GalleryCache, "finish", lambda self, keep=(): boom())
+    with pytest.raises(RuntimeError):
+        render(sample, out, blur_faces=False)
+    monkeypatch.undo()
+    assert not (out / "thumbs" / GALLERY_MANIFEST).exists()
+    again = render(sample, out, blur_faces=True)
+    assert len(again.calls) == len(thumbs(out)) > 0
+
+
+def test_cli_from_scratch_redraws_everything(sample, tmp_path):
+    from dashboards.__main__ import main
+
+    out = tmp_path / "site"
+    assert main(["render", "--tables", str(sample.root), "--out", str(out), "--no-gradcam"]) == 0
+    before = mtimes(out)
+    assert main(["render", "--tables", str(sample.root), "--out", str(out), "--no-gradcam", "--from-scratch"]) == 0
+    after = mtimes(out)
+    assert all(after[n] != before.get(n) for n in after if n.startswith("campaign-") or n.endswith(".jpg"))
+
+
+def test_tied_status_counts_come_in_the_same_order_whatever_the_row_order():
+    """Ties (3 decode errors, 3 fetch errors) once came in the order the scan gave: the data-quality table of an
+    unchanged campaign flipped between renders, and its page was rewritten for nothing."""
+    from dashboards import aggregate
+
+    rows = [("c", s, f"i{s}{k}") for s in ("fetch_error", "decode_error", "ok") for k in range(3)]
+    orders = set()
+    for shift in range(len(rows)):
+        turned = rows[shift:] + rows[:shift]
+        images = pa.table({"campaign_id": [r[0] for r in turned], "status": [r[1] for r in turned],
+                           "image_id": [r[2] for r in turned], "error": [None] * len(turned)})
+        counts, _ = aggregate.statuses(images)
+        orders.add(tuple(counts["status"].to_pylist()))
+    assert orders == {("decode_error", "fetch_error", "ok")}
