@@ -248,3 +248,38 @@ def test_tied_status_counts_come_in_the_same_order_whatever_the_row_order():
         counts, _ = aggregate.statuses(images)
         orders.add(tuple(counts["status"].to_pylist()))
     assert orders == {("decode_error", "fetch_error", "ok")}
+
+
+def test_grad_cam_overlays_are_reused_and_a_failed_one_is_tried_again(sample, tmp_path, monkeypatch):
+    import numpy as np
+
+    from dashboards import explain
+
+    calls: list[str] = []
+    failing = {"on": True}
+
+    def overlays(self, image_rgb, faces, model_version):
+        calls.append(model_version)
+        if failing["on"]:
+            raise explain.ExplainError("Grad-CAM unavailable: boom")
+        return [np.full((112, 112, 3), 128, np.uint8) for _ in faces], None
+
+    monkeypatch.setattr(explain.Explainer, "overlays", overlays)
+    out = tmp_path / "site"
+
+    def site():
+        loader = CountingLoader(sample)
+        render_dashboards(str(sample.root), str(out), image_bytes_loader=loader, max_gallery=1)
+        return loader, re.findall(r'<img class="cam" src="([^"]+)"', (out / campaign_page_name(TOUCHED)).read_text())
+
+    first, cams = site()
+    assert calls and not cams  # failed: thumbnails only, nothing cached for their overlays
+    failing["on"] = False
+    n_failed = len(calls)
+    second, cams = site()
+    assert len(second.calls) == len(first.calls) and len(calls) > n_failed and cams  # tried again, drawn
+    made = {c: (out / c).stat().st_mtime_ns for c in cams}
+    n_drawn = len(calls)
+    third, again = site()
+    assert third.calls == [] and len(calls) == n_drawn  # neither the image nor Grad-CAM again
+    assert again == cams and {c: (out / c).stat().st_mtime_ns for c in cams} == made
