@@ -1,4 +1,4 @@
-"""``python -m dashboards render --tables DIR_OR_URI --out DIR [--blur-faces] [--no-gradcam]``."""
+"""``python -m dashboards render --tables DIR_OR_URI --out DIR [--blur-faces] [--no-gradcam] [--from-scratch]``."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a model file (.keras/.h5) the job was given, for Grad-CAM of the faces it scored; "
                              "repeatable (registered models need nothing)")
     render.add_argument("--max-gallery", type=int, default=8, help="images per gallery side (default 8)")
+    render.add_argument("--from-scratch", dest="incremental", action="store_false",
+                        help="draw every gallery image and write every page again, reusing nothing an earlier "
+                             "render left in --out (the pages are the same)")
     render.add_argument("--storage-option", action="append", type=key_value_arg, default=[], metavar="KEY=VALUE",
                         help="storage option for s3:// tables (e.g. AWS_ENDPOINT_URL=http://127.0.0.1:9000); "
                              "repeatable")
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         models = _model_versions(args.model, dict(args.storage_option) or None)
         index = render_dashboards(args.tables, args.out, storage_options=dict(args.storage_option) or None,
                                   blur_faces=args.blur_faces, gradcam=args.gradcam, max_gallery=args.max_gallery,
-                                  models=models)
+                                  models=models, incremental=args.incremental)
     except DashboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -587,8 +587,8 @@ def face_quality(faces: pa.Table) -> pa.Table:
 
 def statuses(images: pa.Table, examples_per_status: int = 3) -> tuple[pa.Table, pa.Table]:
     """Status counts per campaign, and a few example rows (image_id, error) per non-ok status."""
-    counts = _count(images, ["campaign_id", "status"], "n_images").sort_by(
-        [("campaign_id", "ascending"), ("n_images", "descending")])
+    counts = _count(images, ["campaign_id", "status"], "n_images").sort_by(  # ties by name: the same order each render
+        [("campaign_id", "ascending"), ("n_images", "descending"), ("status", "ascending")])
     bad = images.filter(pc.not_equal(images["status"], "ok")).select(["campaign_id", "status", "image_id", "error"])
     examples = top_k_per_group(bad, ["campaign_id", "status"], "image_id", examples_per_status, descending=False)
     return counts, examples.drop_columns(["rank"])
@@ -606,7 +606,8 @@ def lineage(images: pa.Table, runs: pa.Table) -> pa.Table:
         run_cols = top_k_per_group(run_cols.append_column("image_id", run_cols["run_id"]), ["run_id"],
                                    "started_at", 1, descending=True).drop_columns(["rank", "image_id"])
     return g.join(run_cols, "run_id", join_type="left outer").sort_by(
-        [("campaign_id", "ascending"), ("last_scored", "descending")])
+        [("campaign_id", "ascending"), ("last_scored", "descending"), ("run_id", "ascending"),
+         ("model_version", "ascending"), ("detector_version", "ascending")])
 
 
 def gallery(images: pa.Table, k: int) -> pa.Table:

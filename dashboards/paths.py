@@ -67,3 +67,12 @@ def inside(root: Path, relative: str) -> Path:
     if target != root_resolved and root_resolved not in target.parents:
         raise ValueError(f"refusing to write {relative!r}: it resolves outside {root_resolved}")
     return target
+
+
+def gallery_asset_base(campaign_id: str | None, image_id: str | None, scoring_id: str | None) -> str:
+    """Where one gallery image's files go, without suffix: ``thumbs/<campaign>/<slug>-<hash>`` with the hash
+    over the exact (image_id, scoring_id), so a rescore by another identity gets files of its own and a
+    cached thumbnail is found again by the same key (dashboards.cache)."""
+    image = "" if image_id is None else str(image_id)
+    key = f"{image}\x00{'' if scoring_id is None else scoring_id}"
+    return f"{campaign_asset_dir(campaign_id)}/{slugify(image)}-{short_hash(key, 16)}"

@@ -6,7 +6,9 @@ Layout of ``out_dir``::
     campaign-<slug>-<hash>.html  one page per campaign (names from dashboards.paths)
     plotly.min.js                the ONE shared copy of plotly.js (no CDN)
     dashboard.css, dashboard.js  our style and the few lines of JS that draw charts
-    thumbs/<slug>-<hash>/*.jpg   gallery thumbnails and Grad-CAM crops
+    thumbs/<slug>-<hash>/*.jpg   gallery thumbnails and Grad-CAM crops, one name per (image, scoring identity)
+    thumbs/manifest.json         what each gallery file was drawn from, so a re-render reuses it (dashboards.cache)
+    .page-fingerprints.json      what each campaign page was rendered from: an unchanged page is not rewritten
 
 Figures travel as JSON inside ``<script type="application/json">`` (with <, >, & escaped)
 and are drawn by dashboard.js, so no page carries inline script and Jinja autoescape
@@ -30,8 +32,9 @@ from fer_core.tables import SCORED_STATUSES
 
 from dashboards import aggregate, figures
 from dashboards.aggregate import CHANGE_TESTED, NOISE_P, SENTIMENTS, split_by_campaign
+from dashboards.cache import GalleryCache, GalleryEntry, PageFingerprints, code_fingerprint, fingerprint
 from dashboards.explain import ExplainError, Explainer
-from dashboards.paths import campaign_asset_dir, campaign_page_name, inside, is_campaign_page_name, safe_name
+from dashboards.paths import campaign_page_name, gallery_asset_base, inside, is_campaign_page_name
 from dashboards.tables import DashboardError, Lake
 from dashboards.thumbnails import (CROP_SIDE, BytesLoader, GalleryImage, ThumbnailError, blur_whole,
                                    chain_loaders, default_loader, load_rgb, make_thumbnail, save_jpeg)
@@ -52,7 +55,7 @@ NO_CAMPAIGN = "(missing campaign id)"
 def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | None = None,
                       blur_faces: bool = False, gradcam: bool = True, max_gallery: int = 8,
                       image_bytes_loader: BytesLoader | None = None,
-                      models: Mapping[str, str] | None = None) -> Path:
+                      models: Mapping[str, str] | None = None, incremental: bool = True) -> Path:
     """Render every campaign page and the index from the Delta tables under ``tables_uri``.
 
     ``max_gallery``: images per gallery side (most positive / most negative).
@@ -61,6 +64,9 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     returns None, ``source`` is read with fsspec (with ``storage_options``).
     ``models``: model_version -> name or path/URI that loads it, for Grad-CAM of faces scored
     by a model file (registered names and ``name@version`` are found without it).
+    ``incremental``: reuse what the last render into ``out_dir`` made (dashboards.cache): gallery files of
+    unchanged picks are not made again and pages whose inputs are unchanged are not rewritten; False
+    renders everything from scratch (the same pages, every file new).
     Returns the path of index.html. Raises DashboardError when the tables are unusable.
     """
     lake = Lake(tables_uri, storage_options)
@@ -68,7 +74,8 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_static(out)
-    _reset_thumbs(out)
+    thumbs = _prepare_thumbs(out, reset=not incremental)
+    gallery_cache = GalleryCache(out, thumbs, reuse=incremental)
     env = _environment()
     rendered_at = dt.datetime.now(dt.timezone.utc)
     runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "n_input", "n_ok", "n_faces",
@@ -83,18 +90,33 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
 
     cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
                            explainer=Explainer(models, storage_options) if gradcam else None,
-                           loader=_loader(image_bytes_loader, storage_options))
+                           loader=_loader(image_bytes_loader, storage_options), cache=gallery_cache,
+                           models=dict(models or {}))
+    gallery_cache.finish(keep=[thumbs / THUMBS_MARKER])
     parts = {name: split_by_campaign(getattr(agg, name)) for name in (
         "emotions", "emotion_means", "adjusted_mix", "timeline", "platforms", "faces_per_image", "det_scores", "statuses",
         "face_quality", "status_examples", "lineage", "gallery", "scoring", "identity_comparison")}
     kpi_rows = agg.kpis.to_pylist()
     page = env.get_template("campaign.html.j2")
+    pages = PageFingerprints(out, reuse=incremental)
+    code = code_fingerprint()
     written = set()
     for row in kpi_rows:
         cid = row["campaign_id"]
         ctx = _campaign_context(row, {k: v.get(cid) for k, v in parts.items()}, cards)
-        written.add(_write(out, campaign_page_name(cid), page.render(**common, **ctx)).name)
+        # A campaign page names the latest run that scored it, not the lake's: a run that did not touch
+        # the campaign leaves its page as it was (the index names the lake's latest run).
+        shared = {**common, "latest_run": ({"run_id": row["latest_run"], "of_campaign": True}
+                                           if row.get("latest_run") else None)}
+        name = campaign_page_name(cid)
+        written.add(name)
+        key = fingerprint(code, {k: v for k, v in shared.items() if k not in ("rendered_at", "run_health")}, ctx)
+        if not pages.unchanged(name, key):
+            _write(out, name, page.render(**shared, **ctx))
     _remove_stale_pages(out, keep=written)
+    pages.save()
+    log.info("campaign pages: %d written, %d unchanged; gallery: %d made, %d reused", pages.n_written,
+             pages.n_skipped, gallery_cache.n_made, gallery_cache.n_reused)
     adjusted = {r["campaign_id"]: r for r in agg.adjusted_mix.to_pylist()}
     _write(out, CSV_NAME, campaigns_csv(kpi_rows, adjusted))
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows), csv_name=CSV_NAME)
@@ -199,16 +221,20 @@ def _write_static(out: Path) -> None:
         (out / name).write_bytes((static / name).read_bytes())
 
 
-def _reset_thumbs(out: Path) -> None:
-    """Remove thumbnails of an earlier render (they may be unblurred), but only our own folder."""
+def _prepare_thumbs(out: Path, *, reset: bool) -> Path:
+    """The thumbnails folder, ours only. ``reset``: empty it first; otherwise its files stay for the gallery
+    cache, which deletes after the gallery is drawn every file this render did not use (an earlier render's
+    unblurred files included: their fingerprint names blur, so a blurred render re-makes them)."""
     thumbs = out / "thumbs"
     if thumbs.is_dir() and (thumbs / THUMBS_MARKER).is_file():
-        shutil.rmtree(thumbs)
+        if reset:
+            shutil.rmtree(thumbs)
     elif thumbs.exists() and any(thumbs.iterdir()):
         raise DashboardError(f"{thumbs} exists and was not written by the dashboards; choose another --out "
                              "folder or remove it")
     thumbs.mkdir(parents=True, exist_ok=True)
     (thumbs / THUMBS_MARKER).write_text("thumbnails written by dashboards.render; safe to delete\n")
+    return thumbs
 
 
 def _environment() -> Environment:
@@ -224,9 +250,10 @@ def _environment() -> Environment:
 
 
 def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explainer: Explainer | None,
-                   loader: BytesLoader) -> dict[tuple[str, str], dict]:
+                   loader: BytesLoader, cache: GalleryCache, models: Mapping[str, str]) -> dict[tuple[str, str], dict]:
     """Thumbnails (and Grad-CAM crops) for every picked image; keyed by (campaign_id, image_id). A post picked
-    for two sides (a video among the most positive and the videos) gets one card."""
+    for two sides (a video among the most positive and the videos) gets one card. Files a render made
+    from the same inputs before are reused (``cache``), not drawn again."""
     if picks.num_rows == 0:
         return {}
     images, faces = aggregate.gallery_details(lake, picks)
@@ -234,12 +261,11 @@ def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explai
     for face in faces.to_pylist():
         faces_by_image.setdefault(face["image_id"], []).append(face)
     cards: dict[tuple[str, str], dict] = {}
+    drawing = _Drawing(out, blur=blur, explainer=explainer, loader=loader, cache=cache, models=models)
     for info in images.to_pylist():
         cid = info["campaign_id"] or ""
         make = _make_video_card if info.get("media_type") == "video" else _make_card
-        card = make(info, faces_by_image.get(info["image_id"], []), out, campaign_asset_dir(cid),
-                    blur=blur, explainer=explainer, loader=loader)
-        cards[(cid, info["image_id"])] = card
+        cards[(cid, info["image_id"])] = make(info, faces_by_image.get(info["image_id"], []), drawing)
     return cards
 
 
@@ -269,60 +295,86 @@ def _card_fields(info: dict) -> dict:
             "n_faces": info.get("n_faces") or 0, "video": None}
 
 
-def _make_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur: bool,
-               explainer: Explainer | None, loader: BytesLoader) -> dict:
-    image_id = info["image_id"]
-    base = f"{asset_dir}/{safe_name(image_id)}"
-    gi = GalleryImage(image_id=image_id, faces=[_face_label(f) for f in faces])
-    try:
-        rgb = load_rgb(loader, image_id, info.get("source"))
-        thumb = make_thumbnail(rgb, faces, [f["colour"] for f in gi.faces], blur=blur,
-                               table_size=(info.get("width"), info.get("height")))
-        save_jpeg(thumb, inside(out, f"{base}.jpg"))
-        gi.thumb = f"{base}.jpg"
-    except ThumbnailError as exc:
-        gi.problem = f"No thumbnail: {exc}"
-        rgb = None
-    if rgb is not None and explainer is not None and faces:
-        _add_overlays(gi, rgb, faces, gi.faces, info.get("model_version"), base, out, blur=blur, explainer=explainer)
+class _Drawing:
+    """How this render draws a gallery image's files: where, blurred or not, Grad-CAM or not, from which bytes,
+    and the cache of what earlier renders drew."""
+
+    def __init__(self, out: Path, *, blur: bool, explainer: Explainer | None, loader: BytesLoader,
+                 cache: GalleryCache, models: Mapping[str, str]) -> None:
+        self.out, self.blur, self.explainer, self.loader, self.cache, self.models = (
+            out, blur, explainer, loader, cache, models)
+
+    def key(self, info: dict, faces: list[dict]) -> str:
+        """Everything the files of one gallery image are drawn from (dashboards.cache)."""
+        model = info.get("model_version")
+        return fingerprint("gallery", {k: info.get(k) for k in ("image_id", "scoring_id", "campaign_id", "source",
+                                                               "width", "height", "media_type", "model_version")},
+                           faces, {"blur": self.blur, "gradcam": self.explainer is not None,
+                                   "model": self.models.get(model or "")})
+
+    def draw(self, gi: GalleryImage, info: dict, key_faces: list[dict], boxes: list[dict], labels: list[dict],
+             *, frame_ms: int | None = None, box_texts: list[str] | None = None) -> None:
+        """The thumbnail of ``info`` with ``boxes`` (drawn on the frame at ``frame_ms`` for a video) and the
+        Grad-CAM crops of its first MAX_OVERLAY_FACES boxes onto ``labels``; reused when an earlier render
+        drew them from the same inputs (``key_faces``: the face rows they depend on)."""
+        base = gallery_asset_base(info.get("campaign_id"), info["image_id"], info.get("scoring_id"))
+        key = self.key(info, key_faces)
+        hit = self.cache.get(base, key)
+        if hit is not None:
+            gi.thumb = f"{base}.jpg"
+            for n, label in enumerate(labels[:hit.overlays], start=1):
+                label["overlay"] = f"{base}-f{n}.jpg"
+            gi.explain_note = hit.note
+            return
+        written: list[str] = []
+        complete = False
+        try:
+            rgb = load_rgb(self.loader, info["image_id"], info.get("source"), frame_ms=frame_ms)
+            thumb = make_thumbnail(rgb, boxes, [label["colour"] for label in labels], blur=self.blur,
+                                   table_size=(info.get("width"), info.get("height")), labels=box_texts)
+            save_jpeg(thumb, inside(self.out, f"{base}.jpg"))
+            gi.thumb = f"{base}.jpg"
+            written.append(gi.thumb)
+            complete = True
+        except ThumbnailError as exc:
+            gi.problem = f"No thumbnail: {exc}"
+            rgb = None
+        if rgb is not None and self.explainer is not None and boxes:
+            overlays, complete = _add_overlays(gi, rgb, boxes, labels, info.get("model_version"), base, self.out,
+                                               blur=self.blur, explainer=self.explainer)
+            written += overlays
+        # a failure (unreadable source, Grad-CAM error) is not cached: the next render tries again
+        entry = GalleryEntry(key, True, len(written) - 1, gi.explain_note) if complete else None
+        self.cache.made(base, written, entry)
+
+
+def _make_card(info: dict, faces: list[dict], drawing: _Drawing) -> dict:
+    gi = GalleryImage(image_id=info["image_id"], faces=[_face_label(f) for f in faces])
+    drawing.draw(gi, info, faces, faces, gi.faces)
     return {"gi": gi, **_card_fields(info)}
 
 
-def _make_video_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *, blur: bool,
-                     explainer: Explainer | None, loader: BytesLoader) -> dict:
+def _make_video_card(info: dict, faces: list[dict], drawing: _Drawing) -> dict:
     """A video post: its tracks listed (fer_core.kpis.video_tracks, the rule the shares count them by), the
     sampled frame with the most faces as its thumbnail (boxes numbered by track), and the emotion-over-time
     strip of its frames (figures.video_strip_figure)."""
     from fer_core.kpis import video_tracks
 
-    image_id = info["image_id"]
-    base = f"{asset_dir}/{safe_name(image_id)}"
     framed = [f for f in faces if f.get("track_id") is not None and f.get("frame_ms") is not None]
     tracks = video_tracks(pa.Table.from_pylist(framed)).to_pylist() if framed else []
     number = {t["track_id"]: n for n, t in enumerate(tracks, start=1)}
-    gi = GalleryImage(image_id=image_id, faces=[_track_label(t) for t in tracks])
+    gi = GalleryImage(image_id=info["image_id"], faces=[_track_label(t) for t in tracks])
     per_frame: dict[int, list[dict]] = {}
     for f in framed:
         per_frame.setdefault(int(f["frame_ms"]), []).append(f)
     frame_ms = max(per_frame, key=lambda ms: (len(per_frame[ms]), -ms)) if per_frame else None
     shown = sorted(per_frame.get(frame_ms, []), key=lambda f: f["track_id"])
     labels = {t: gi.faces[n - 1] for t, n in number.items()}
-    rgb = None
     if frame_ms is None:
         gi.problem = "No thumbnail: no face of this video has a frame time"
     else:
-        try:
-            rgb = load_rgb(loader, image_id, info.get("source"), frame_ms=frame_ms)
-            thumb = make_thumbnail(rgb, shown, [labels[f["track_id"]]["colour"] for f in shown], blur=blur,
-                                   table_size=(info.get("width"), info.get("height")),
-                                   labels=[str(number[f["track_id"]]) for f in shown])
-            save_jpeg(thumb, inside(out, f"{base}.jpg"))
-            gi.thumb = f"{base}.jpg"
-        except ThumbnailError as exc:
-            gi.problem = f"No thumbnail: {exc}"
-    if rgb is not None and explainer is not None and shown:
-        _add_overlays(gi, rgb, shown, [labels[f["track_id"]] for f in shown], info.get("model_version"), base, out,
-                      blur=blur, explainer=explainer)
+        drawing.draw(gi, info, framed, shown, [labels[f["track_id"]] for f in shown], frame_ms=frame_ms,
+                     box_texts=[str(number[f["track_id"]]) for f in shown])
     duration = info.get("duration_s")
     video = {"duration": "–" if duration is None else f"{duration:.1f} s", "n_frames": info.get("n_frames") or 0,
              "n_tracks": len(tracks), "frame": None if frame_ms is None else f"{frame_ms / 1000:.1f} s",
@@ -331,22 +383,27 @@ def _make_video_card(info: dict, faces: list[dict], out: Path, asset_dir: str, *
 
 
 def _add_overlays(gi: GalleryImage, rgb, faces: list[dict], labels: list[dict], model_version: str | None, base: str,
-                  out: Path, *, blur: bool, explainer: Explainer) -> None:
-    """Grad-CAM crops of the first MAX_OVERLAY_FACES ``faces`` (drawn on ``rgb``), each on its ``labels`` entry."""
+                  out: Path, *, blur: bool, explainer: Explainer) -> tuple[list[str], bool]:
+    """Grad-CAM crops of the first MAX_OVERLAY_FACES ``faces`` (drawn on ``rgb``), each on its ``labels`` entry.
+    Returns the files written and whether Grad-CAM worked."""
     shown = faces[:MAX_OVERLAY_FACES]
+    written: list[str] = []
     try:
         overlays, caveat = explainer.overlays(rgb, shown, model_version)
         for n, (label, overlay) in enumerate(zip(labels, overlays), start=1):
             crop = blur_whole(_pil(overlay)) if blur else overlay
             name = f"{base}-f{n}.jpg"
             save_jpeg(crop, inside(out, name), side=CROP_SIDE)
+            written.append(name)
             label["overlay"] = name
         gi.explain_note = caveat
         if len(faces) > len(shown):
             extra = f"Grad-CAM shown for the first {len(shown)} of {len(faces)} faces."
             gi.explain_note = f"{caveat} {extra}" if caveat else extra
+        return written, True
     except ExplainError as exc:
         gi.explain_note = f"{exc}. The thumbnail is shown without overlays."
+        return written, False
 
 
 def _pil(array):
