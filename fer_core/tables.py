@@ -200,12 +200,15 @@ def inputs_schema():
     modification time (epoch seconds; S3's LastModified); etag: S3's ETag (null for local files); format:
     parquet | folders; reader: a hash of the input settings that decide which rows a file yields
     (jobs/campaign/inputs.reader_key: columns, payload, extra columns, retry of fetch errors ...), so a
-    changed mapping re-reads every file; run_id: the run that committed it; committed_at: when."""
+    changed mapping re-reads every file; uri_policy: the fingerprint of the URI policy that refused a fetch of
+    one of its images (fer_core.fetch), null when none was refused: the record holds under that policy only,
+    since another would fetch those URIs; run_id: the run that committed it; committed_at: when."""
     pa = _pa()
     return pa.schema([
         pa.field("path", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_s", pa.float64()),
         pa.field("etag", pa.string()), pa.field("format", pa.string()), pa.field("scoring_id", pa.string()),
-        pa.field("reader", pa.string()), pa.field("run_id", pa.string()), pa.field("committed_at", _ts()),
+        pa.field("reader", pa.string()), pa.field("uri_policy", pa.string()), pa.field("run_id", pa.string()),
+        pa.field("committed_at", _ts()),
     ])
 
 

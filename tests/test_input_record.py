@@ -51,9 +51,10 @@ def test_listing_gives_each_files_size_and_mtime_and_the_reader_key_follows_the_
     since = job_config_from_dict(fast_config(tmp_path, tmp_path / "lake2", input={"since": "2024-01-01"}))
     renamed = job_config_from_dict(fast_config(tmp_path, tmp_path / "lake", input={"columns": {"image_id": "post_id"}}))
     no_retry = job_config_from_dict(fast_config(tmp_path, tmp_path / "lake", input={"retry_fetch_errors": False}))
-    # the lake and since are not part of a record's validity; what a file yields and what is retried are (the
-    # URI policy too, whose own root is the input's: a moved input may fetch what the old one refused)
-    assert reader_key(base) == reader_key(since.input)
+    # the lake, since and the URI policy are not part of a record's validity (a record names the policy only
+    # where it refused a fetch); what a file yields and what is retried are
+    moved = job_config_from_dict(fast_config(tmp_path / "a", tmp_path / "lake"))
+    assert reader_key(base) == reader_key(since.input) == reader_key(moved.input)
     assert len({reader_key(base), reader_key(renamed.input), reader_key(no_retry.input)}) == 3
     assert record_path("file:/data/c/x.jpg") == "/data/c/x.jpg" and record_path("s3://b/k.jpg") == "s3://b/k.jpg"
 
@@ -136,9 +137,10 @@ def test_a_file_with_a_fetch_error_to_retry_stays_unrecorded_until_its_fetch_suc
     info = make_dump(tmp_path / "s", n_images=4, days=2, mode="uri", seed=3)
     dump, lake = Path(info["dump"]), tmp_path / "lake"
     with_missing, other = _dump_files(dump)  # bad-missing-uri is in the first day's file
-    cfg = fast_config(dump, lake)
+    # the sample's images sit beside the dump folder, so the URI policy lists them
+    cfg = fast_config(dump, lake, input={"uri_allow": [str(tmp_path / "s" / "images")]})
     r1 = run_job_in_process(spark, cfg, run_id="first")
-    assert r1["n_fetch_error"] >= 1
+    assert r1["n_fetch_error"] == 1
     assert list(_record(lake).path) == [str(other)]
     r2 = run_job_in_process(spark, cfg, run_id="second")
     assert (r2["n_files_read"], r2["n_files_skipped"]) == (1, 1)
@@ -147,7 +149,8 @@ def test_a_file_with_a_fetch_error_to_retry_stays_unrecorded_until_its_fetch_suc
     assert images.image_id.is_unique and set(images[images.image_id == "bad-missing-uri"].run_id) == {"second"}
     assert list(_record(lake).path) == [str(other)]  # still missing: still to retry
     # without retries, a fetch error is final: the file is recorded
-    r3 = run_job_in_process(spark, fast_config(dump, lake, input={"retry_fetch_errors": False}), run_id="third")
+    r3 = run_job_in_process(spark, fast_config(dump, lake, input={"uri_allow": [str(tmp_path / "s" / "images")],
+                                                                  "retry_fetch_errors": False}), run_id="third")
     assert r3["n_files_read"] == 2 and r3["n_scored"] == 0  # another reader: its own record, empty so far
     assert set(_record(lake)[lambda d: d.run_id == "third"].path) == {str(with_missing), str(other)}
 
@@ -209,3 +212,26 @@ def test_a_killed_run_leaves_the_record_consistent(spark, tmp_path, fail_at) -> 
     images = read_table(f"{lake}/images")
     assert images.image_id.is_unique and set(images.run_id) == {"killed"}
     assert {os.path.realpath(p) for p in images.input_file} == {os.path.realpath(p) for p in files}
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.timeout(1500)
+def test_files_whose_uris_a_policy_refused_are_read_again_under_another_policy(spark, tmp_path) -> None:  # noqa: F811
+    """Without input.uri_allow the sample's images (beside the dump folder) are refused: final under that policy,
+    so the files are recorded with its fingerprint and the next run skips them; a policy that allows them reads
+    the files again and fetches the images (the refused rows are replaced)."""
+    info = make_dump(tmp_path / "s", n_images=3, days=1, mode="uri", seed=4, bad=False)
+    dump, lake = Path(info["dump"]), tmp_path / "lake"
+    r1 = run_job_in_process(spark, fast_config(dump, lake), run_id="refused")
+    assert r1["n_fetch_error"] == r1["n_scored"] == 3
+    record = _record(lake)
+    assert len(record) == 1 and record.uri_policy.notna().all()
+    r2 = run_job_in_process(spark, fast_config(dump, lake), run_id="same-policy")
+    assert (r2["n_files_read"], r2["n_files_skipped"]) == (0, 1)
+    allowed = fast_config(dump, lake, input={"uri_allow": [str(tmp_path / "s" / "images")]})
+    r3 = run_job_in_process(spark, allowed, run_id="allowed")
+    assert r3["n_files_read"] == 1 and r3["n_scored"] == 3 and r3["n_fetch_error"] == 0
+    images = read_table(f"{lake}/images")
+    assert images.image_id.is_unique and set(images.run_id) == {"allowed"}
+    assert _record(lake)[lambda d: d.run_id == "allowed"].uri_policy.isna().all()

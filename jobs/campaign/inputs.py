@@ -139,16 +139,15 @@ def list_file_versions(path: str, options: dict[str, str] | None, *,
 def reader_key(cfg: InputConfig) -> str:
     """A short hash of the input settings that decide which rows (ids, campaigns, columns) a file yields and
     which of its images a run fetches again: a consumed-file record is valid for this reader only, so a new
-    column mapping, payload, extra column, default or retry policy re-reads the files once (their images
-    already scored are still skipped by id). Paths, since and credentials are not part of it."""
+    column mapping, payload, extra column, default or retry setting re-reads the files once (their images
+    already scored are still skipped by id). Paths, since and credentials are not part of it, nor the URI
+    policy: a record names it only for the files in which it refused a URI (the inputs table's uri_policy)."""
     settings: dict[str, Any] = {
         "format": cfg.format, "payload": cfg.payload, "columns": asdict(cfg.columns),
         "extra_columns": list(cfg.extra_columns), "campaign_from": cfg.campaign_from,
         "default_campaign": cfg.default_campaign, "default_platform": cfg.default_platform,
         "posted_at_format": cfg.posted_at_format, "retry_fetch_errors": cfg.retry_fetch_errors,
     }
-    if cfg.retry_fetch_errors:  # URIs refused by another policy are fetched again (job.py's refused_again)
-        settings["uri_policy"] = cfg.uri_policy().fingerprint
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -251,8 +250,10 @@ def read_parquet_files(
                 with fs.open(stripped, "rb") as fh:
                     pf = pq.ParquetFile(fh)
                     for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
-                        if wanted is not None:
-                            rb = rb.filter(pc.is_in(rb.column(keep_column), value_set=wanted))
+                        if wanted is not None:  # a file delta-rs rewrote may hold string_view: compare as string
+                            ids = rb.column(keep_column)
+                            ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+                            rb = rb.filter(pc.is_in(ids, value_set=wanted))
                             if not rb.num_rows:
                                 continue
                         pdf = rb.to_pandas()

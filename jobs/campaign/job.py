@@ -196,7 +196,7 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     resolved = (model_version, model_bytes, model_spec, detector_version, detector_bytes, sid)
     t_list = time.monotonic()
     reader = reader_key(cfg.input)
-    consumed = lake.consumed_inputs(sid, reader)
+    consumed = lake.consumed_inputs(sid, reader, cfg.input.uri_policy().fingerprint)
     df, input_files = read_new_input(spark, cfg.input, out, consumed)
     if df is None:  # every listed file is consumed as it is: nothing to read
         df = empty_input(spark, cfg.input, _lake_extra_fields(lake, cfg))
@@ -314,6 +314,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     retried: list[str] = []
     n_backlog = n_backfill = 0
     backlog_left = None  # image ids of the backlog this run leaves for later runs (their files stay unrecorded)
+    refused_files: set[str] = set()  # input files of images this URI policy refused in earlier runs
     steady = lake.only_identity(sid)  # between upgrades (the Delta log's statistics say so): no backlog
     # no input id (every file consumed): nothing to look up, so the images table is not read at all
     candidates = sorted(r.image_id for r in ids.collect()) if 0 < n_unique <= SKIP_FILTER_MAX_IDS else None
@@ -326,6 +327,10 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             failed = (mine.where((F.col("status") == "fetch_error") & ~refused_again)
                       .select("image_id").distinct())
             retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
+            # their files hold under this policy only (the inputs table's uri_policy): another would fetch them
+            refused = mine.where((F.col("status") == "fetch_error") & refused_again).select("image_id")
+            refused_files = {r.input_file for r in df.join(refused, "image_id", "left_semi")
+                             .select("input_file").distinct().collect()}
             mine = mine.where((F.col("status") != "fetch_error") | refused_again)
         mine = mine.select("image_id").distinct()
         todo = todo.join(mine, "image_id", "left_anti")
@@ -402,7 +407,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         _fail_point("after_write")
     seconds = time.monotonic() - t_score
     phases["scoring_s"] = round(seconds, 3)
-    consumed = _consumed_files(lake, cfg, input_files, df, backlog_left, files["images"], counts, uri_policy, out)
+    consumed = _consumed_files(lake, cfg, input_files, df, backlog_left, refused_files, files["images"], counts,
+                               uri_policy, out)
     n_scored = sum(counts.get(s, 0) for s in STATUSES)
     finished = dt.datetime.now(dt.timezone.utc)
     run_row = {
@@ -450,37 +456,42 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     return printable
 
 
-def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, image_files: list[dict[str, Any]],
-                    counts: dict[str, int], uri_policy, out: TextIO) -> list[dict[str, Any]]:
+def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, refused_files: set[str],
+                    image_files: list[dict[str, Any]], counts: dict[str, int], uri_policy,
+                    out: TextIO) -> list[dict[str, Any]]:
     """The files this run read whose every image is, once its manifest commits, scored by the run's identity
     (or erased, or a duplicate): what the inputs table records. Left out, so a later run reads them again:
     - files holding backlog images this run leaves for later (backfill.max_images_per_run);
     - with input.retry_fetch_errors, files of which an image ended this run as a fetch_error that a later
-      run would fetch again (not one this URI policy refused): skipping the file would stop the retry.
-    Reads only this run's input and the images files it wrote (the new data), never the lake's history."""
+      run would fetch again: skipping the file would stop the retry.
+    With retries on, a file in which this URI policy refused a fetch (this run, or ``refused_files``: earlier
+    runs) is recorded with the policy's fingerprint: it holds under that policy only, as another policy
+    would fetch those URIs. Reads only this run's input and the images files it wrote (the new data)."""
     from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import filesystem, record_path
 
     keep_out: set[str] = set()
+    refused = {record_path(p) for p in refused_files}
     if backlog_left is not None:
         rows = df.join(backlog_left, "image_id", "left_semi").select("input_file").distinct().collect()
         keep_out |= {record_path(r.input_file) for r in rows}
     if cfg.input.retry_fetch_errors and counts.get("fetch_error"):
         import pyarrow.parquet as pq
 
-        refused = refused_prefix(uri_policy.fingerprint)
+        prefix = refused_prefix(uri_policy.fingerprint)
         fs, root = filesystem(lake.uri("images"), lake.storage_options)
         for f in image_files:
             with fs.open(f"{root.rstrip('/')}/{f['path']}", "rb") as fh:
                 t = pq.read_table(fh, columns=["input_file", "error"], filters=[("status", "=", "fetch_error")])
-            keep_out |= {record_path(p) for p, e in zip(t["input_file"].to_pylist(), t["error"].to_pylist())
-                         if not (e or "").startswith(refused)}
+            for path, error in zip(t["input_file"].to_pylist(), t["error"].to_pylist()):
+                (refused if (error or "").startswith(prefix) else keep_out).add(record_path(path))
     kept = [v for v in input_files.read if v.path not in keep_out]
     if len(kept) < len(input_files.read):
         print(f"input: {len(input_files.read) - len(kept)} file(s) read will be read again by the next run "
               "(images left in the backfill backlog, or fetch errors to retry)", file=out, flush=True)
-    return [{"path": v.path, "size": v.size, "mtime_s": v.mtime_s, "etag": v.etag, "format": input_files.format}
-            for v in kept]
+    policy = uri_policy.fingerprint if cfg.input.retry_fetch_errors else None
+    return [{"path": v.path, "size": v.size, "mtime_s": v.mtime_s, "etag": v.etag, "format": input_files.format,
+             "uri_policy": policy if v.path in refused else None} for v in kept]
 
 
 def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> dict[str, Any] | None:

@@ -274,18 +274,23 @@ class Lake:
         return len(ids)
 
     # -- the record of consumed input files (the inputs table)
-    def consumed_inputs(self, scoring_id: str, reader: str) -> set[tuple]:
+    def consumed_inputs(self, scoring_id: str, reader: str, uri_policy: str | None = None) -> set[tuple]:
         """The ``FileVersion.key()`` of every input file recorded as consumed by ``scoring_id`` with this
-        reader (jobs/campaign/inputs.reader_key): a run skips those files unopened. Reads four columns of
-        that identity's rows only (the log's statistics on scoring_id prune the other files)."""
+        reader (jobs/campaign/inputs.reader_key): a run skips those files unopened. A file in which a URI
+        policy refused a fetch counts under that policy only (``uri_policy``: the run's fingerprint; None:
+        such files never count, retries being off). Reads five columns of that identity's rows only (the
+        log's statistics on scoring_id prune the other files)."""
         import pyarrow.dataset as ds
 
         dt = self.table("inputs")
         if dt is None:
             return set()
+        policy = ds.field("uri_policy").is_null()
+        if uri_policy is not None:
+            policy = policy | (ds.field("uri_policy") == uri_policy)
         found = dt.to_pyarrow_dataset().to_table(
             columns=["path", "size", "mtime_s", "etag"],
-            filter=(ds.field("scoring_id") == scoring_id) & (ds.field("reader") == reader))
+            filter=(ds.field("scoring_id") == scoring_id) & (ds.field("reader") == reader) & policy)
         return set(zip(*(found[c].to_pylist() for c in ("path", "size", "mtime_s", "etag"))))
 
     def record_inputs(self, files: list[dict[str, Any]], scoring_id: str, reader: str, run_id: str) -> bool:
@@ -301,7 +306,8 @@ class Lake:
                               configuration={STATS_PROPERTY: ",".join(INPUTS_STATS_COLUMNS)})
         now = datetime.datetime.now(datetime.timezone.utc)
         rows = [{"path": f["path"], "size": f.get("size"), "mtime_s": f.get("mtime_s"), "etag": f.get("etag"),
-                 "format": f.get("format"), "scoring_id": scoring_id, "reader": reader, "run_id": run_id,
+                 "format": f.get("format"), "scoring_id": scoring_id, "reader": reader,
+                 "uri_policy": f.get("uri_policy"), "run_id": run_id,
                  "committed_at": now} for f in files]
         return self.append_once("inputs", _pa().Table.from_pylist(rows, schema=inputs_schema()), run_id)
 
