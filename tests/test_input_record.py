@@ -125,7 +125,8 @@ def test_unchanged_files_are_not_opened_a_changed_file_is_reread_and_an_erasure_
     reread = holding | {str(first_file)}  # the forgotten files, and the first one (rewritten: a new mtime)
     assert r4["n_files_read"] == len(reread) and r4["n_scored"] == 0
     assert campaign not in set(read_table(f"{lake}/images").campaign_id)
-    assert set(_record(lake)[lambda d: d.run_id == "fourth"].path) == reread
+    all_erased = {f for f in reread if set(pq.read_table(f, columns=["campaign_id"]).column(0).to_pylist()) == {campaign}}
+    assert set(_record(lake)[lambda d: d.run_id == "fourth"].path) == reread - all_erased  # never an erased-only file
 
 
 @pytest.mark.slow
@@ -235,3 +236,34 @@ def test_files_whose_uris_a_policy_refused_are_read_again_under_another_policy(s
     images = read_table(f"{lake}/images")
     assert images.image_id.is_unique and set(images.run_id) == {"allowed"}
     assert _record(lake)[lambda d: d.run_id == "allowed"].uri_policy.isna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.timeout(1500)
+def test_image_folders_record_each_image_file_and_an_erased_image_file_is_never_recorded(spark, tmp_path) -> None:  # noqa: F811
+    import shutil
+
+    from jobs.campaign.admin import erase
+    from jobs.campaign.lake import Lake
+
+    info = make_dump(tmp_path / "s", n_images=4, days=1, mode="folders", seed=8, bad=False)
+    folders, lake = Path(info["dump"]), tmp_path / "lake"
+    cfg = fast_config(folders, lake, input={"format": "folders", "extra_columns": []})
+    images_on_disk = sorted(str(p) for p in folders.rglob("*.jpg"))
+    r1 = run_job_in_process(spark, cfg, run_id="first")
+    assert r1["n_scored"] == len(images_on_disk) and sorted(_record(lake).path) == images_on_disk
+    # a new image file: it alone is read; the others are not opened (not even fetched)
+    first = Path(images_on_disk[0])
+    new = first.parent / "new-post.jpg"
+    shutil.copy(first, new)
+    r2 = run_job_in_process(spark, cfg, run_id="second")
+    assert (r2["n_files_read"], r2["n_files_skipped"], r2["n_scored"]) == (1, len(images_on_disk), 1)
+    # erase the new image: its file's record goes, and no later run records it again
+    images = read_table(f"{lake}/images")
+    new_id = images[images.run_id == "second"].image_id.iloc[0]
+    report = erase(Lake(str(lake)), images=[new_id], reason="test: an erased image file is never recorded")
+    assert report["inputs_forgotten"] == 1 and str(new) not in set(_record(lake).path)
+    r3 = run_job_in_process(spark, cfg, run_id="third")
+    assert (r3["n_files_read"], r3["n_scored"]) == (1, 0)  # read (its tombstone drops it), not recorded
+    assert str(new) not in set(_record(lake).path) and len(_record(lake)) == len(images_on_disk)

@@ -250,10 +250,9 @@ def read_parquet_files(
                 with fs.open(stripped, "rb") as fh:
                     pf = pq.ParquetFile(fh)
                     for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
-                        if wanted is not None:  # a file delta-rs rewrote may hold string_view: compare as string
-                            ids = rb.column(keep_column)
-                            ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
-                            rb = rb.filter(pc.is_in(ids, value_set=wanted))
+                        if wanted is not None:
+                            rb = _without_views(rb)  # a file delta-rs rewrote holds string_view: no filter kernel
+                            rb = rb.filter(pc.is_in(rb.column(keep_column), value_set=wanted))
                             if not rb.num_rows:
                                 continue
                         pdf = rb.to_pandas()
@@ -265,6 +264,19 @@ def read_parquet_files(
                         yield pd.DataFrame({c: [] for c in names})
 
     return listing.mapInPandas(read, out_schema)
+
+
+def _without_views(batch):
+    """A record batch with its string_view / binary_view columns as plain string / binary (pyarrow has no
+    filter or take kernel for views; delta-rs writes them when it rewrites a file, e.g. for a delete)."""
+    import pyarrow as pa
+
+    plain = {pa.types.is_string_view: pa.string(), pa.types.is_binary_view: pa.binary()}
+    arrays = []
+    for column in batch.columns:
+        target = next((t for test, t in plain.items() if test(column.type)), None)
+        arrays.append(column if target is None else column.cast(target))
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def file_listing(spark, rows: list[tuple[str, str]], second: str):

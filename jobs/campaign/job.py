@@ -301,6 +301,12 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             gone = spark.createDataFrame([(i,) for i in sorted(erased_images)], "image_id string")
             df = df.join(F.broadcast(gone), "image_id", "left_anti")
         n_erased = n_input - df.count()
+    erased_files: set[str] = set()  # files read whose every row is erased: never recorded (an image file's name
+    if n_erased:  # is the image's), so such a file is read, and left out by its tombstone, by every run
+        from jobs.campaign.inputs import record_path
+
+        left = {record_path(r.input_file) for r in df.select("input_file").distinct().collect()}
+        erased_files = {v.path for v in input_files.read} - left
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
     if not dry_run:
@@ -408,7 +414,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     seconds = time.monotonic() - t_score
     phases["scoring_s"] = round(seconds, 3)
     consumed = _consumed_files(lake, cfg, input_files, df, backlog_left, refused_files, files["images"], counts,
-                               uri_policy, out)
+                               uri_policy, out, erased_files)
     n_scored = sum(counts.get(s, 0) for s in STATUSES)
     finished = dt.datetime.now(dt.timezone.utc)
     run_row = {
@@ -458,19 +464,20 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
 
 def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, refused_files: set[str],
                     image_files: list[dict[str, Any]], counts: dict[str, int], uri_policy,
-                    out: TextIO) -> list[dict[str, Any]]:
+                    out: TextIO, erased_files: set[str] = frozenset()) -> list[dict[str, Any]]:
     """The files this run read whose every image is, once its manifest commits, scored by the run's identity
     (or erased, or a duplicate): what the inputs table records. Left out, so a later run reads them again:
     - files holding backlog images this run leaves for later (backfill.max_images_per_run);
     - with input.retry_fetch_errors, files of which an image ended this run as a fetch_error that a later
-      run would fetch again: skipping the file would stop the retry.
+      run would fetch again: skipping the file would stop the retry;
+    - ``erased_files``: files whose every row is erased (the record names no erased image's file).
     With retries on, a file in which this URI policy refused a fetch (this run, or ``refused_files``: earlier
     runs) is recorded with the policy's fingerprint: it holds under that policy only, as another policy
     would fetch those URIs. Reads only this run's input and the images files it wrote (the new data)."""
     from fer_core.fetch import refused_prefix
     from jobs.campaign.inputs import filesystem, record_path
 
-    keep_out: set[str] = set()
+    keep_out: set[str] = set(erased_files)
     refused = {record_path(p) for p in refused_files}
     if backlog_left is not None:
         rows = df.join(backlog_left, "image_id", "left_semi").select("input_file").distinct().collect()
