@@ -10,6 +10,7 @@ import pytest
 
 from tests._spark import fast_config, make_dump, read_table, run_job_in_process, submit, write_yaml
 from tests._spark import spark  # noqa: F401 - the session fixture
+from tests.test_job_s3 import s3_endpoint  # noqa: F401 - the moto server fixture
 
 
 def _record(lake: Path):
@@ -267,3 +268,21 @@ def test_image_folders_record_each_image_file_and_an_erased_image_file_is_never_
     r3 = run_job_in_process(spark, cfg, run_id="third")
     assert (r3["n_files_read"], r3["n_scored"]) == (1, 0)  # read (its tombstone drops it), not recorded
     assert str(new) not in set(_record(lake).path) and len(_record(lake)) == len(images_on_disk)
+
+
+@pytest.mark.s3
+def test_an_s3_listing_keys_each_object_on_its_size_mtime_and_etag(s3_endpoint) -> None:  # noqa: F811
+    """The listing gives what the record keys on from the one listing: size, LastModified and ETag; an object
+    rewritten with other bytes of the same size has another ETag, so it counts as changed."""
+    from jobs.campaign.inputs import list_file_versions
+    from tests.test_job_s3 import moto_buckets
+
+    opts, fs = moto_buckets(s3_endpoint, "record")
+    fs.pipe("record/dump/date=2026-12-01/a.parquet", b"first bytes")
+    fs.pipe("record/dump/date=2026-12-01/_SUCCESS", b"")
+    [before] = list_file_versions("s3://record/dump/", opts, suffixes=(".parquet",))
+    assert before.path == "s3://record/dump/date=2026-12-01/a.parquet" and before.size == len(b"first bytes")
+    assert before.etag and before.mtime_s
+    fs.pipe("record/dump/date=2026-12-01/a.parquet", b"other bytes")
+    [after] = list_file_versions("s3://record/dump/", opts, suffixes=(".parquet",))
+    assert after.size == before.size and after.etag != before.etag and after.key() != before.key()
