@@ -89,7 +89,7 @@ def test_unchanged_files_are_not_opened_a_changed_file_is_reread_and_an_erasure_
     r2 = run_job_in_process(spark, cfg, run_id="second")
     assert (r2["n_files_read"], r2["n_files_skipped"]) == (0, 2)
     assert r2["n_input"] == 0 and r2["n_scored"] == 0 and r2["status"] == "succeeded"
-    assert "2 skipped unopened" in r2["_log"] and "0 read (new or changed), 2 skipped unopened" in r2["_log"]
+    assert "2 input files, 2 skipped unopened" in r2["_log"] and "0 read (new or changed), 2 skipped unopened" in r2["_log"]
     assert len(read_table(f"{lake}/images")) == n_unique
 
     # (b) the second file gains three posts (new size and mtime): it alone is read; only its new images scored
@@ -103,7 +103,7 @@ def test_unchanged_files_are_not_opened_a_changed_file_is_reread_and_an_erasure_
     r3 = run_job_in_process(spark, cfg, run_id="third")
     assert (r3["n_files_read"], r3["n_files_skipped"]) == (1, 1)  # the first file, still garbage, not opened
     assert r3["n_new"] == 3 and r3["n_scored"] == 3 and r3["n_input"] == grown.num_rows
-    assert "1 changed since recorded" in r3["_log"]
+    assert "1 read (1 changed since recorded)" in r3["_log"]
     images = read_table(f"{lake}/images")
     assert len(images) == n_unique + 3 and images.image_id.is_unique
     assert set(images[images.run_id == "third"].image_id) == set(more.column("image_id").to_pylist())

@@ -98,6 +98,7 @@ class InputFiles:
     read: list[FileVersion] = field(default_factory=list)
     skipped: list[FileVersion] = field(default_factory=list)
     format: str = "parquet"
+    n_changed: int = 0  # of ``read``: files recorded before in another version (size, mtime or ETag changed)
 
 
 def list_files_with_mtime(path: str, options: dict[str, str] | None, *,

@@ -201,12 +201,8 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     if df is None:  # every listed file is consumed as it is: nothing to read
         df = empty_input(spark, cfg.input, _lake_extra_fields(lake, cfg))
     listing_s = time.monotonic() - t_list
-    n_listed = len(input_files.read) + len(input_files.skipped)
     recorded_paths = {key[0] for key in consumed}
-    print(f"input: {n_listed} file(s) listed, {len(input_files.skipped)} skipped unopened (consumed by {sid}, "
-          f"unchanged since: the inputs table), {len(input_files.read)} read "
-          f"({sum(1 for v in input_files.read if v.path in recorded_paths)} changed since recorded)",
-          file=out, flush=True)
+    input_files.n_changed = sum(1 for v in input_files.read if v.path in recorded_paths)
     # Read once: the counts below and the scoring stage each scan the input, and pyarrow (unlike Spark's own
     # Parquet source) cannot skip the image column for a count. Spilled to local disk, like a shuffle.
     cached = df = df.persist(StorageLevel.DISK_ONLY)
@@ -366,7 +362,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     # partition already satisfies the dedupe window and the anti-join, so Spark adds no shuffle and a
     # single task (one core) would score the whole run. Hash on image_id: the same split on a retry.
     todo = todo.repartition(n_parts, "image_id")
-    print(f"run {run_id}: {n_input} input rows, "
+    print(f"run {run_id}: {len(input_files.read) + len(input_files.skipped)} input files, "
+          f"{len(input_files.skipped)} skipped unopened (consumed by {sid} as they are: the inputs table), "
+          f"{len(input_files.read)} read ({input_files.n_changed} changed since recorded); {n_input} input rows, "
           + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
           + f"{n_input - n_erased - n_unique} duplicates, "
           f"{n_unique - n_new - n_backlog} already scored by {sid}, {n_new} new"
@@ -494,7 +492,7 @@ def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, refused
                 (refused if (error or "").startswith(prefix) else keep_out).add(record_path(path))
     kept = [v for v in input_files.read if v.path not in keep_out]
     if len(kept) < len(input_files.read):
-        print(f"input: {len(input_files.read) - len(kept)} file(s) read will be read again by the next run "
+        print(f"  input files: {len(input_files.read) - len(kept)} of those read are read again by the next run "
               "(images left in the backfill backlog, or fetch errors to retry)", file=out, flush=True)
     policy = uri_policy.fingerprint if cfg.input.retry_fetch_errors else None
     return [{"path": v.path, "size": v.size, "mtime_s": v.mtime_s, "etag": v.etag, "format": input_files.format,
