@@ -68,9 +68,11 @@ def _input_files_of(images_dt, campaigns: list[str], images: list[str]) -> list[
 
     if images_dt is None or "input_file" not in pa.schema(images_dt.schema()).names:
         return []
-    wanted = pc.field("campaign_id").isin(campaigns)
-    if images:
-        wanted = wanted | pc.field("image_id").isin(images)
+    tests = [pc.field(column).isin(pa.array(values, pa.string()))
+             for column, values in (("campaign_id", campaigns), ("image_id", images)) if values]
+    if not tests:
+        return []
+    wanted = tests[0] if len(tests) == 1 else tests[0] | tests[1]
     found = images_dt.to_pyarrow_dataset().to_table(columns=["input_file"], filter=wanted)
     return sorted({record_path(p) for p in found["input_file"].to_pylist() if p})
 
