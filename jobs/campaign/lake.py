@@ -7,6 +7,7 @@ Exactly-once protocol (one run = one run_id):
 2. The driver writes a manifest ``<lake>/_job/pending/<run_id>.json`` (the add actions of every table,
    the affected campaigns and the runs row) in one atomic put.
 3. It commits faces, tracks (video posts), images (``create_write_transaction`` + AddAction), then the
+   record of the input files the run consumed (the inputs table: after the rows it vouches for), then the
    campaign MERGE, then the runs row; every commit carries the app transaction ``score_campaign:<run_id>``,
    and a table that already has it is skipped. Then the manifest is deleted.
 4. Every run first replays pending manifests (``recover_pending``), so a run killed anywhere between
