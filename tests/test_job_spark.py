@@ -134,7 +134,10 @@ def test_dry_run_plans_without_writing(spark, one_shot, dump, tmp_path):  # noqa
     before = {t: table_version(f"{lake}/{t}") for t in tables}
     plan = run_job_in_process(spark, fast_config(dump["dump"], lake), dry_run=True)
     assert plan["dry_run"] and plan["n_to_score"] == 0 and plan["by_campaign"] == {}
-    assert plan["n_already_scored"] == row["n_scored"] and plan["estimated_s"] == 0.0
+    # every dump file is recorded as consumed by the one-shot run: none would be opened, no image looked up
+    n_files = len(list(__import__("pathlib").Path(dump["dump"]).rglob("*.parquet")))
+    assert (plan["n_files_read"], plan["n_files_skipped"]) == (0, n_files) and row["n_files_read"] == n_files
+    assert plan["n_already_scored"] == 0 and plan["estimated_s"] == 0.0
     assert plan["images_per_s"] == pytest.approx(row["images_per_s"])  # the one-shot run's speed
     assert {t: table_version(f"{lake}/{t}") for t in tables} == before
     # a new lake: everything is to score, counted per campaign; nothing is created there

@@ -376,7 +376,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     phases["skip_s"] = round(time.monotonic() - t_skip, 3)
     if dry_run:
         return _dry_run_plan(lake, todo, run_id, n_input, n_erased, n_unique, n_todo, len(retried), model_version,
-                             detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill)
+                             detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill,
+                             n_files=(len(input_files.read), len(input_files.skipped)))
 
     counts: dict[str, int] = {}
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": [], "tracks": []}
@@ -514,10 +515,12 @@ def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> di
 
 def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,
                   model_version: str, detector_version: str, out: TextIO, *, scoring_id: str,
-                  n_backlog_left: int = 0) -> dict[str, Any]:
+                  n_backlog_left: int = 0, n_files: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """What a run would do: images to score per campaign, and an estimate of the scoring time from the
     median speed of the last five succeeded runs with the same model and detector (None without one).
-    n_backlog_left: images only older identities scored that this run would leave for later runs."""
+    n_backlog_left: images only older identities scored that this run would leave for later runs.
+    n_files: (input files it would read, files it would skip unopened as consumed: the inputs table); the
+    counts are over the files it would read."""
     from pyspark.sql import functions as F
 
     by_campaign = {r["campaign_id"]: int(r["count"])
@@ -548,6 +551,7 @@ def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique
             "n_duplicates": n_input - n_erased - n_unique,
             "n_already_scored": n_unique - n_todo - n_backlog_left, "n_to_score": n_todo, "n_retried": n_retried,
             "n_backlog_left": n_backlog_left, "scoring_id": scoring_id,
+            "n_files_read": n_files[0], "n_files_skipped": n_files[1],
             "by_campaign": by_campaign, "images_per_s": speed, "estimated_s": estimate, "pending_runs": pending,
             "model_version": model_version, "detector_version": detector_version}
 
