@@ -21,7 +21,7 @@ from fer_core.types import ImageResult
 
 __all__ = ["EMOTIONS", "SENTIMENTS", "STATUSES", "SCORED_STATUSES", "PROB_COLUMNS", "ADJUSTED_COLUMNS",
            "TABLE_NAMES", "images_schema", "faces_schema", "campaigns_schema", "runs_schema", "erasures_schema",
-           "health_schema", "tracks_schema", "schema_of", "read_types", "read_widening", "image_rows", "track_rows",
+           "health_schema", "tracks_schema", "inputs_schema", "INPUTS_STATS_COLUMNS", "schema_of", "read_types", "read_widening", "image_rows", "track_rows",
            "face_landmarks"]
 
 STATUSES: tuple[str, ...] = IMAGE_STATUSES
@@ -161,6 +161,8 @@ def runs_schema():
         # to the lake, images rescored from an older identity, and those of the input still waiting for it
         pa.field("scoring_id", pa.string()), pa.field("n_new", pa.int64()), pa.field("n_backfilled", pa.int64()),
         pa.field("n_backlog_left", pa.int64()),
+        # the record of consumed input files (inputs table): files listed that were skipped unopened, and read
+        pa.field("n_files_skipped", pa.int64()), pa.field("n_files_read", pa.int64()),
     ])
 
 
@@ -188,9 +190,36 @@ def health_schema():
     ])
 
 
+def inputs_schema():
+    """inputs: the record of consumed input files, one row per (file version, scoring identity, reader): a dump
+    file or image file whose every image this identity has scored (or that were erased or duplicates), as the
+    run that read it committed them. A later run skips a listed file whose (path, size, mtime_s, etag) has a
+    row for its scoring identity and reader without opening it (Spark's file-source checkpoint, in the lake).
+
+    path: the file as listed (a local absolute path, or ``s3://bucket/key``); size in bytes; mtime_s: its
+    modification time (epoch seconds; S3's LastModified); etag: S3's ETag (null for local files); format:
+    parquet | folders; reader: a hash of the input settings that decide which rows a file yields
+    (jobs/campaign/inputs.reader_key: columns, payload, extra columns, retry of fetch errors ...), so a
+    changed mapping re-reads every file; uri_policy: the fingerprint of the URI policy that refused a fetch of
+    one of its images (fer_core.fetch), null when none was refused: the record holds under that policy only,
+    since another would fetch those URIs; run_id: the run that committed it; committed_at: when."""
+    pa = _pa()
+    return pa.schema([
+        pa.field("path", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_s", pa.float64()),
+        pa.field("etag", pa.string()), pa.field("format", pa.string()), pa.field("scoring_id", pa.string()),
+        pa.field("reader", pa.string()), pa.field("uri_policy", pa.string()), pa.field("run_id", pa.string()),
+        pa.field("committed_at", _ts()),
+    ])
+
+
+INPUTS_STATS_COLUMNS: tuple[str, ...] = ("scoring_id", "reader", "run_id", "committed_at")
+"""The inputs table's columns with statistics in the Delta log (a reader prunes by identity); never path: an
+erased image file's name would stay in the log's history."""
+
+
 SCHEMAS: dict[str, Callable[[], Any]] = {
     "images": images_schema, "faces": faces_schema, "tracks": tracks_schema, "campaigns": campaigns_schema,
-    "runs": runs_schema, "erasures": erasures_schema, "health": health_schema,
+    "runs": runs_schema, "erasures": erasures_schema, "health": health_schema, "inputs": inputs_schema,
 }
 
 

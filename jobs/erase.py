@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     for name, n in report["deleted"].items():
         print(f"{name}: {verb} {n} rows")
+    if report.get("inputs_forgotten"):
+        print(f"inputs: {verb} the records of {report['inputs_forgotten']} consumed input files (the next scoring "
+              "run reads them again, once; the erased images stay out)")
     if not args.dry_run:
         print(f"erasure {report['erasure_id']} recorded; {report['vacuumed']} files vacuumed"
               + (" (kept until the next maintain_lake VACUUM)" if args.keep_files else ""))

@@ -134,7 +134,10 @@ def test_dry_run_plans_without_writing(spark, one_shot, dump, tmp_path):  # noqa
     before = {t: table_version(f"{lake}/{t}") for t in tables}
     plan = run_job_in_process(spark, fast_config(dump["dump"], lake), dry_run=True)
     assert plan["dry_run"] and plan["n_to_score"] == 0 and plan["by_campaign"] == {}
-    assert plan["n_already_scored"] == row["n_scored"] and plan["estimated_s"] == 0.0
+    # every dump file is recorded as consumed by the one-shot run: none would be opened, no image looked up
+    n_files = len(list(__import__("pathlib").Path(dump["dump"]).rglob("*.parquet")))
+    assert (plan["n_files_read"], plan["n_files_skipped"]) == (0, n_files) and row["n_files_read"] == n_files
+    assert plan["n_already_scored"] == 0 and plan["estimated_s"] == 0.0
     assert plan["images_per_s"] == pytest.approx(row["images_per_s"])  # the one-shot run's speed
     assert {t: table_version(f"{lake}/{t}") for t in tables} == before
     # a new lake: everything is to score, counted per campaign; nothing is created there
@@ -186,7 +189,10 @@ def test_incremental_day_by_day_equals_one_shot(spark, one_shot, dump, tmp_path)
     days = sorted(p.name for p in __import__("pathlib").Path(dump["dump"]).iterdir())
     first = run_job_in_process(spark, fast_config(f"{dump['dump']}/{days[0]}", lake_b))
     second = run_job_in_process(spark, fast_config(f"{dump['dump']}/date=*", lake_b))
-    assert second["n_skipped"] - second["n_duplicates"] == first["n_scored"]  # day 1 is not scored again
+    # day 1 is not scored again, nor read: its file is recorded as consumed (the inputs table), so it is skipped
+    # unopened and the second run's input rows are the other days' only
+    assert first["n_files_read"] == 1 and (second["n_files_read"], second["n_files_skipped"]) == (len(days) - 1, 1)
+    assert second["n_skipped"] - second["n_duplicates"] == 0
     a = campaigns_comparable(read_table(f"{lake_a}/campaigns"))
     b = campaigns_comparable(read_table(f"{lake_b}/campaigns"))
     import pandas as pd

@@ -58,6 +58,25 @@ def maintain(lake: Lake, *, vacuum_hours: int | None = None, dry_run: bool = Fal
     return report
 
 
+def _input_files_of(images_dt, campaigns: list[str], images: list[str]) -> list[str]:
+    """The input files (as the inputs table names them) that the images rows of these campaigns / images came
+    from; none for a lake from before images.input_file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.campaign.inputs import record_path
+
+    if images_dt is None or "input_file" not in pa.schema(images_dt.schema()).names:
+        return []
+    tests = [pc.field(column).isin(pa.array(values, pa.string()))
+             for column, values in (("campaign_id", campaigns), ("image_id", images)) if values]
+    if not tests:
+        return []
+    wanted = tests[0] if len(tests) == 1 else tests[0] | tests[1]
+    found = images_dt.to_pyarrow_dataset().to_table(columns=["input_file"], filter=wanted)
+    return sorted({record_path(p) for p in found["input_file"].to_pylist() if p})
+
+
 def erased(lake: Lake) -> tuple[set[str], set[str]]:
     """(erased campaign ids, erased image ids): the scoring job never scores these again."""
     dt = lake.table("erasures")
@@ -91,7 +110,8 @@ def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = 
     storage too (time travel to before the erasure stops working). Run it under the scoring job's
     lock: a run writing files meanwhile would lose them. An image erasure leaves its campaign's
     campaigns row stale until the next scoring run recomputes it. Refused while a run is pending.
-    Returns rows deleted per table, the affected campaigns and files vacuumed.
+    Returns rows deleted per table, the affected campaigns, files vacuumed, and how many records of consumed
+    input files it deleted (``inputs_forgotten``: those files are read again by the next run).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -114,6 +134,7 @@ def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = 
             columns=["image_id", "campaign_id"], filter=pc.field("image_id").isin(images))
         image_campaign.update(zip(found["image_id"].to_pylist(), found["campaign_id"].to_pylist()))
     affected = sorted(set(campaigns) | {c for c in image_campaign.values() if c is not None})
+    source_files = _input_files_of(images_dt, campaigns, images)
     if dry_run:
         for name in ERASABLE:
             dt = lake.table(name)
@@ -125,7 +146,8 @@ def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = 
             if images and "image_id" in present:
                 mask = pc.or_(mask, pc.is_in(table["image_id"], pa.array(images, pa.string())))
             counts[name] = int(pc.sum(pc.cast(mask, "int64")).as_py() or 0)
-        return {"deleted": counts, "campaigns": affected, "vacuumed": 0, "dry_run": True}
+        return {"deleted": counts, "campaigns": affected, "vacuumed": 0, "dry_run": True,
+                "inputs_forgotten": len(source_files)}
     now = datetime.datetime.now(datetime.timezone.utc)
     erasure_id = uuid.uuid4().hex[:12]
     tombstones = [{"erasure_id": erasure_id, "kind": "campaign", "id": c, "campaign_id": c, "reason": reason,
@@ -135,6 +157,13 @@ def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = 
     write_deltalake(lake.uri("erasures"), pa.Table.from_pylist(tombstones, schema=erasures_schema()),
                     mode="append", storage_options=lake.options)
     vacuumed = 0
+    # the record of consumed input files forgets the erased rows' files: it names no erased image's file
+    # (an image folder's file name is the image's), and the next run reads those files again, once (the
+    # tombstones keep the erased images out, their other images are skipped by id) and records them anew
+    forgotten = lake.forget_inputs(source_files)
+    if vacuum and forgotten:
+        vacuumed += len(DeltaTable(lake.uri("inputs"), storage_options=lake.options).vacuum(
+            retention_hours=0, dry_run=False, enforce_retention_duration=False))
     for name in ERASABLE:
         lake.limit_stats_columns(name)  # the rewritten files' stats must not list image ids
         table = lake.table(name)
@@ -150,5 +179,5 @@ def erase(lake: Lake, *, campaigns: Iterable[str] = (), images: Iterable[str] = 
             vacuumed += len(DeltaTable(lake.uri(name), storage_options=lake.options).vacuum(
                 retention_hours=0, dry_run=False, enforce_retention_duration=False))
     return {"deleted": counts, "campaigns": affected, "vacuumed": vacuumed, "dry_run": False,
-            "erasure_id": erasure_id}
+            "erasure_id": erasure_id, "inputs_forgotten": forgotten}
 

@@ -16,11 +16,13 @@ This module is imported on executors (``read_parquet_files``): it must never imp
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, TextIO
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Collection, Iterator, TextIO
 
 from fer_core.decode import IMAGE_SUFFIXES, image_glob
 from fer_core.sniff import VIDEO_SUFFIXES
@@ -29,7 +31,8 @@ from fer_core.storage import fsspec_options, redact
 
 from jobs.campaign.config import InputConfig
 
-__all__ = ["InputError", "read_input", "dedupe", "read_parquet_files", "list_files", "STANDARD"]
+__all__ = ["InputError", "read_input", "read_new_input", "empty_input", "dedupe", "read_parquet_files", "list_files",
+           "list_file_versions", "FileVersion", "InputFiles", "reader_key", "record_path", "STANDARD"]
 
 STANDARD = ("image_id", "campaign_id", "posted_at", "platform", "caption", "source", "input_file", "image", "uri")
 _GLOB = re.compile(r"[*?\[{]")
@@ -73,14 +76,46 @@ def list_files(path: str, options: dict[str, str] | None, *, suffixes: tuple[str
     return [f for f, _ in list_files_with_mtime(path, options, suffixes=suffixes)]
 
 
+@dataclass(frozen=True)
+class FileVersion:
+    """One listed input file as the listing saw it: what the record of consumed files (the inputs table)
+    keys on. path: a local absolute path or ``proto://bucket/key``; etag: S3's ETag (None locally)."""
+
+    path: str
+    size: int | None
+    mtime_s: float | None
+    etag: str | None = None
+
+    def key(self) -> tuple[str, int | None, float | None, str | None]:
+        return (self.path, self.size, self.mtime_s, self.etag)
+
+
+@dataclass
+class InputFiles:
+    """What a run's listing found: the files it reads (new or changed since recorded) and those it skipped,
+    unopened, because the record says this scoring identity consumed them as they are."""
+
+    read: list[FileVersion] = field(default_factory=list)
+    skipped: list[FileVersion] = field(default_factory=list)
+    format: str = "parquet"
+    n_changed: int = 0  # of ``read``: files recorded before in another version (size, mtime or ETag changed)
+
+
 def list_files_with_mtime(path: str, options: dict[str, str] | None, *,
                           suffixes: tuple[str, ...] | None = None) -> list[tuple[str, float | None]]:
     """(file, modification time in epoch seconds or None) for every file ``list_files`` returns, from
     the one listing (no request per file)."""
+    return [(v.path, v.mtime_s) for v in list_file_versions(path, options, suffixes=suffixes)]
+
+
+def list_file_versions(path: str, options: dict[str, str] | None, *,
+                       suffixes: tuple[str, ...] | None = None) -> list[FileVersion]:
+    """Every file ``list_files`` returns with its size, modification time and (S3) ETag, from the one
+    listing (no request per file), sorted by path."""
     fs, stripped = filesystem(path, options)
     try:
         roots = sorted(fs.glob(stripped)) if _GLOB.search(stripped) else ([stripped] if fs.exists(stripped) else [])
-        files: dict[str, float | None] = {}
+        files: dict[str, FileVersion] = {}
         for root in roots:
             found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
             for f, info in found.items():
@@ -89,13 +124,49 @@ def list_files_with_mtime(path: str, options: dict[str, str] | None, *,
                     continue
                 if suffixes and not name.lower().endswith(suffixes):
                     continue
-                files[_unstrip(fs, f, path)] = _mtime(info)
+                listed = _unstrip(fs, f, path)
+                size = info.get("size", info.get("Size"))
+                etag = info.get("ETag", info.get("etag"))
+                files[listed] = FileVersion(listed, None if size is None else int(size), _mtime(info),
+                                            None if etag is None else str(etag))
     except InputError:
         raise
     except Exception as e:  # fsspec backends raise many types (permissions, credentials, endpoint)
         raise InputError(f"input path {path}: cannot list it ({type(e).__name__}: {redact(str(e), options)[:300]}); "
                          "check the path and credentials") from None
-    return sorted(files.items())
+    return [files[k] for k in sorted(files)]
+
+
+def reader_key(cfg: InputConfig) -> str:
+    """A short hash of the input settings that decide which rows (ids, campaigns, columns) a file yields and
+    which of its images a run fetches again: a consumed-file record is valid for this reader only, so a new
+    column mapping, payload, extra column, default or retry setting re-reads the files once (their images
+    already scored are still skipped by id). Paths, since and credentials are not part of it, nor the URI
+    policy: a record names it only for the files in which it refused a URI (the inputs table's uri_policy)."""
+    settings: dict[str, Any] = {
+        "format": cfg.format, "payload": cfg.payload, "columns": asdict(cfg.columns),
+        "extra_columns": list(cfg.extra_columns), "campaign_from": cfg.campaign_from,
+        "default_campaign": cfg.default_campaign, "default_platform": cfg.default_platform,
+        "posted_at_format": cfg.posted_at_format, "retry_fetch_errors": cfg.retry_fetch_errors,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_path(input_file: str | None) -> str | None:
+    """An images row's input_file as the listing (and so the record) names the file: local image-folder
+    rows carry Spark's ``file:`` URI."""
+    if input_file is None:
+        return None
+    return input_file[len("file:"):] if input_file.startswith("file:") and not is_remote(input_file) else input_file
+
+
+def _split_consumed(listed: list[FileVersion], consumed: Collection[tuple] | None) -> tuple[list[FileVersion],
+                                                                                           list[FileVersion]]:
+    """(to read, skipped): a file is skipped when its exact (path, size, mtime, etag) is recorded."""
+    if not consumed:
+        return list(listed), []
+    read = [v for v in listed if v.key() not in consumed]
+    return read, [v for v in listed if v.key() in consumed]
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -145,11 +216,14 @@ def read_parquet_files(
     *,
     constants: list[dict[str, Any]] | None = None,
     batch_rows: int = 1024,
+    keep: tuple[str, list[str]] | None = None,
 ):
     """A DataFrame of the rows of ``files`` (local or any fsspec URI), read on the executors.
 
     schema: Spark StructType of the columns to read (they must exist in every file);
     constants: per file, extra column values (e.g. Delta partition values), added to every row;
+    keep: (column, values): only rows whose column is one of the values, filtered by pyarrow in each batch
+    before anything reaches pandas or Spark (the incremental skip's candidate ids);
     a ``_file`` column holds each row's file. One Spark task per file at most; a file is read in
     row batches, so memory stays bounded whatever the file size.
     """
@@ -161,11 +235,15 @@ def read_parquet_files(
     listing = file_listing(spark, rows, "constants")
     names = [f.name for f in out_schema.fields]
     opts = dict(storage_options or {})
+    keep_column, keep_values = keep if keep is not None else (None, None)
 
     def read(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        wanted = pa.array(keep_values, pa.string()) if keep_column is not None else None
         for batch in batches:
             for path, consts in zip(batch["file"], batch["constants"]):
                 fs, stripped = filesystem(path, opts)
@@ -173,6 +251,11 @@ def read_parquet_files(
                 with fs.open(stripped, "rb") as fh:
                     pf = pq.ParquetFile(fh)
                     for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                        if wanted is not None:
+                            rb = _without_views(rb)  # a file delta-rs rewrote holds string_view: no filter kernel
+                            rb = rb.filter(pc.is_in(rb.column(keep_column), value_set=wanted))
+                            if not rb.num_rows:
+                                continue
                         pdf = rb.to_pandas()
                         for k, v in values.items():
                             pdf[k] = v
@@ -182,6 +265,19 @@ def read_parquet_files(
                         yield pd.DataFrame({c: [] for c in names})
 
     return listing.mapInPandas(read, out_schema)
+
+
+def _without_views(batch):
+    """A record batch with its string_view / binary_view columns as plain string / binary (pyarrow has no
+    filter or take kernel for views; delta-rs writes them when it rewrites a file, e.g. for a delete)."""
+    import pyarrow as pa
+
+    plain = {pa.types.is_string_view: pa.string(), pa.types.is_binary_view: pa.binary()}
+    arrays = []
+    for column in batch.columns:
+        target = next((t for test, t in plain.items() if test(column.type)), None)
+        arrays.append(column if target is None else column.cast(target))
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def file_listing(spark, rows: list[tuple[str, str]], second: str):
@@ -203,9 +299,33 @@ def read_input(spark, cfg: InputConfig, out: TextIO | None = None):
     out: where to say which files of an image folder the glob filter, or ``input.since``, left out (none
     are dropped silently).
     """
+    return read_new_input(spark, cfg, out)[0]
+
+
+def read_new_input(spark, cfg: InputConfig, out: TextIO | None = None, consumed: Collection[tuple] | None = None):
+    """(standard input DataFrame or None, InputFiles): as ``read_input``, but the listed files whose
+    ``FileVersion.key()`` is in ``consumed`` (the record of consumed files for this scoring identity and
+    reader) are skipped without being opened: no footer, no Spark read. None when every listed file was
+    skipped (``empty_input`` gives a DataFrame of no rows)."""
+    files = InputFiles(format=cfg.format)
     if cfg.format == "parquet":
-        return _read_parquet(spark, cfg, out)
-    return _read_folders(spark, cfg, out)
+        return _read_parquet(spark, cfg, out, consumed, files), files
+    return _read_folders(spark, cfg, out, consumed, files), files
+
+
+def empty_input(spark, cfg: InputConfig, extra_fields: list[Any]):
+    """A standard input DataFrame of no rows (every listed file was consumed). extra_fields: pyarrow fields of
+    the configured extra columns (the lake's images table has their types; string where it has none)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    known = {f.name: f for f in extra_fields}
+    standard = [pa.field("image_id", pa.string()), pa.field("campaign_id", pa.string()),
+                pa.field("posted_at", pa.timestamp("us", tz="UTC")), pa.field("platform", pa.string()),
+                pa.field("caption", pa.string()), pa.field("source", pa.string()),
+                pa.field("input_file", pa.string()), pa.field("image", pa.binary()), pa.field("uri", pa.string())]
+    extras = [known.get(c, pa.field(c, pa.string())) for c in cfg.extra_columns]
+    return spark.createDataFrame([], from_arrow_schema(pa.schema(standard + extras)))
 
 
 _DATE_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
@@ -252,21 +372,29 @@ def _payload_column(cfg: InputConfig, names: list[str], where: str) -> str:
     return "uri"
 
 
-def _read_parquet(spark, cfg: InputConfig, out: TextIO | None = None):
+def _read_parquet(spark, cfg: InputConfig, out: TextIO | None = None, consumed: Collection[tuple] | None = None,
+                  found: InputFiles | None = None):
     """Every file's footer is planned on the driver (jobs/campaign/parquet_dumps.py), then pyarrow reads
     the files on the executors: Spark's own Parquet source refuses nanosecond timestamps and reads
-    neither Hive folders given as files nor columns in another case."""
+    neither Hive folders given as files nor columns in another case. Files in ``consumed`` are not
+    opened (None when that leaves none); ``found`` gets what was read and skipped."""
     from pyspark.sql import functions as F
 
     from jobs.campaign.parquet_dumps import check_posted_at_text, output_fields, plan_file, read_dump
 
-    files = list_files(cfg.path, cfg.storage_options, suffixes=(".parquet", ".parq", ".pq"))
-    if not files:
+    listed = list_file_versions(cfg.path, cfg.storage_options, suffixes=(".parquet", ".parq", ".pq"))
+    if not listed:
         raise InputError(f"no input: no Parquet file matches input.path {cfg.path!r}; check the path or --input")
-    files = keep_since(files, cfg, out)
-    if not files:
+    listed = keep_since(listed, cfg, out, key=lambda v: v.path)
+    if not listed:
         raise InputError(f"no input: every Parquet file under input.path {cfg.path!r} is in a date= folder before "
                          f"input.since {cfg.since!r}")
+    to_read, skipped = _split_consumed(listed, consumed)
+    if found is not None:
+        found.read, found.skipped = to_read, skipped
+    if not to_read:
+        return None
+    files = [v.path for v in to_read]
     schemas = footer_schemas(files, cfg.storage_options)
     payload = _payload_column(cfg, [n.lower() for n in schemas[0].names], files[0])
     root = _glob_root(cfg.path).rstrip("/")
@@ -351,7 +479,10 @@ def _no_images(cfg: InputConfig, n_files: int) -> str:
             "check the path, or set input.glob_filter")
 
 
-def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
+def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None, consumed: Collection[tuple] | None = None,
+                  found: InputFiles | None = None):
+    """Image folders: one row per image file; files in ``consumed`` are left out unopened (None when that
+    leaves none); ``found`` gets what was read and skipped."""
     import fnmatch
 
     from pyspark.sql import functions as F
@@ -365,9 +496,9 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
 
     # Listed on the driver (one listing, with modification times) and fetched inside the UDFs through the
     # URI policy, local and remote alike: a symlink in a folder that points out of it is refused there.
-    listed = list_files_with_mtime(cfg.path if is_remote(cfg.path) else local_path(cfg.path), cfg.storage_options)
-    listed = keep_since(listed, cfg, out, key=lambda row: row[0])
-    all_files = [f for f, _ in listed]
+    listed = list_file_versions(cfg.path if is_remote(cfg.path) else local_path(cfg.path), cfg.storage_options)
+    listed = keep_since(listed, cfg, out, key=lambda v: v.path)
+    all_files = [v.path for v in listed]
     if not all_files:
         raise InputError(f"no input: nothing matches input.path {cfg.path!r}; check the path or --input")
     files = matching(all_files)
@@ -375,8 +506,13 @@ def _read_folders(spark, cfg: InputConfig, out: TextIO | None = None):
     if not files:
         raise InputError(_no_images(cfg, len(all_files)))
     kept = set(files)
+    to_read, skipped = _split_consumed([v for v in listed if v.path in kept], consumed)
+    if found is not None:
+        found.read, found.skipped = to_read, skipped
+    if not to_read:
+        return None
     # local files keep the file:/ URI Spark's binaryFile source gave them, so image ids stay what they were
-    rows = [(f if is_remote(f) else "file:" + f, m) for f, m in listed if f in kept]
+    rows = [(v.path if is_remote(v.path) else "file:" + v.path, v.mtime_s) for v in to_read]
     df = spark.createDataFrame(rows, "path string, mtime double").repartition(
         max(1, min(len(rows), spark.sparkContext.defaultParallelism * 4)))
     df = df.withColumn("modificationTime", F.timestamp_seconds(F.col("mtime")))

@@ -23,7 +23,8 @@ __all__ = ["run_job", "resolve_model", "resolve_detector", "new_run_id"]
 
 FAIL_ENV = "SCORE_CAMPAIGN_FAIL_AT"  # crash-test hook of the recovery tests; not part of the product
 """Test hook: the driver exits (os._exit(3)) at this point of the commit protocol: after_write,
-after_manifest, after_faces_commit, after_tracks_commit, after_images_commit, after_campaigns_commit."""
+after_manifest, after_faces_commit, after_tracks_commit, after_images_commit, after_inputs_commit,
+after_campaigns_commit."""
 
 
 def _fail_point(name: str) -> None:
@@ -77,11 +78,14 @@ def _arrow_extras(df, names: list[str]) -> list[Any]:
     return [pa.field(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields if f.name in names]
 
 
-def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] | None = None) -> None:
+def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] | None = None,
+               phases: dict[str, float] | None = None) -> None:
     """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe.
 
-    guard: called before each commit (``LakeLease.ensure_held``): a run that lost the lake stops there."""
+    guard: called before each commit (``LakeLease.ensure_held``): a run that lost the lake stops there.
+    phases: gets ``commit_s`` (the table commits) and ``recompute_s`` (the campaign recompute), apart."""
     guard = guard or (lambda: None)
+    t_commit = time.monotonic()
     import pyarrow as pa
 
     from fer_core.identity import legacy_scoring_id
@@ -102,9 +106,17 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     _fail_point("after_images_commit")
     sid = manifest.get("scoring_id") or legacy_scoring_id(manifest["model_version"])  # a manifest from before ids
     lake.drop_superseded_fetch_errors(manifest.get("retried", []), sid, run_id)
+    # the consumed input files, after the rows they hold: a crash before this leaves them unrecorded and the
+    # replay of this manifest records them (its app transaction), so the record never runs ahead of the rows
+    if manifest.get("inputs"):
+        guard()
+        lake.record_inputs(manifest["inputs"], sid, manifest["reader"], run_id)
+    _fail_point("after_inputs_commit")
+    t_recompute = time.monotonic()
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], sid, run_id, mix_matrix=manifest.get("mix_matrix"),
                                sentiment_groups=manifest.get("sentiment_groups"),
                                gone_files=manifest.get("gone_files"))
+    recompute_s = time.monotonic() - t_recompute
     guard()
     lake.merge_campaigns(rows, run_id)
     lake.drop_stale_campaign_rows(manifest["campaigns"], rows)  # erased campaigns and identities, pre-id rows
@@ -115,6 +127,9 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     guard()
     lake.append_run(row, run_id)
     lake.drop_manifest(run_id)
+    if phases is not None:
+        phases["recompute_s"] = round(recompute_s, 3)
+        phases["commit_s"] = round(time.monotonic() - t_commit - recompute_s, 3)
 
 
 def recover_pending(spark, lake, out: TextIO, guard: Callable[[], None] | None = None) -> int:
@@ -161,8 +176,10 @@ def run_job(spark, cfg: JobConfig, run_id: str | None = None, *, out: TextIO | N
 
 
 def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, started) -> dict[str, Any]:
-    """run_job's body, under the lease (``lease`` None: a dry run): recover, then read the input once."""
-    from jobs.campaign.inputs import read_input
+    """run_job's body, under the lease (``lease`` None: a dry run): recover, then read the input once,
+    leaving out unopened the files the inputs table records as consumed by this scoring identity."""
+    from fer_core.identity import scoring_id
+    from jobs.campaign.inputs import empty_input, read_new_input, reader_key
     from jobs.campaign.lake import Lake
 
     t0 = time.monotonic()
@@ -170,22 +187,59 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     guard = lease.ensure_held if lease is not None else None
 
     if not dry_run:
-        recover_pending(spark, lake, out, guard)
+        recover_pending(spark, lake, out, guard)  # first: a dead run's files may be recorded by its replay
     from pyspark import StorageLevel
 
+    model_version, model_bytes, model_spec = resolve_model(cfg.model.name)
+    detector_version, detector_bytes = resolve_detector(cfg)
+    sid = scoring_id(cfg, model_version, detector_version)
+    resolved = (model_version, model_bytes, model_spec, detector_version, detector_bytes, sid)
+    t_list = time.monotonic()
+    reader = reader_key(cfg.input)
+    consumed = lake.consumed_inputs(sid, reader, cfg.input.uri_policy().fingerprint)
+    df, input_files = read_new_input(spark, cfg.input, out, consumed)
+    if df is None:  # every listed file is consumed as it is: nothing to read
+        df = empty_input(spark, cfg.input, _lake_extra_fields(lake, cfg))
+    listing_s = time.monotonic() - t_list
+    recorded_paths = {key[0] for key in consumed}
+    input_files.n_changed = sum(1 for v in input_files.read if v.path in recorded_paths)
     # Read once: the counts below and the scoring stage each scan the input, and pyarrow (unlike Spark's own
     # Parquet source) cannot skip the image column for a count. Spilled to local disk, like a shuffle.
-    cached = df = read_input(spark, cfg.input, out).persist(StorageLevel.DISK_ONLY)
+    cached = df = df.persist(StorageLevel.DISK_ONLY)
     try:
         return _score(spark, cfg, run_id, out, dry_run, started, t0, lake, guard, df,
-                      lease.waited_s if lease is not None else 0.0)
+                      lease.waited_s if lease is not None else 0.0, resolved=resolved, input_files=input_files,
+                      reader=reader, phases={"listing_s": round(listing_s, 3)})
     finally:
         cached.unpersist()
 
 
-def _scored_images(spark, lake):
+def _lake_extra_fields(lake, cfg: JobConfig) -> list[Any]:
+    """The configured extra columns' pyarrow fields as the lake's images table has them (an input of no rows
+    has no footer to take them from)."""
+    import pyarrow as pa
+
+    dt = lake.table("images")
+    if dt is None:
+        return []
+    schema = pa.schema(dt.schema())
+    return [schema.field(c) for c in cfg.input.extra_columns if c in schema.names]
+
+
+SKIP_FILTER_MAX_IDS = 100_000
+"""Up to this many distinct input ids, the incremental skip reads only the lake's images rows of those ids:
+pyarrow filters each batch of the image_id column before pandas and Spark see it, so a run of 2,000 new
+images moves 2,000 rows, not the history, into the anti-join. Above it (a first run, a replay of a whole dump)
+the ids would weigh more than the rows they save."""
+
+
+def _scored_images(spark, lake, candidate_ids: list[str] | None = None, only_identity: str | None = None):
     """The lake's images rows as (image_id, scoring_id, status, error), None before the first run. A row
-    from before scoring identities reads ``<model_version>~legacy`` (fer_core.identity)."""
+    from before scoring identities reads ``<model_version>~legacy`` (fer_core.identity).
+
+    candidate_ids: only the rows of these images (the run's input ids): the joins that use these rows are all
+    on the input's ids, so the answer is the same. only_identity: the Delta log says every row is this
+    identity's (Lake.only_identity), so neither scoring_id nor model_version is read."""
     import pyarrow as pa
     from pyspark.sql import functions as F
 
@@ -194,17 +248,26 @@ def _scored_images(spark, lake):
     dt = lake.table("images")
     if dt is None:
         return None
+    if only_identity is not None:
+        df = lake.spark_read(spark, "images", ["image_id", "status", "error"], image_ids=candidate_ids)
+        return df.select("image_id", F.lit(only_identity).alias("scoring_id"), "status", "error")
     has_id = "scoring_id" in pa.schema(dt.schema()).names
     df = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"]
-                         + (["scoring_id"] if has_id else []))
+                         + (["scoring_id"] if has_id else []), image_ids=candidate_ids)
     legacy = F.concat(F.coalesce(F.col("model_version"), F.lit("unknown")), F.lit(LEGACY_SUFFIX))
     identity = F.coalesce(F.col("scoring_id"), legacy) if has_id else legacy
     return df.select("image_id", identity.alias("scoring_id"), "status", "error")
 
 
 def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, started, t0: float, lake, guard,
-           df, lock_wait_s: float) -> dict[str, Any]:
-    """The run once its input is read: skip what is scored or erased, score the rest, commit, summarise."""
+           df, lock_wait_s: float, *, resolved: tuple, input_files, reader: str,
+           phases: dict[str, float]) -> dict[str, Any]:
+    """The run once its input is read: skip what is scored or erased, score the rest, commit, summarise.
+
+    resolved: (model_version, model bytes, model spec, detector_version, detector bytes, scoring_id);
+    input_files: the listing's InputFiles (read / skipped), reader: jobs/campaign/inputs.reader_key;
+    phases: seconds per phase so far (listing_s: listing, the record, footers), completed here (read_s: the
+    input read, skip_s, scoring_s, commit_s, recompute_s)."""
     from pyspark.sql import functions as F
 
     from fer_core.fetch import refused_prefix
@@ -214,16 +277,17 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     from jobs.campaign.progress import Progress, format_summary
     from jobs.campaign.campaigns import gone_input_files, incomplete_campaigns
     from jobs.campaign.scoring import ScoringContext, make_pipeline_fn, score
-    from fer_core.identity import scoring_id
 
     sc = spark.sparkContext
-    model_version, model_bytes, model_spec = resolve_model(cfg.model.name)
+    t_read = time.monotonic()
+    model_version, model_bytes, model_spec, detector_version, detector_bytes, sid = resolved
     mix_matrix = model_spec.mix_matrix(cfg.model.tta)
-    detector_version, detector_bytes = resolve_detector(cfg)
     uri_policy = cfg.input.uri_policy()
     extras = _arrow_extras(df, list(cfg.input.extra_columns))
     img_schema = images_schema(extras)
-    n_input = df.count()
+    n_input = df.count()  # the Spark read of the files to read (persisted: later stages reuse it)
+    phases["read_s"] = round(time.monotonic() - t_read, 3)
+    t_skip = time.monotonic()
     erased_campaigns, erased_images = erased(lake)
     n_erased = 0
     if erased_campaigns or erased_images:  # erased on request (jobs/erase.py): never scored again
@@ -233,9 +297,14 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             gone = spark.createDataFrame([(i,) for i in sorted(erased_images)], "image_id string")
             df = df.join(F.broadcast(gone), "image_id", "left_anti")
         n_erased = n_input - df.count()
+    erased_files: set[str] = set()  # files read whose every row is erased: never recorded (an image file's name
+    if n_erased:  # is the image's), so such a file is read, and left out by its tombstone, by every run
+        from jobs.campaign.inputs import record_path
+
+        left = {record_path(r.input_file) for r in df.select("input_file").distinct().collect()}
+        erased_files = {v.path for v in input_files.read} - left
     ids = df.select("image_id").distinct()
     n_unique = ids.count()
-    sid = scoring_id(cfg, model_version, detector_version)
     if not dry_run:
         if guard is not None:
             guard()
@@ -246,8 +315,12 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     todo = dedupe(df)
     retried: list[str] = []
     n_backlog = n_backfill = 0
+    backlog_left = None  # image ids of the backlog this run leaves for later runs (their files stay unrecorded)
+    refused_files: set[str] = set()  # input files of images this URI policy refused in earlier runs
     steady = lake.only_identity(sid)  # between upgrades (the Delta log's statistics say so): no backlog
-    existing = _scored_images(spark, lake)
+    # no input id (every file consumed): nothing to look up, so the images table is not read at all
+    candidates = sorted(r.image_id for r in ids.collect()) if 0 < n_unique <= SKIP_FILTER_MAX_IDS else None
+    existing = _scored_images(spark, lake, candidates, sid if steady else None) if n_unique else None
     if existing is not None:
         mine = existing.where(F.col("scoring_id") == sid)
         if cfg.input.retry_fetch_errors:  # fetch again; commit_run drops the superseded rows
@@ -256,6 +329,10 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             failed = (mine.where((F.col("status") == "fetch_error") & ~refused_again)
                       .select("image_id").distinct())
             retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
+            # their files hold under this policy only (the inputs table's uri_policy): another would fetch them
+            refused = mine.where((F.col("status") == "fetch_error") & refused_again).select("image_id")
+            refused_files = {r.input_file for r in df.join(refused, "image_id", "left_semi")
+                             .select("input_file").distinct().collect()}
             mine = mine.where((F.col("status") != "fetch_error") | refused_again)
         mine = mine.select("image_id").distinct()
         todo = todo.join(mine, "image_id", "left_anti")
@@ -270,9 +347,11 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             n_backlog = backlog.count()
         bound = cfg.backfill.max_images_per_run
         n_backfill = n_backlog if bound is None else min(n_backlog, bound)
+        if n_backfill < n_backlog:
+            chosen = backlog.orderBy(F.col("posted_at").desc_nulls_last(), "image_id").limit(n_backfill)
+            backlog_left = backlog.select("image_id").join(chosen.select("image_id"), "image_id", "left_anti")
+            backlog = chosen
         if n_backfill:  # newest first: the posts a team looks at now are rescored first
-            if n_backfill < n_backlog:
-                backlog = backlog.orderBy(F.col("posted_at").desc_nulls_last(), "image_id").limit(n_backfill)
             todo = todo.unionByName(backlog)
         n_todo = n_new + n_backfill
     else:
@@ -283,7 +362,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     # partition already satisfies the dedupe window and the anti-join, so Spark adds no shuffle and a
     # single task (one core) would score the whole run. Hash on image_id: the same split on a retry.
     todo = todo.repartition(n_parts, "image_id")
-    print(f"run {run_id}: {n_input} input rows, "
+    print(f"run {run_id}: {len(input_files.read) + len(input_files.skipped)} input files, "
+          f"{len(input_files.skipped)} skipped unopened (consumed by {sid} as they are: the inputs table), "
+          f"{len(input_files.read)} read ({input_files.n_changed} changed since recorded); {n_input} input rows, "
           + (f"{n_erased} of erased images or campaigns skipped, " if n_erased else "")
           + f"{n_input - n_erased - n_unique} duplicates, "
           f"{n_unique - n_new - n_backlog} already scored by {sid}, {n_new} new"
@@ -292,9 +373,11 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
              f"{n_backlog - n_backfill} left for later runs, backfill.max_images_per_run)" if n_backlog else "")
           + f": {n_todo} to score in {n_parts} tasks",
           file=out, flush=True)
+    phases["skip_s"] = round(time.monotonic() - t_skip, 3)
     if dry_run:
         return _dry_run_plan(lake, todo, run_id, n_input, n_erased, n_unique, n_todo, len(retried), model_version,
-                             detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill)
+                             detector_version, out, scoring_id=sid, n_backlog_left=n_backlog - n_backfill,
+                             n_files=(len(input_files.read), len(input_files.skipped)))
 
     counts: dict[str, int] = {}
     files: dict[str, list[dict[str, Any]]] = {"images": [], "faces": [], "tracks": []}
@@ -328,6 +411,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
                 files[r["table"]].append(r)
         _fail_point("after_write")
     seconds = time.monotonic() - t_score
+    phases["scoring_s"] = round(seconds, 3)
+    consumed = _consumed_files(lake, cfg, input_files, df, backlog_left, refused_files, files["images"], counts,
+                               uri_policy, out, erased_files)
     n_scored = sum(counts.get(s, 0) for s in STATUSES)
     finished = dt.datetime.now(dt.timezone.utc)
     run_row = {
@@ -340,6 +426,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "model_version": model_version, "detector_version": detector_version, "config_hash": config_hash(cfg),
         "spark_master": sc.master, "lock_wait_s": round(lock_wait_s, 3),
         "scoring_id": sid, "n_new": n_new, "n_backfilled": n_backfill, "n_backlog_left": n_backlog - n_backfill,
+        "n_files_skipped": len(input_files.skipped), "n_files_read": len(input_files.read),
     }
     # campaigns with new rows, those an image erasure left stale, and those the backfill has not finished
     campaigns = sorted({f["campaign_id"] for f in files["images"]} | stale_campaigns(lake)
@@ -354,6 +441,8 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "sentiment_groups": cfg.sentiment.groups,
         "campaigns": campaigns,
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
+        # the input files whose rows are all committed by this manifest (or were before): recorded after images
+        "inputs": consumed, "reader": reader,
     }
     lake.ensure("images", img_schema, ["campaign_id"])
     lake.ensure("faces", faces_schema(), ["campaign_id"])
@@ -361,14 +450,54 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     guard()
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
-    commit_run(spark, lake, manifest, guard)
-    printable = {**run_row, "started_at": started, "finished_at": finished,
+    commit_run(spark, lake, manifest, guard, phases)
+    printable = {**run_row, "started_at": started, "finished_at": finished, "phases": phases,
                  "n_videos": counts.get("n_videos", 0), "n_tracks": counts.get("n_tracks", 0),
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)
+    print("  phases: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in phases.items()), file=out, flush=True)
     printable["health"] = _record_health(lake, cfg, printable, out)
     return printable
+
+
+def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, refused_files: set[str],
+                    image_files: list[dict[str, Any]], counts: dict[str, int], uri_policy,
+                    out: TextIO, erased_files: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """The files this run read whose every image is, once its manifest commits, scored by the run's identity
+    (or erased, or a duplicate): what the inputs table records. Left out, so a later run reads them again:
+    - files holding backlog images this run leaves for later (backfill.max_images_per_run);
+    - with input.retry_fetch_errors, files of which an image ended this run as a fetch_error that a later
+      run would fetch again: skipping the file would stop the retry;
+    - ``erased_files``: files whose every row is erased (the record names no erased image's file).
+    With retries on, a file in which this URI policy refused a fetch (this run, or ``refused_files``: earlier
+    runs) is recorded with the policy's fingerprint: it holds under that policy only, as another policy
+    would fetch those URIs. Reads only this run's input and the images files it wrote (the new data)."""
+    from fer_core.fetch import refused_prefix
+    from jobs.campaign.inputs import filesystem, record_path
+
+    keep_out: set[str] = set(erased_files)
+    refused = {record_path(p) for p in refused_files}
+    if backlog_left is not None:
+        rows = df.join(backlog_left, "image_id", "left_semi").select("input_file").distinct().collect()
+        keep_out |= {record_path(r.input_file) for r in rows}
+    if cfg.input.retry_fetch_errors and counts.get("fetch_error"):
+        import pyarrow.parquet as pq
+
+        prefix = refused_prefix(uri_policy.fingerprint)
+        fs, root = filesystem(lake.uri("images"), lake.storage_options)
+        for f in image_files:
+            with fs.open(f"{root.rstrip('/')}/{f['path']}", "rb") as fh:
+                t = pq.read_table(fh, columns=["input_file", "error"], filters=[("status", "=", "fetch_error")])
+            for path, error in zip(t["input_file"].to_pylist(), t["error"].to_pylist()):
+                (refused if (error or "").startswith(prefix) else keep_out).add(record_path(path))
+    kept = [v for v in input_files.read if v.path not in keep_out]
+    if len(kept) < len(input_files.read):
+        print(f"  input files: {len(input_files.read) - len(kept)} of those read are read again by the next run "
+              "(images left in the backfill backlog, or fetch errors to retry)", file=out, flush=True)
+    policy = uri_policy.fingerprint if cfg.input.retry_fetch_errors else None
+    return [{"path": v.path, "size": v.size, "mtime_s": v.mtime_s, "etag": v.etag, "format": input_files.format,
+             "uri_policy": policy if v.path in refused else None} for v in kept]
 
 
 def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
@@ -386,10 +515,12 @@ def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> di
 
 def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique: int, n_todo: int, n_retried: int,
                   model_version: str, detector_version: str, out: TextIO, *, scoring_id: str,
-                  n_backlog_left: int = 0) -> dict[str, Any]:
+                  n_backlog_left: int = 0, n_files: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """What a run would do: images to score per campaign, and an estimate of the scoring time from the
     median speed of the last five succeeded runs with the same model and detector (None without one).
-    n_backlog_left: images only older identities scored that this run would leave for later runs."""
+    n_backlog_left: images only older identities scored that this run would leave for later runs.
+    n_files: (input files it would read, files it would skip unopened as consumed: the inputs table); the
+    counts are over the files it would read."""
     from pyspark.sql import functions as F
 
     by_campaign = {r["campaign_id"]: int(r["count"])
@@ -420,6 +551,7 @@ def _dry_run_plan(lake, todo, run_id: str, n_input: int, n_erased: int, n_unique
             "n_duplicates": n_input - n_erased - n_unique,
             "n_already_scored": n_unique - n_todo - n_backlog_left, "n_to_score": n_todo, "n_retried": n_retried,
             "n_backlog_left": n_backlog_left, "scoring_id": scoring_id,
+            "n_files_read": n_files[0], "n_files_skipped": n_files[1],
             "by_campaign": by_campaign, "images_per_s": speed, "estimated_s": estimate, "pending_runs": pending,
             "model_version": model_version, "detector_version": detector_version}
 

@@ -7,6 +7,7 @@ Exactly-once protocol (one run = one run_id):
 2. The driver writes a manifest ``<lake>/_job/pending/<run_id>.json`` (the add actions of every table,
    the affected campaigns and the runs row) in one atomic put.
 3. It commits faces, tracks (video posts), images (``create_write_transaction`` + AddAction), then the
+   record of the input files the run consumed (the inputs table: after the rows it vouches for), then the
    campaign MERGE, then the runs row; every commit carries the app transaction ``score_campaign:<run_id>``,
    and a table that already has it is skipped. Then the manifest is deleted.
 4. Every run first replays pending manifests (``recover_pending``), so a run killed anywhere between
@@ -24,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from fer_core.tables import campaigns_schema, runs_schema
+from fer_core.tables import INPUTS_STATS_COLUMNS, campaigns_schema, inputs_schema, runs_schema
 
 from jobs.campaign.inputs import filesystem, is_remote, read_parquet_files
 from jobs.campaign.lake_files import PARTITION, STATS_PROPERTY, STATS_TABLES, stats_columns
@@ -32,7 +33,7 @@ from jobs.campaign.lake_files import PARTITION, STATS_PROPERTY, STATS_TABLES, st
 __all__ = ["Lake", "APP_PREFIX", "TABLES", "delta_options", "in_predicates"]
 
 APP_PREFIX = "score_campaign:"
-TABLES = ("images", "faces", "tracks", "campaigns", "runs")
+TABLES = ("images", "faces", "tracks", "campaigns", "runs", "inputs")
 
 
 def _pa():
@@ -273,6 +274,54 @@ class Lake:
             runs.update(new_values={"scoring_id": scoring_id}, predicate=f"scoring_id IS NULL AND {p}")
         return len(ids)
 
+    # -- the record of consumed input files (the inputs table)
+    def consumed_inputs(self, scoring_id: str, reader: str, uri_policy: str | None = None) -> set[tuple]:
+        """The ``FileVersion.key()`` of every input file recorded as consumed by ``scoring_id`` with this
+        reader (jobs/campaign/inputs.reader_key): a run skips those files unopened. A file in which a URI
+        policy refused a fetch counts under that policy only (``uri_policy``: the run's fingerprint; None:
+        such files never count, retries being off). Reads five columns of that identity's rows only (the
+        log's statistics on scoring_id prune the other files)."""
+        import pyarrow.dataset as ds
+
+        dt = self.table("inputs")
+        if dt is None:
+            return set()
+        policy = ds.field("uri_policy").is_null()
+        if uri_policy is not None:
+            policy = policy | (ds.field("uri_policy") == uri_policy)
+        found = dt.to_pyarrow_dataset().to_table(
+            columns=["path", "size", "mtime_s", "etag"],
+            filter=(ds.field("scoring_id") == scoring_id) & (ds.field("reader") == reader) & policy)
+        return set(zip(*(found[c].to_pylist() for c in ("path", "size", "mtime_s", "etag"))))
+
+    def record_inputs(self, files: list[dict[str, Any]], scoring_id: str, reader: str, run_id: str) -> bool:
+        """Append this run's consumed input files (FileVersion dicts + format) to the inputs table, once per
+        run (its app transaction): a replay after a crash records nothing twice. False if nothing was
+        appended (no file, or already recorded)."""
+        if not files:
+            return False
+        if self.table("inputs") is None:
+            from deltalake import DeltaTable
+
+            DeltaTable.create(self.uri("inputs"), inputs_schema(), mode="ignore", storage_options=self.options,
+                              configuration={STATS_PROPERTY: ",".join(INPUTS_STATS_COLUMNS)})
+        now = datetime.datetime.now(datetime.timezone.utc)
+        rows = [{"path": f["path"], "size": f.get("size"), "mtime_s": f.get("mtime_s"), "etag": f.get("etag"),
+                 "format": f.get("format"), "scoring_id": scoring_id, "reader": reader,
+                 "uri_policy": f.get("uri_policy"), "run_id": run_id,
+                 "committed_at": now} for f in files]
+        return self.append_once("inputs", _pa().Table.from_pylist(rows, schema=inputs_schema()), run_id)
+
+    def forget_inputs(self, paths: Iterable[str]) -> int:
+        """Delete the records of these input files (every identity): an erasure's, so the lake keeps no record
+        naming an erased image's file and the next run reads those files again (the tombstones keep the
+        erased images out; the rest is skipped by id). Returns the rows deleted."""
+        dt = self.table("inputs")
+        paths = sorted(set(p for p in paths if p))
+        if dt is None or not paths:
+            return 0
+        return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in in_predicates("path", paths))
+
     def append_run(self, row: dict[str, Any], run_id: str) -> bool:
         return self.append_once("runs", _pa().Table.from_pylist([row], schema=runs_schema()), run_id)
 
@@ -359,9 +408,11 @@ class Lake:
             fs.rm(path)
 
     # -- reading tables in Spark (executors read the files; the driver only lists them)
-    def spark_read(self, spark, name: str, columns: list[str], campaigns: Iterable[str] | None = None):
+    def spark_read(self, spark, name: str, columns: list[str], campaigns: Iterable[str] | None = None, *,
+                   image_ids: list[str] | None = None):
         """DataFrame of ``columns`` of table ``name`` (None if the table does not exist). ``campaigns``
-        prunes partitions on the driver. Only the named columns are read from the files."""
+        prunes partitions on the driver. Only the named columns are read from the files. ``image_ids``: only
+        the rows of these images reach Spark (filtered by pyarrow as each batch is read)."""
         import pyarrow as pa
         from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -381,7 +432,8 @@ class Lake:
             files.append(path if "://" in path or path.startswith("/") else f"{self.uri(name)}/{path}")
             consts.append({c: values[c] for c in partition_cols if c in columns})
         schema = from_arrow_schema(pa.schema([arrow_schema.field(c) for c in columns]))
-        df = read_parquet_files(spark, files, schema, self.storage_options, constants=consts)
+        df = read_parquet_files(spark, files, schema, self.storage_options, constants=consts,
+                                keep=None if image_ids is None else ("image_id", image_ids))
         return df.drop("_file")
 
 

@@ -222,6 +222,8 @@ def format_summary(row: dict[str, Any]) -> str:
     return "\n".join([
         f"run {row['run_id']} {row['status']}: {row['n_scored']} images scored in {fmt_duration(row['duration_s'])} "
         f"({row['images_per_s']:.2f} images/s)",
+        *([f"  input files: {row['n_files_read']} read (new or changed), {row['n_files_skipped']} skipped unopened "
+           "as already consumed (the inputs table)"] if row.get("n_files_read") is not None else []),
         f"  input rows {row['n_input']}, duplicates dropped {row['n_duplicates']}, "
         f"already scored (skipped) {row['n_skipped'] - row['n_duplicates']}",
         f"  statuses: {statuses}",
