@@ -26,7 +26,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,45 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-from bench.bench_job import make_photos  # noqa: E402 (after the path set-up)
+from bench.bench_job import RssSampler, make_photos  # noqa: E402 (after the path set-up)
 
 ROWS_PER_FILE = 10_000
 N_CAMPAIGNS = 20
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-
-
-class PeakRss:
-    """Peak RSS of this process alone and of it plus its descendants (JVM, Python daemon and workers)."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        import psutil
-
-        self.proc, self.interval = psutil.Process(), interval
-        self.driver = self.total = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            own = self.proc.memory_info().rss
-            total = own
-            for p in self.proc.children(recursive=True):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.driver, self.total = max(self.driver, own), max(self.total, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRss":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
 
 
 def dump_table(ids: list[str], payloads: list[bytes], start_minute: int):
@@ -106,7 +71,7 @@ def run(spark, dump: Path, lake: Path, detector: str, label: str) -> dict:
     from jobs.campaign.job import render, run_job
 
     cfg = job_config_from_dict(job_config(dump, lake, detector))
-    with PeakRss() as rss:
+    with RssSampler() as rss:
         t = time.perf_counter()
         row = run_job(spark, cfg, out=io.StringIO())
         t_render = time.perf_counter()
@@ -117,8 +82,8 @@ def run(spark, dump: Path, lake: Path, detector: str, label: str) -> dict:
     phases["dashboards"] = t_end - t_render
     text = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
     print(f"  {label}: {wall:.1f}s, {row.get('n_scored', 0)} scored; {text}; peak RSS driver "
-          f"{rss.driver / 2**20:.0f} MiB, driver+JVM+workers {rss.total / 2**20:.0f} MiB", flush=True)
-    return {"wall": wall, "phases": phases, "driver": rss.driver, "total": rss.total, "row": row}
+          f"{rss.driver / 2**20:.0f} MiB, driver+JVM+workers {rss.peak / 2**20:.0f} MiB", flush=True)
+    return {"wall": wall, "phases": phases, "driver": rss.driver, "total": rss.peak, "row": row}
 
 
 def write_history(spark, lake_dir: Path, dump: Path, n: int) -> None:

@@ -71,14 +71,15 @@ def write_dump(photos: list[bytes], rows: int, path: Path, rows_per_file: int = 
 
 
 class RssSampler:
-    """Peak summed RSS of this process and all its descendants (JVM, Python daemon and workers)."""
+    """Peak summed RSS of this process and all its descendants (JVM, Python daemon and workers): ``peak``;
+    and of this process (the Python driver) alone: ``driver``."""
 
     def __init__(self, interval: float = 0.25) -> None:
         import psutil
 
         self.proc = psutil.Process()
         self.interval = interval
-        self.peak = 0
+        self.peak = self.driver = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -86,13 +87,13 @@ class RssSampler:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
-            for p in [self.proc, *self.proc.children(recursive=True)]:
+            own = total = self.proc.memory_info().rss
+            for p in self.proc.children(recursive=True):
                 try:
                     total += p.memory_info().rss
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, total)
+            self.peak, self.driver = max(self.peak, total), max(self.driver, own)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "RssSampler":
