@@ -38,7 +38,7 @@ from fer_core.sentiment import SENTIMENTS
 
 __all__ = ["KPI_COLUMNS", "IMAGE_INPUTS", "FACE_INPUTS", "with_identity", "keep_identities", "keep_latest_identity",
            "shown_identities", "TRACK_KEYS", "TRACK_COLUMNS", "video_tracks", "counted_faces", "campaign_kpis",
-           "kpi_schema"]
+           "kpi_schema", "MERGE_INPUTS", "addable_row", "add_kpis"]
 
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 IMAGE_INPUTS: tuple[str, ...] = ("campaign_id", "status", "n_faces", "posted_at", "model_version", "scored_at",
@@ -348,3 +348,77 @@ def kpi_schema():
              "scoring_id": pa.string()}
     return pa.schema([pa.field(c, types.get(c, pa.int64() if c.startswith("n_") else pa.float64()))
                       for c in KPI_COLUMNS])
+
+
+MERGE_INPUTS: tuple[str, ...] = (
+    "campaign_id", "scoring_id", "model_version", "n_images", "n_images_ok", "n_images_with_faces", "n_faces",
+    *(f"share_{e}" for e in EMOTIONS), "share_positive", "share_negative", "share_neutral_sentiment", "mean_valence",
+    "first_posted_at", "last_posted_at", *(f"mean_{c}" for c in PROB_COLUMNS), "n_faces_good",
+    *(f"good_share_{e}" for e in EMOTIONS), "good_share_positive", "good_share_negative",
+    "good_share_neutral_sentiment")
+"""What :func:`add_kpis` needs of a stored campaigns row: a row with any of them null (where it must not
+be: an older lake's row, written before the column existed) cannot be added to and is recomputed."""
+
+_SHARES = (*(f"share_{e}" for e in EMOTIONS), "share_positive", "share_negative", "share_neutral_sentiment")
+_GOOD_SHARES = tuple(f"good_{c}" for c in _SHARES)
+_MEANS = ("mean_valence", *(f"mean_{c}" for c in PROB_COLUMNS))
+
+
+def addable_row(row: dict[str, Any]) -> bool:
+    """Whether a stored campaigns row holds every figure :func:`add_kpis` adds to (see MERGE_INPUTS)."""
+    if any(row.get(c) is None for c in ("n_images", "n_images_ok", "n_images_with_faces", "n_faces",
+                                        "n_faces_good")):
+        return False
+    if row["n_faces"] and any(row.get(c) is None for c in (*_SHARES, *_MEANS)):
+        return False
+    return not (row["n_faces_good"] and any(row.get(c) is None for c in _GOOD_SHARES))
+
+
+def add_kpis(base: list[dict[str, Any]], delta, *, removed: dict[Any, int] | None = None):
+    """The KPI rows of (campaign, identity) after adding new images: ``base`` (the stored campaigns rows of
+    those keys, :func:`addable_row`) plus ``delta`` (:func:`campaign_kpis` of the new images and faces rows
+    alone), equal to campaign_kpis over both (counts exactly; means to float rounding). For the steady
+    state between upgrades only, where every image of a campaign has the one identity: n_images_all is
+    n_images, n_images_gone 0. ``removed``: per campaign, earlier images rows the run deleted (superseded
+    fetch errors: no faces, not ok) that ``base`` still counts. A key of delta without a base row is new.
+
+    Counts come back from stored shares by rounding (share x n is an integer up to float rounding), so
+    shares add exactly; the means are weighted by their counts."""
+    import pyarrow as pa
+
+    removed = removed or {}
+    stored = {(r["campaign_id"], r["scoring_id"]): r for r in base}
+    out: list[dict[str, Any]] = []
+    for d in delta.to_pylist():
+        b = stored.get((d["campaign_id"], d["scoring_id"]))
+        if b is None:
+            out.append(d)
+            continue
+        gone = removed.get(d["campaign_id"], 0)
+        row = dict(d)
+        for c in ("n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_faces_good"):
+            row[c] = int(b[c]) + int(d[c])
+        row["n_images"] -= gone
+        n, n_good = row["n_faces"], row["n_faces_good"]
+
+        def counts(r: dict[str, Any], column: str, of: str) -> int:
+            return round(r[column] * r[of]) if r[of] else 0
+
+        for c in _SHARES:
+            row[c] = (counts(b, c, "n_faces") + counts(d, c, "n_faces")) / n if n else None
+        for c in _GOOD_SHARES:
+            row[c] = (counts(b, c, "n_faces_good") + counts(d, c, "n_faces_good")) / n_good if n_good else None
+        for c in _MEANS:
+            row[c] = (((b[c] or 0.0) * b["n_faces"] + (d[c] or 0.0) * d["n_faces"]) / n) if n else None
+        row["n_positive"], row["n_negative"], row["n_neutral_sentiment"] = (
+            round(row[c] * n) if n else 0 for c in ("share_positive", "share_negative", "share_neutral_sentiment"))
+        for c, pick in (("first_posted_at", min), ("last_posted_at", max)):
+            known = [v for v in (b.get(c), d[c]) if v is not None]
+            row[c] = pick(known) if known else None
+        row["net_sentiment"] = None if n == 0 else row["share_positive"] - row["share_negative"]
+        row["good_net_sentiment"] = None if n_good == 0 else row["good_share_positive"] - row["good_share_negative"]
+        row["n_images_all"], row["n_images_gone"] = row["n_images"], 0
+        row["coverage"] = row["n_images"] / max(row["n_images_all"], 1)
+        out.append(row)
+    return (pa.Table.from_pylist(out, schema=kpi_schema())
+            .sort_by([("campaign_id", "ascending"), ("scoring_id", "ascending")]))

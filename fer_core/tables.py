@@ -116,7 +116,8 @@ def campaigns_schema():
     """campaigns: one row per (campaign, scoring identity): the KPIs of fer_core.kpis over the images that
     identity scored, with its coverage of the campaign (n_images of n_images_all; n_images_gone: images it
     has not scored whose input file is gone, so it never will), recomputed by every run that touches the
-    campaign. Lakes written before identities had one row per campaign (scoring_id null)."""
+    campaign. Lakes written before identities had one row per campaign (scoring_id null). Between upgrades a
+    run adds its own images to the stored rows (fer_core.kpis.add_kpis) instead of reading the campaign's."""
     pa = _pa()
     return pa.schema([
         pa.field("campaign_id", pa.string()), pa.field("n_images", pa.int64()), pa.field("n_images_ok", pa.int64()),
@@ -135,6 +136,8 @@ def campaigns_schema():
         pa.field("good_share_positive", pa.float64()), pa.field("good_share_negative", pa.float64()),
         pa.field("good_share_neutral_sentiment", pa.float64()), pa.field("good_net_sentiment", pa.float64()),
         *coverage_fields(),
+        # the mean face probabilities (the adjusted mix's input), which let a run add its images to the row
+        *[pa.field(f"mean_{c}", pa.float64()) for c in PROB_COLUMNS],
     ])
 
 

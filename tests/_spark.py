@@ -207,5 +207,25 @@ def campaigns_comparable(df):
     return df[cols].sort_values("campaign_id").reset_index(drop=True).round(6)
 
 
+def campaigns_as_recomputed(lake: str) -> tuple[Any, Any]:
+    """(the lake's campaigns table, fer_core.kpis.campaign_kpis over all its images and faces rows), both
+    campaigns_comparable on the columns they share (not the adjusted mix, which only the job computes):
+    what every way a run updates a campaign row must agree with."""
+    from deltalake import DeltaTable
+
+    from fer_core.kpis import campaign_kpis
+
+    images = DeltaTable(f"{lake}/images").to_pyarrow_table()
+    faces = DeltaTable(f"{lake}/faces").to_pyarrow_table()
+    stored = read_table(f"{lake}/campaigns")
+    current = read_table(f"{lake}/runs").sort_values("finished_at").scoring_id.iloc[-1]
+    want = campaign_kpis(images, faces, current=current).to_pandas()
+    shared = [c for c in stored.columns if c in want.columns and not c.startswith("adjusted_")]
+    key = ["campaign_id", "scoring_id"]
+    stored = stored[shared].sort_values(key).reset_index(drop=True)
+    want = want[shared].sort_values(key).reset_index(drop=True)
+    return campaigns_comparable(stored), campaigns_comparable(want)
+
+
 def have_java() -> bool:
     return shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests._spark import (campaigns_comparable, fast_config, make_dump, read_table, run_job_in_process, spark,  # noqa: F401
-                          table_version)
+from tests._spark import (campaigns_as_recomputed, campaigns_comparable, fast_config, make_dump,  # noqa: F401
+                          read_table, run_job_in_process, spark, table_version)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.timeout(1200)]
 
@@ -193,6 +193,7 @@ def test_incremental_day_by_day_equals_one_shot(spark, one_shot, dump, tmp_path)
     # unopened and the second run's input rows are the other days' only
     assert first["n_files_read"] == 1 and (second["n_files_read"], second["n_files_skipped"]) == (len(days) - 1, 1)
     assert second["n_skipped"] - second["n_duplicates"] == 0
+    assert second["campaigns_added"] >= 1  # campaigns day 1 had: the run's rows added to their stored rows
     a = campaigns_comparable(read_table(f"{lake_a}/campaigns"))
     b = campaigns_comparable(read_table(f"{lake_b}/campaigns"))
     import pandas as pd
@@ -282,6 +283,8 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     one row (the newest) and the campaign counts do not double."""
     import shutil
 
+    import pandas as pd
+
     info = make_dump(tmp_path / "u", n_images=3, days=1, mode="uri", bad=True, seed=5)
     lake = tmp_path / "lake"
     missing = tmp_path / "u" / "images" / "does-not-exist.jpg"
@@ -317,6 +320,7 @@ def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F8
     camps = read_table(f"{lake}/campaigns")
     assert len(faces) == read_table(f"{lake}/images").n_faces.sum()
     assert camps.n_images.sum() == n_images and camps.n_faces.sum() == len(faces)
+    pd.testing.assert_frame_equal(*campaigns_as_recomputed(str(lake)), check_dtype=False)
     assert run_job_in_process(spark, config())["n_scored"] == 0  # nothing left to retry
 
 

@@ -180,3 +180,71 @@ def test_the_dashboards_tiles_are_the_kpis(tmp_path) -> None:
         for tile, kpi in (("share_positive", "share_positive"), ("share_neutral", "share_neutral_sentiment"),
                           ("net_sentiment", "net_sentiment"), ("mean_valence", "mean_valence")):
             assert t[tile] == pytest.approx(r[kpi], nan_ok=True) if r[kpi] is not None else t[tile] is None
+
+
+def _random_rows(rng: np.random.Generator, n_images: int, prefix: str, campaigns: tuple[str, ...]):
+    """Images and faces rows of one identity: photos with 0-3 faces, videos with 1-2 tracks over 2-4 frames,
+    problem images without faces, quality flags (some null), posted_at over a month."""
+    from fer_core.quality import QUALITY_LABELS
+    from fer_core.sentiment import SENTIMENTS
+
+    img, fc = [], []
+    for i in range(n_images):
+        image_id, campaign = f"{prefix}{i}", campaigns[int(rng.integers(len(campaigns)))]
+        status = str(rng.choice(["ok", "ok", "ok", "no_face", "decode_error", "fetch_error"]))
+        video = status == "ok" and rng.random() < 0.25
+        n_faces = 0 if status != "ok" else int(rng.integers(1, 3 if video else 4))
+        img.append({"campaign_id": campaign, "image_id": image_id, "status": status, "n_faces": n_faces,
+                    "posted_at": _ts(int(rng.integers(1, 29))), "model_version": "m@1", "scored_at": _ts(30),
+                    "scoring_id": "s", "input_file": f"{prefix}.parquet"})
+        for track in range(n_faces):
+            for frame in range(int(rng.integers(2, 5)) if video else 1):
+                p = rng.dirichlet(np.ones(7))
+                fc.append({"campaign_id": campaign, "image_id": image_id, "track_id": track if video else None,
+                           "frame_ms": frame * 1000 if video else None, "emotion": EMOTIONS[int(p.argmax())],
+                           "sentiment": str(rng.choice(SENTIMENTS)), "valence": float(rng.uniform(-1, 1)),
+                           "model_version": "m@1", "scoring_id": "s", "face_px": 80.0,
+                           "quality": None if rng.random() < 0.1 else str(rng.choice(QUALITY_LABELS)),
+                           **dict(zip(tables.PROB_COLUMNS, p.tolist()))})
+    faces_types = pa.schema([pa.field("track_id", pa.int32()), pa.field("frame_ms", pa.int64())])
+    faces = pa.Table.from_pylist(fc)
+    for f in faces_types:
+        faces = faces.set_column(faces.schema.get_field_index(f.name), f.name, faces[f.name].cast(f.type))
+    return pa.Table.from_pylist(img), faces
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_adding_a_runs_rows_to_stored_campaign_rows_equals_the_recompute(seed) -> None:
+    """kpis.add_kpis (what a run does between upgrades) gives what campaign_kpis over all rows gives: counts
+    exactly, means to float rounding; with a new campaign in the run, one the run does not touch, and
+    superseded fetch_error rows (the base counts them, the recompute no longer sees them)."""
+    rng = np.random.default_rng(seed)
+    old_images, old_faces = _random_rows(rng, 60, "old", ("a", "b", "c"))
+    new_images, new_faces = _random_rows(rng, 25, "new", ("a", "b", "d"))
+    # the run fetched again two of a's earlier fetch errors: their old rows are dropped, the new rows stay
+    failed = [r for r in old_images.to_pylist() if r["status"] == "fetch_error" and r["campaign_id"] == "a"][:2]
+    dropped = {r["image_id"] for r in failed}
+    kept_old = old_images.filter(pa.array([i not in dropped for i in old_images["image_id"].to_pylist()]))
+    new_images = pa.concat_tables([new_images, pa.Table.from_pylist(
+        [dict(r, status="ok", n_faces=0, posted_at=r["posted_at"]) for r in failed], schema=new_images.schema)])
+    base = kpis.campaign_kpis(old_images, old_faces, current="s").to_pylist()
+    delta = kpis.campaign_kpis(new_images, new_faces, current="s")
+    stored = [r for r in base if r["campaign_id"] in ("a", "b")]  # what the job adds to (d is new: no row)
+    assert len(failed) == 2
+    added = kpis.add_kpis(stored, delta, removed={"a": len(failed)})
+    want = {r["campaign_id"]: r for r in kpis.campaign_kpis(pa.concat_tables([kept_old, new_images]),
+                                                            pa.concat_tables([old_faces, new_faces]),
+                                                            current="s").to_pylist()}
+    assert added.schema == kpis.kpi_schema()
+    got = {r["campaign_id"]: r for r in added.to_pylist()}
+    assert sorted(got) == ["a", "b", "d"]
+    for campaign, row in got.items():
+        for column, value in row.items():
+            expected = want[campaign][column]
+            if isinstance(value, float) and expected is not None:
+                assert value == pytest.approx(expected, rel=1e-12, abs=1e-12), (campaign, column)
+            else:
+                assert value == expected, (campaign, column)
+    assert all(kpis.addable_row(r) for r in base)
+    with_faces = next(r for r in base if r["n_faces"])
+    assert not kpis.addable_row(dict(with_faces, mean_p_happy=None))  # an older row: recomputed instead

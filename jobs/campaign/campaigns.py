@@ -4,13 +4,16 @@ The KPIs themselves are fer_core.kpis' (the one implementation, which the dashbo
 module runs it in Spark, one campaign per group (``cogroup(...).applyInArrow``), so only one row per
 (campaign, scoring identity) reaches the driver, and adds what only the job knows: which input files
 are gone (``gone_input_files``: the images of those an upgrade can never rescore), the model's
-confusion-adjusted mix, the run and the time.
+confusion-adjusted mix, the run and the time. Between upgrades a campaign's stored row takes the run's own
+rows instead (``fer_core.kpis.add_kpis``): a run reads its new files and the small campaigns table, not the
+campaign's history.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from fer_core.kpis import FACE_INPUTS, IMAGE_INPUTS, campaign_kpis, kpi_schema
+from fer_core.kpis import (FACE_INPUTS, IMAGE_INPUTS, MERGE_INPUTS, add_kpis, addable_row, campaign_kpis,
+                           kpi_schema)
 from fer_core.labels import EMOTIONS
 from fer_core.tables import campaigns_schema, faces_schema
 
@@ -81,40 +84,101 @@ def _exists_or_unknown(path: str, options: dict[str, str] | None) -> bool:
         return True
 
 
-def recompute_campaigns(spark, lake: Lake, campaigns: list[str], scoring_id: str, run_id: str, *,
-                        mix_matrix: list[list[float]] | None = None, sentiment_groups: dict[str, str] | None = None,
-                        gone_files: list[str] | None = None):
-    """Campaign rows recomputed from the whole images and faces tables, as a pyarrow Table with one row per
-    (campaign, scoring identity): equal to what one run over all the data gives, whatever the runs were.
-
-    scoring_id: the run's (the lake's current) identity: its rows get n_images_gone, counted against
-    ``gone_files`` (``gone_input_files``), and the adjusted_share_* columns
-    (``fer_core.quantify.adjusted_mix`` of the mean face probabilities, grouped into sentiments by
-    ``sentiment_groups``) from ``mix_matrix``, its model's confusion profile (``ModelSpec.mix_matrix``).
-    """
-    import numpy as np
-    import pandas as pd
+def _kpi_table(spark, lake: Lake, campaigns: list[str], scoring_id: str, gone: frozenset,
+               paths: dict[str, list[str]] | None = None):
+    """campaign_kpis of ``campaigns`` in Spark, one campaign per group (pyarrow, KPI schema): over all
+    their rows, or over only the files in ``paths`` (table -> add-action paths: one run's own rows)."""
     import pyarrow as pa
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    schema = campaigns_schema()
+    def read(name: str, columns: tuple[str, ...]):
+        if paths is not None and not paths.get(name):
+            return None
+        return lake.spark_read(spark, name, list(columns), campaigns,
+                               paths=None if paths is None else paths[name])
+
     if not campaigns:
-        return schema.empty_table()
-    images = lake.spark_read(spark, "images", list(IMAGE_INPUTS), campaigns)
+        return kpi_schema().empty_table()
+    images = read("images", IMAGE_INPUTS)
     if images is None:
-        return schema.empty_table()
-    faces = lake.spark_read(spark, "faces", list(FACE_INPUTS), campaigns)
-    if faces is None:  # no face found yet in the whole lake
+        return kpi_schema().empty_table()
+    faces = read("faces", FACE_INPUTS)
+    if faces is None:  # no face found yet in the whole lake (or in the run)
         face_schema = faces_schema()
         faces = spark.createDataFrame([], from_arrow_schema(pa.schema([face_schema.field(c) for c in FACE_INPUTS])))
-    gone = frozenset(gone_files or ())
 
     def kpis(images: Any, faces: Any) -> Any:  # applyInArrow body: one campaign's rows -> a row per identity
         return campaign_kpis(images, faces, current=scoring_id, gone_files=gone)
 
     rows = (images.groupBy("campaign_id").cogroup(faces.groupBy("campaign_id"))
             .applyInArrow(kpis, from_arrow_schema(kpi_schema())))
-    pdf = rows.toArrow().cast(kpi_schema()).to_pandas()  # one row per (affected campaign, identity)
+    return rows.toArrow().cast(kpi_schema())  # one row per (campaign, identity)
+
+
+def _added_rows(spark, lake: Lake, addable: list[str], scoring_id: str, run_files: dict[str, list[dict]] | None,
+                superseded: dict[Any, int]):
+    """The rows of the ``addable`` campaigns (the job's: between upgrades, not left stale by an erasure)
+    whose stored row for ``scoring_id`` can take the run's own rows (fer_core.kpis.add_kpis), and those
+    campaigns. Read: the small campaigns table and the run's own files, never a campaign's history. A
+    campaign without such a row (new, or a row from an older version) is left to the recompute, and so is
+    every campaign when the run's files are no longer the table's (compacted before a replay)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dt = lake.table("campaigns")
+    if not addable or not run_files or dt is None:
+        return kpi_schema().empty_table(), set()
+    if not set(MERGE_INPUTS) <= set(pa.schema(dt.schema()).names):
+        return kpi_schema().empty_table(), set()
+    stored = dt.to_pyarrow_table(columns=list(MERGE_INPUTS))  # small: a row per campaign and identity
+    stored = stored.filter(pc.equal(stored["scoring_id"], scoring_id))
+    wanted = set(addable)
+    base = {r["campaign_id"]: r for r in stored.to_pylist() if r["campaign_id"] in wanted and addable_row(r)}
+    added = sorted(base)
+    paths = {t: [f["path"] for f in run_files.get(t, []) if f["campaign_id"] in base] for t in ("images", "faces")}
+    for table, wanted_paths in paths.items():
+        if wanted_paths and lake.live_paths(table, wanted_paths) != set(wanted_paths):
+            return kpi_schema().empty_table(), set()
+    if not paths["images"]:
+        return kpi_schema().empty_table(), set()
+    delta = _kpi_table(spark, lake, added, scoring_id, frozenset(), paths=paths)
+    if set(delta["campaign_id"].to_pylist()) != set(added):  # every campaign of these has rows in the run
+        return kpi_schema().empty_table(), set()
+    return add_kpis([base[c] for c in added], delta, removed=superseded), set(added)
+
+
+def recompute_campaigns(spark, lake: Lake, campaigns: list[str], scoring_id: str, run_id: str, *,
+                        mix_matrix: list[list[float]] | None = None, sentiment_groups: dict[str, str] | None = None,
+                        gone_files: list[str] | None = None, addable: list[str] = (),
+                        run_files: dict[str, list[dict]] | None = None, superseded: dict[Any, int] | None = None,
+                        report: dict[str, int] | None = None):
+    """Campaign rows as a pyarrow Table with one row per (campaign, scoring identity), equal to what one run
+    over all the data gives, whatever the runs were: recomputed from the images and faces tables, or, for
+    the ``addable`` campaigns (between upgrades), the stored row plus the run's own rows (``run_files``: the
+    manifest's files; ``superseded``: per campaign, the earlier fetch_error rows the run drops), so that a
+    run's cost follows its new images, not the campaign's history.
+
+    scoring_id: the run's (the lake's current) identity: its rows get n_images_gone, counted against
+    ``gone_files`` (``gone_input_files``), and the adjusted_share_* columns
+    (``fer_core.quantify.adjusted_mix`` of the mean face probabilities, grouped into sentiments by
+    ``sentiment_groups``) from ``mix_matrix``, its model's confusion profile (``ModelSpec.mix_matrix``).
+    report: gets ``campaigns_added`` and ``campaigns_recomputed``, how many took each way.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    schema = campaigns_schema()
+    if report is not None:
+        report.update(campaigns_added=0, campaigns_recomputed=0)
+    if not campaigns:
+        return schema.empty_table()
+    added, added_campaigns = _added_rows(spark, lake, list(addable), scoring_id, run_files, superseded or {})
+    rest = [c for c in campaigns if c not in added_campaigns]
+    recomputed = _kpi_table(spark, lake, rest, scoring_id, frozenset(gone_files or ()))
+    if report is not None:
+        report.update(campaigns_added=len(added_campaigns), campaigns_recomputed=len(rest))
+    pdf = pa.concat_tables([added, recomputed]).to_pandas()
     for f in schema:
         if f.name not in pdf.columns:
             pdf[f.name] = None

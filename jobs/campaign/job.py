@@ -79,11 +79,12 @@ def _arrow_extras(df, names: list[str]) -> list[Any]:
 
 
 def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] | None = None,
-               phases: dict[str, float] | None = None) -> None:
+               phases: dict[str, float] | None = None, report: dict[str, int] | None = None) -> None:
     """Steps 3 of the protocol in lake.py; idempotent, so a replay after a crash is safe.
 
     guard: called before each commit (``LakeLease.ensure_held``): a run that lost the lake stops there.
-    phases: gets ``commit_s`` (the table commits) and ``recompute_s`` (the campaign recompute), apart."""
+    phases: gets ``commit_s`` (the table commits) and ``recompute_s`` (the campaign recompute), apart.
+    report: gets how many campaigns the run's rows were added to and how many were recomputed."""
     guard = guard or (lambda: None)
     t_commit = time.monotonic()
     import pyarrow as pa
@@ -115,7 +116,9 @@ def commit_run(spark, lake, manifest: dict[str, Any], guard: Callable[[], None] 
     t_recompute = time.monotonic()
     rows = recompute_campaigns(spark, lake, manifest["campaigns"], sid, run_id, mix_matrix=manifest.get("mix_matrix"),
                                sentiment_groups=manifest.get("sentiment_groups"),
-                               gone_files=manifest.get("gone_files"))
+                               gone_files=manifest.get("gone_files"), addable=manifest.get("addable", []),
+                               run_files=files, superseded=dict(map(tuple, manifest.get("superseded", []))),
+                               report=report)
     recompute_s = time.monotonic() - t_recompute
     guard()
     lake.merge_campaigns(rows, run_id)
@@ -234,8 +237,8 @@ the ids would weigh more than the rows they save."""
 
 
 def _scored_images(spark, lake, candidate_ids: list[str] | None = None, only_identity: str | None = None):
-    """The lake's images rows as (image_id, scoring_id, status, error), None before the first run. A row
-    from before scoring identities reads ``<model_version>~legacy`` (fer_core.identity).
+    """The lake's images rows as (image_id, campaign_id, scoring_id, status, error), None before the first
+    run. A row from before scoring identities reads ``<model_version>~legacy`` (fer_core.identity).
 
     candidate_ids: only the rows of these images (the run's input ids): the joins that use these rows are all
     on the input's ids, so the answer is the same. only_identity: the Delta log says every row is this
@@ -249,14 +252,14 @@ def _scored_images(spark, lake, candidate_ids: list[str] | None = None, only_ide
     if dt is None:
         return None
     if only_identity is not None:
-        df = lake.spark_read(spark, "images", ["image_id", "status", "error"], image_ids=candidate_ids)
-        return df.select("image_id", F.lit(only_identity).alias("scoring_id"), "status", "error")
+        df = lake.spark_read(spark, "images", ["image_id", "campaign_id", "status", "error"], image_ids=candidate_ids)
+        return df.select("image_id", "campaign_id", F.lit(only_identity).alias("scoring_id"), "status", "error")
     has_id = "scoring_id" in pa.schema(dt.schema()).names
-    df = lake.spark_read(spark, "images", ["image_id", "model_version", "status", "error"]
+    df = lake.spark_read(spark, "images", ["image_id", "campaign_id", "model_version", "status", "error"]
                          + (["scoring_id"] if has_id else []), image_ids=candidate_ids)
     legacy = F.concat(F.coalesce(F.col("model_version"), F.lit("unknown")), F.lit(LEGACY_SUFFIX))
     identity = F.coalesce(F.col("scoring_id"), legacy) if has_id else legacy
-    return df.select("image_id", identity.alias("scoring_id"), "status", "error")
+    return df.select("image_id", "campaign_id", identity.alias("scoring_id"), "status", "error")
 
 
 def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, started, t0: float, lake, guard,
@@ -314,6 +317,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
                   f"run scores (same config hash, model and detector): they are {sid} now", file=out, flush=True)
     todo = dedupe(df)
     retried: list[str] = []
+    n_superseded: dict[str | None, int] = {}  # campaign -> its earlier fetch_error rows that this run supersedes
     n_backlog = n_backfill = 0
     backlog_left = None  # image ids of the backlog this run leaves for later runs (their files stay unrecorded)
     refused_files: set[str] = set()  # input files of images this URI policy refused in earlier runs
@@ -327,8 +331,11 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             # ... but not the URIs this very policy refused: they would be refused again, every run
             refused_again = F.coalesce(F.col("error").startswith(refused_prefix(uri_policy.fingerprint)), F.lit(False))
             failed = (mine.where((F.col("status") == "fetch_error") & ~refused_again)
-                      .select("image_id").distinct())
-            retried = sorted(r.image_id for r in failed.join(ids, "image_id").collect())
+                      .select("image_id", "campaign_id"))
+            superseded = failed.join(ids, "image_id").collect()  # the rows commit_run will drop, per campaign
+            retried = sorted({r.image_id for r in superseded})
+            for r in superseded:
+                n_superseded[r.campaign_id] = n_superseded.get(r.campaign_id, 0) + 1
             # their files hold under this policy only (the inputs table's uri_policy): another would fetch them
             refused = mine.where((F.col("status") == "fetch_error") & refused_again).select("image_id")
             refused_files = {r.input_file for r in df.join(refused, "image_id", "left_semi")
@@ -429,8 +436,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "n_files_skipped": len(input_files.skipped), "n_files_read": len(input_files.read),
     }
     # campaigns with new rows, those an image erasure left stale, and those the backfill has not finished
-    campaigns = sorted({f["campaign_id"] for f in files["images"]} | stale_campaigns(lake)
-                       | incomplete_campaigns(lake, sid))
+    touched = {f["campaign_id"] for f in files["images"]}
+    stale, incomplete = stale_campaigns(lake), incomplete_campaigns(lake, sid)
+    campaigns = sorted(touched | stale | incomplete)
     manifest = {
         "run_id": run_id, "model_version": model_version, "scoring_id": sid, "files": files, "retried": retried,
         # input files of these campaigns' images that sid has not scored and that are gone (past retention)
@@ -440,6 +448,10 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         "mix_matrix": None if mix_matrix is None else mix_matrix.tolist(),
         "sentiment_groups": cfg.sentiment.groups,
         "campaigns": campaigns,
+        # between upgrades, campaigns whose stored rows this run's own rows are added to (fer_core.kpis.add_kpis)
+        # instead of a recompute from all their rows; the earlier rows it drops, per campaign
+        "addable": sorted(touched - stale - incomplete) if steady else [],
+        "superseded": [[c, n] for c, n in sorted(n_superseded.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
         # the input files whose rows are all committed by this manifest (or were before): recorded after images
         "inputs": consumed, "reader": reader,
@@ -450,13 +462,16 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     guard()
     lake.write_manifest(run_id, manifest)
     _fail_point("after_manifest")
-    commit_run(spark, lake, manifest, guard, phases)
-    printable = {**run_row, "started_at": started, "finished_at": finished, "phases": phases,
+    campaign_ways: dict[str, int] = {}
+    commit_run(spark, lake, manifest, guard, phases, campaign_ways)
+    printable = {**run_row, "started_at": started, "finished_at": finished, "phases": phases, **campaign_ways,
                  "n_videos": counts.get("n_videos", 0), "n_tracks": counts.get("n_tracks", 0),
                  "emotions": {e: counts.get(f"emotion:{e}", 0) for e in EMOTIONS},
                  "sentiments": {s: counts.get(f"sentiment:{s}", 0) for s in SENTIMENTS}}
     print(format_summary(printable), file=out, flush=True)
-    print("  phases: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in phases.items()), file=out, flush=True)
+    ways = (f" (campaigns: {campaign_ways['campaigns_added']} added to, {campaign_ways['campaigns_recomputed']}"
+            " recomputed)") if campaign_ways.get("campaigns_added") else ""
+    print("  phases: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in phases.items()) + ways, file=out, flush=True)
     printable["health"] = _record_health(lake, cfg, printable, out)
     return printable
 

@@ -202,6 +202,15 @@ class Lake:
             return 0
         return sum(int(dt.delete(p).get("num_deleted_rows", 0) or 0) for p in in_predicates("campaign_id", campaigns))
 
+    def live_paths(self, name: str, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` (add-action paths) are files of table ``name`` now: compaction
+        (jobs/maintain_lake.py) rewrites a run's files into others."""
+        dt = self.table(name)
+        if dt is None:
+            return set()
+        have = set(_pa().table(dt.get_add_actions(flatten=True))["path"].to_pylist())
+        return set(paths) & have
+
     def drop_superseded_fetch_errors(self, image_ids: list[str], scoring_id: str, run_id: str) -> int:
         """Delete the earlier fetch_error rows, by ``scoring_id``, of images this run fetched again (its own
         rows stay). A ``<model_version>~legacy`` identity (a manifest from before identities) names the rows
@@ -409,10 +418,11 @@ class Lake:
 
     # -- reading tables in Spark (executors read the files; the driver only lists them)
     def spark_read(self, spark, name: str, columns: list[str], campaigns: Iterable[str] | None = None, *,
-                   image_ids: list[str] | None = None):
+                   image_ids: list[str] | None = None, paths: Iterable[str] | None = None):
         """DataFrame of ``columns`` of table ``name`` (None if the table does not exist). ``campaigns``
         prunes partitions on the driver. Only the named columns are read from the files. ``image_ids``: only
-        the rows of these images reach Spark (filtered by pyarrow as each batch is read)."""
+        the rows of these images reach Spark (filtered by pyarrow as each batch is read). ``paths``: only
+        these of the table's files (add-action paths: one run's own files)."""
         import pyarrow as pa
         from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -422,11 +432,14 @@ class Lake:
         arrow_schema = pa.schema(dt.schema())
         partition_cols = list(dt.metadata().partition_columns)
         wanted = set(campaigns) if campaigns is not None else None
+        only = set(paths) if paths is not None else None
         actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
         files, consts = [], []
         for a in actions:
             values = {c: a.get(f"partition.{c}") for c in partition_cols}
             if wanted is not None and PARTITION in values and values[PARTITION] not in wanted:
+                continue
+            if only is not None and a["path"] not in only:
                 continue
             path = a["path"]
             files.append(path if "://" in path or path.startswith("/") else f"{self.uri(name)}/{path}")
