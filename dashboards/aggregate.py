@@ -10,7 +10,10 @@ numbers (counts, statuses, faces per image) describe the images.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +24,11 @@ from fer_core.labels import EMOTIONS
 from fer_core.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, SCORED_STATUSES, SENTIMENTS
 
 from dashboards.tables import Lake
+
+if TYPE_CHECKING:
+    from dashboards.cache import AggregateCache
+
+log = logging.getLogger(__name__)
 
 MAX_FACES_BUCKET = 10
 DET_BIN = 0.02
@@ -58,6 +66,8 @@ class Aggregates:
     gallery: pa.Table
     scoring: pa.Table
     identity_comparison: pa.Table
+    gallery_images: pa.Table
+    gallery_faces: pa.Table
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -181,13 +191,23 @@ def _week(ts: pa.ChunkedArray) -> pa.ChunkedArray:
 # ----------------------------------------------------------------------------- loading
 
 
-def _read_all(lake: Lake) -> tuple[pa.Table, pa.Table]:
-    """Every images and faces row, every scoring identity (scoring_id filled: fer_core.kpis.with_identity)."""
-    images = lake.read("images", IMAGE_COLUMNS)
+def _of_campaigns(campaigns: list[str] | None) -> pc.Expression | None:
+    """The scan filter of ``campaigns`` ('' stands for a null campaign_id); None: every campaign. The
+    tables are partitioned by campaign_id, so it prunes files."""
+    if campaigns is None:
+        return None
+    named = pc.field("campaign_id").isin([c for c in campaigns if c])
+    return named | pc.field("campaign_id").is_null() if "" in campaigns else named
+
+
+def _read_all(lake: Lake, campaigns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
+    """Every images and faces row (of ``campaigns`` only, if given), every scoring identity (scoring_id
+    filled: fer_core.kpis.with_identity)."""
+    images = lake.read("images", IMAGE_COLUMNS, filter=_of_campaigns(campaigns))
     for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
                           ("model_version", ""), ("run_id", ""), ("platform", MISSING), ("media_type", "image")):
         images = _fill(images, column, value)  # media_type: rows from before video posts are photos
-    faces = lake.read("faces", FACE_COLUMNS, optional_table=True)
+    faces = lake.read("faces", FACE_COLUMNS, filter=_of_campaigns(campaigns), optional_table=True)
     for column, value in (("campaign_id", ""), ("model_version", ""), ("sentiment", "neutral"),
                           ("emotion", MISSING)):
         faces = _fill(faces, column, value)
@@ -644,9 +664,10 @@ def video_gallery(images: pa.Table, k: int) -> pa.Table:
     return picks.append_column("side", pa.array(["video"] * picks.num_rows, pa.string()))
 
 
-def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
-    """Read the tables once and compute every aggregate the pages need."""
-    every_image, every_face = _read_all(lake)
+def _compute(lake: Lake, *, max_gallery: int, campaigns: list[str] | None = None) -> Aggregates:
+    """Every aggregate of ``campaigns`` (None: all), from one read of their rows. Every figure is per
+    campaign, so the aggregates of a set of campaigns are those campaigns' rows of all campaigns' ones."""
+    every_image, every_face = _read_all(lake, campaigns)
     shown, identities = _shown(lake, every_image)
     images, faces = _keep_shown(every_image, every_face, shown)
     runs = lake.read("runs", ["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"],
@@ -654,24 +675,92 @@ def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
     units = counted(images, faces)  # a video's track once: what the tiles and the campaigns table count
     emo_counts, emo_means = emotions(units)
     status_counts, status_examples = statuses(images)
+    picks = pa.concat_tables([gallery(images, max_gallery), video_gallery(images, max_gallery)])
+    gallery_images, gallery_faces = gallery_details(lake, picks, campaigns)
     return Aggregates(
         kpis=kpis(images, units), emotions=emo_counts, emotion_means=emo_means,
         adjusted_mix=adjusted_mix(lake, images),
         timeline=timeline(images, units), platforms=platforms(images, units),
         faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(units),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
-        gallery=pa.concat_tables([gallery(images, max_gallery), video_gallery(images, max_gallery)]),
-        scoring=scoring(shown, identities),
-        identity_comparison=identity_comparison(every_image, every_face, shown, identities))
+        gallery=picks, scoring=scoring(shown, identities),
+        identity_comparison=identity_comparison(every_image, every_face, shown, identities),
+        gallery_images=gallery_images, gallery_faces=gallery_faces)
 
 
-def gallery_details(lake: Lake, picks: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Caption, source and face rows of the picked gallery images only (a filtered scan); a video's faces
-    rows are one per face per sampled frame (frame_ms, track_id), of the identity its page shows."""
+AGGREGATE_TABLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Aggregates))
+
+
+def campaign_keys(lake: Lake, max_gallery: int) -> dict[str, str] | None:
+    """campaign_id ('' for null) -> a fingerprint of everything its aggregates are computed from, read
+    off the Delta logs and the small tables only: its images and faces files, its campaigns rows (the
+    job's n_images_gone and adjusted mix), the lake's current identity, the gallery size and the code.
+    None when images or faces are not partitioned by campaign_id (then no campaign's files are its own)."""
+    from dashboards.cache import code_fingerprint, fingerprint
+
+    images, faces = lake.files_by_campaign("images"), lake.files_by_campaign("faces")
+    if images is None or faces is None:
+        return None
+    rows = lake.read("campaigns", ["campaign_id", "scoring_id", "n_images_gone", "run_id", *ADJUSTED_COLUMNS],
+                     optional_table=True).to_pylist()
+    by_campaign: dict[str, list] = {}
+    for r in rows:
+        by_campaign.setdefault(r["campaign_id"] or "", []).append(sorted(r.items()))
+    shared = (code_fingerprint(), current_identity(lake), int(max_gallery))
+    return {c: fingerprint(shared, files, faces.get(c, []), sorted(by_campaign.get(c, []), key=str))
+            for c, files in images.items()}
+
+
+def _by_campaign_order(table: pa.Table) -> pa.Table:
+    """Rows in campaign order, each campaign's rows in the order they were computed in (a stable sort):
+    the same whether the campaigns came from one computation or from several."""
+    if table.num_rows == 0:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[("campaign_id", "ascending")]))
+
+
+def compute(lake: Lake, *, max_gallery: int, cache: "AggregateCache | None" = None) -> Aggregates:
+    """Every aggregate the pages need. With ``cache`` (dashboards.cache.AggregateCache: the last render's,
+    in the same folder), campaigns whose key (:func:`campaign_keys`) is unchanged are taken from it and
+    only the others' rows are read; the result is the same as without it."""
+    if cache is None:
+        agg = _compute(lake, max_gallery=max_gallery)
+        return Aggregates(**{n: _by_campaign_order(getattr(agg, n)) for n in AGGREGATE_TABLES})
+    keys = campaign_keys(lake, max_gallery)
+    if keys is None:
+        agg = compute(lake, max_gallery=max_gallery)
+        cache.n_computed = agg.kpis.num_rows
+        return agg
+    hits, stored = cache.load(keys, AGGREGATE_TABLES)
+    misses = sorted(set(keys) - hits)
+    cache.n_reused, cache.n_computed = len(hits), len(misses)
+    if not keys or (misses and not hits):  # an empty (or missing) table, or nothing to reuse
+        agg = compute(lake, max_gallery=max_gallery)
+    else:
+        fresh = _compute(lake, max_gallery=max_gallery, campaigns=misses) if misses else None
+        try:
+            agg = Aggregates(**{n: _by_campaign_order(pa.concat_tables(
+                [stored[n]] + ([getattr(fresh, n)] if fresh is not None else []), promote_options="permissive"))
+                for n in AGGREGATE_TABLES})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a stored table of another shape
+            log.info("aggregate cache does not fit (%s): every campaign computed", exc)
+            cache.n_reused, cache.n_computed = 0, len(keys)
+            agg = compute(lake, max_gallery=max_gallery)
+    cache.save(keys, {n: getattr(agg, n) for n in AGGREGATE_TABLES})
+    return agg
+
+
+def gallery_details(lake: Lake, picks: pa.Table, campaigns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
+    """Caption, source and face rows of the picked gallery images only (a filtered scan, of ``campaigns``'
+    files only if given); a video's faces rows are one per face per sampled frame (frame_ms, track_id), of
+    the identity its page shows."""
     ids = pc.unique(picks["image_id"])
     keys = picks.select(["image_id", "scoring_id"])
-    imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=pc.field("image_id").isin(ids))
-    imgs = _semi_join(with_identity(_fill(_fill(imgs, "model_version", ""), "media_type", "image")), keys)
-    fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=pc.field("image_id").isin(ids), optional_table=True)
-    fcs = _semi_join(with_identity(_fill(fcs, "model_version", "")), keys)
+    scope = _of_campaigns(campaigns)
+    only = pc.field("image_id").isin(ids) if scope is None else (pc.field("image_id").isin(ids) & scope)
+    imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=only)
+    imgs = _semi_join(with_identity(_fill(_fill(_fill(imgs, "model_version", ""), "media_type", "image"),
+                                          "campaign_id", "")), keys)
+    fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=only, optional_table=True)
+    fcs = _semi_join(with_identity(_fill(_fill(fcs, "model_version", ""), "campaign_id", "")), keys)
     return imgs, fcs.sort_by([("image_id", "ascending"), ("face_index", "ascending")])

@@ -201,3 +201,56 @@ class PageFingerprints:
     def save(self) -> None:
         """Keep the fingerprints of this render's pages only (a removed page's goes with it)."""
         (self.out / PAGE_FINGERPRINTS).write_text(json.dumps(dict(sorted(self._new.items()))), encoding="utf-8")
+
+
+AGGREGATES_DIR = ".aggregates"
+
+
+class AggregateCache:
+    """The last render's aggregates (dashboards.aggregate.Aggregates), one Arrow file per table under
+    ``.aggregates/``, with the key each campaign's rows were computed from (``keys.json``): a campaign
+    whose key is unchanged is not read from the lake again (issue 29: a run that touched a few campaigns
+    costs those campaigns' rows, and one that touched none reads no images or faces row at all).
+    Anything unreadable or unexpected counts as a miss."""
+
+    def __init__(self, out: Path, *, reuse: bool = True) -> None:
+        self.dir = out / AGGREGATES_DIR
+        raw = _load_json(self.dir / "keys.json") if reuse else {}
+        keys = raw.get("keys") if raw.get("version") == CACHE_VERSION else None
+        self._old = {k: v for k, v in (keys or {}).items() if isinstance(k, str) and isinstance(v, str)}
+        self.n_reused = 0
+        self.n_computed = 0
+
+    def load(self, keys: dict[str, str], names: Iterable[str]) -> tuple[set[str], dict[str, Any]]:
+        """(campaigns whose stored rows were made from ``keys``' key, {table name: those rows}); no hit
+        unless every table reads back."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        hits = {c for c, k in keys.items() if self._old.get(c) == k}
+        if not hits:
+            return set(), {}
+        tables: dict[str, Any] = {}
+        try:
+            for name in names:
+                with pa.memory_map(str(self.dir / f"{name}.arrow")) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                tables[name] = table.filter(pc.is_in(table["campaign_id"], pa.array(sorted(hits), pa.string())))
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            log.info("aggregate cache unreadable (%s): every campaign computed", type(exc).__name__)
+            return set(), {}
+        return hits, tables
+
+    def save(self, keys: dict[str, str], tables: dict[str, Any]) -> None:
+        """Store this render's tables and keys (a campaign gone from the lake goes with them)."""
+        import pyarrow as pa
+
+        self.dir.mkdir(parents=True, exist_ok=True)  # (and the output folder: the tables read well)
+        (self.dir / "keys.json").unlink(missing_ok=True)  # a save cut short leaves no key to trust
+        for name, table in tables.items():
+            tmp = self.dir / f".{name}.arrow.tmp"
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            tmp.replace(self.dir / f"{name}.arrow")
+        (self.dir / "keys.json").write_text(json.dumps({"version": CACHE_VERSION, "keys": dict(sorted(keys.items()))}),
+                                            encoding="utf-8")

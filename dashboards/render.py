@@ -32,7 +32,8 @@ from fer_core.tables import SCORED_STATUSES
 
 from dashboards import aggregate, figures
 from dashboards.aggregate import CHANGE_TESTED, NOISE_P, SENTIMENTS, split_by_campaign
-from dashboards.cache import GalleryCache, GalleryEntry, PageFingerprints, code_fingerprint, fingerprint
+from dashboards.cache import (AggregateCache, GalleryCache, GalleryEntry, PageFingerprints, code_fingerprint,
+                              fingerprint)
 from dashboards.explain import ExplainError, Explainer
 from dashboards.paths import campaign_page_name, gallery_asset_base, inside, is_campaign_page_name
 from dashboards.tables import DashboardError, Lake
@@ -70,8 +71,9 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     Returns the path of index.html. Raises DashboardError when the tables are unusable.
     """
     lake = Lake(tables_uri, storage_options)
-    agg = aggregate.compute(lake, max_gallery=max(0, int(max_gallery)))
     out = Path(out_dir)
+    aggregates = AggregateCache(out, reuse=incremental)  # the folder is made only once the tables read well
+    agg = aggregate.compute(lake, max_gallery=max(0, int(max_gallery)), cache=aggregates)
     out.mkdir(parents=True, exist_ok=True)
     _write_static(out)
     thumbs = _prepare_thumbs(out, reset=not incremental)
@@ -88,7 +90,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
               "run_health": [_health_row(h) for h in health],
               "blur_faces": blur_faces, "gradcam": gradcam, "tables_uri": tables_uri}
 
-    cards = _gallery_cards(lake, agg.gallery, out, blur=blur_faces,
+    cards = _gallery_cards(agg, out, blur=blur_faces,
                            explainer=Explainer(models, storage_options) if gradcam else None,
                            loader=_loader(image_bytes_loader, storage_options), cache=gallery_cache,
                            models=dict(models or {}))
@@ -115,8 +117,9 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
             _write(out, name, page.render(**shared, **ctx))
     _remove_stale_pages(out, keep=written)
     pages.save()
-    log.info("campaign pages: %d written, %d unchanged; gallery: %d made, %d reused", pages.n_written,
-             pages.n_skipped, gallery_cache.n_made, gallery_cache.n_reused)
+    log.info("campaign pages: %d written, %d unchanged; gallery: %d made, %d reused; aggregates: %d campaigns "
+             "computed, %d reused", pages.n_written, pages.n_skipped, gallery_cache.n_made, gallery_cache.n_reused,
+             aggregates.n_computed, aggregates.n_reused)
     adjusted = {r["campaign_id"]: r for r in agg.adjusted_mix.to_pylist()}
     _write(out, CSV_NAME, campaigns_csv(kpi_rows, adjusted))
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows), csv_name=CSV_NAME)
@@ -249,14 +252,15 @@ def _environment() -> Environment:
 # ----------------------------------------------------------------------------- gallery
 
 
-def _gallery_cards(lake: Lake, picks: pa.Table, out: Path, *, blur: bool, explainer: Explainer | None,
+def _gallery_cards(agg: aggregate.Aggregates, out: Path, *, blur: bool, explainer: Explainer | None,
                    loader: BytesLoader, cache: GalleryCache, models: Mapping[str, str]) -> dict[tuple[str, str], dict]:
-    """Thumbnails (and Grad-CAM crops) for every picked image; keyed by (campaign_id, image_id). A post picked
-    for two sides (a video among the most positive and the videos) gets one card. Files a render made
-    from the same inputs before are reused (``cache``), not drawn again."""
-    if picks.num_rows == 0:
+    """Thumbnails (and Grad-CAM crops) for every picked image (``agg.gallery_images`` and their faces rows);
+    keyed by (campaign_id, image_id). A post picked for two sides (a video among the most positive and the
+    videos) gets one card. Files a render made from the same inputs before are reused (``cache``), not drawn
+    again."""
+    images, faces = agg.gallery_images, agg.gallery_faces
+    if images.num_rows == 0:
         return {}
-    images, faces = aggregate.gallery_details(lake, picks)
     faces_by_image: dict[str, list[dict]] = {}
     for face in faces.to_pylist():
         faces_by_image.setdefault(face["image_id"], []).append(face)

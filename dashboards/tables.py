@@ -7,7 +7,7 @@ scan. Everything returned is a ``pyarrow.Table``; nothing here loops over rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +40,7 @@ class Lake:
     uri: str
     storage_options: Mapping[str, str] | None = None
     _datasets: dict[str, ds.Dataset | None] = field(default_factory=dict, repr=False)
+    _tables: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def table_uri(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"
@@ -55,13 +56,31 @@ class Lake:
                 self._datasets[name] = None
             else:
                 try:
-                    self._datasets[name] = DeltaTable(uri, storage_options=opts or None).to_pyarrow_dataset()
+                    self._tables[name] = DeltaTable(uri, storage_options=opts or None)
+                    self._datasets[name] = self._tables[name].to_pyarrow_dataset()
                 except Exception as exc:  # deltalake raises several unrelated types
                     raise DashboardError(
                         f"could not open the Delta table {uri!r}: {exc}. Check the path and the "
                         "storage options (credentials, endpoint) passed to the dashboards."
                     ) from exc
         return self._datasets[name]
+
+    def files_by_campaign(self, name: str) -> dict[str, list[str]] | None:
+        """campaign_id partition value ('' for null) -> the table's files there, from its Delta log (no
+        data file opened); empty for a missing table, None for one not partitioned by campaign_id (the
+        job's are). A run's append adds files, a delete or a compaction rewrites them: the list changes
+        whenever the campaign's rows may have."""
+        if self.dataset(name) is None:
+            return {}
+        table = self._tables[name]
+        if "campaign_id" not in table.metadata().partition_columns:
+            return None
+        actions = pa.table(table.get_add_actions(flatten=True))
+        values = actions["partition.campaign_id"].to_pylist()
+        out: dict[str, list[str]] = {}
+        for campaign, path in zip(values, actions["path"].to_pylist()):
+            out.setdefault(campaign or "", []).append(path)
+        return {c: sorted(p) for c, p in out.items()}
 
     def require(self, name: str) -> ds.Dataset:
         dataset = self.dataset(name)

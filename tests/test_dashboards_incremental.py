@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 import _dash_fixtures as fx
 from dashboards.cache import GALLERY_MANIFEST, PAGE_FINGERPRINTS
@@ -61,16 +61,64 @@ def append_run(sample: fx.SampleLake, tmp: Path, campaign_id: str, run_id: str =
     images["run_id"] = [run_id] * len(images["image_id"])
     images["scored_at"] = [later + dt.timedelta(seconds=k) for k in range(len(images["image_id"]))]
     faces["run_id"] = [run_id] * len(faces["image_id"])
-    write_deltalake(str(sample.root / "images"), pa.Table.from_pydict(images, schema=fx.IMAGES_SCHEMA), mode="append")
-    write_deltalake(str(sample.root / "faces"), pa.Table.from_pydict(faces, schema=fx.FACES_SCHEMA), mode="append")
+    for name, rows, schema in (("images", images, fx.IMAGES_SCHEMA), ("faces", faces, fx.FACES_SCHEMA)):
+        parts = DeltaTable(str(sample.root / name)).metadata().partition_columns or None
+        write_deltalake(str(sample.root / name), pa.Table.from_pydict(rows, schema=schema), mode="append",
+                        partition_by=parts)
     run = {"run_id": run_id, "started_at": later, "finished_at": later, "status": "succeeded", "model_version": fx.MODEL,
            "detector_version": fx.DETECTOR, "scoring_id": fx.SCORING, "n_input": 6}
     write_deltalake(str(sample.root / "runs"), pa.Table.from_pylist([run], schema=fx.RUNS_SCHEMA), mode="append")
 
 
-@pytest.fixture
-def sample(tmp_path) -> fx.SampleLake:
-    return fx.make_sample_lake(tmp_path / "dash")
+def partition_by_campaign(sample: fx.SampleLake) -> None:
+    """Rewrite images and faces partitioned by campaign_id, as the job writes them: then a render can tell
+    each campaign's files apart and reuse the aggregates of the campaigns whose files are unchanged."""
+    for name in ("images", "faces"):
+        table = DeltaTable(str(sample.root / name)).to_pyarrow_table()
+        write_deltalake(str(sample.root / name), table, mode="overwrite", partition_by=["campaign_id"],
+                        schema_mode="overwrite")
+
+
+@pytest.fixture(params=["flat", "partitioned"])
+def sample(tmp_path, request) -> fx.SampleLake:
+    """The sample lake as a hand-written one (tables not partitioned: every render computes every
+    campaign) and as the job writes it (partitioned by campaign_id: aggregates reused per campaign)."""
+    lake = fx.make_sample_lake(tmp_path / "dash")
+    if request.param == "partitioned":
+        partition_by_campaign(lake)
+    return lake
+
+
+def aggregate_counts(caplog) -> tuple[int, int]:
+    """(campaigns computed, reused) from the last render's log line."""
+    found = re.findall(r"aggregates: (\d+) campaigns computed, (\d+) reused", caplog.text)
+    return tuple(map(int, found[-1]))
+
+
+def test_aggregates_of_untouched_campaigns_are_reused_and_equal_a_from_scratch_render(tmp_path, caplog):
+    """As the job writes a lake: a second render reads no campaign's rows; after a run that touched one
+    campaign only that campaign is computed; pages and CSV equal a from-scratch render's each time."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dashboards")
+    sample = fx.make_sample_lake(tmp_path / "dash")
+    partition_by_campaign(sample)
+    n_campaigns = len(DeltaTable(str(sample.root / "images")).to_pyarrow_table(columns=["campaign_id"])
+                      .column("campaign_id").unique())
+    out, scratch = tmp_path / "site", tmp_path / "scratch"
+    render(sample, out)
+    assert aggregate_counts(caplog) == (n_campaigns, 0)
+    render(sample, out)
+    assert aggregate_counts(caplog) == (0, n_campaigns)
+    append_run(sample, tmp_path, TOUCHED)
+    render(sample, out)
+    assert aggregate_counts(caplog) == (1, n_campaigns - 1)
+    render(sample, scratch, incremental=False)
+    assert pages(out) == pages(scratch)
+    assert (out / "campaigns.csv").read_bytes() == (scratch / "campaigns.csv").read_bytes()
+    (out / ".aggregates" / "kpis.arrow").write_bytes(b"not arrow")  # a damaged cache: every campaign again
+    render(sample, out)
+    assert aggregate_counts(caplog) == (n_campaigns, 0) and pages(out) == pages(scratch)
 
 
 def test_a_second_render_draws_no_gallery_image_and_rewrites_no_campaign_page(sample, tmp_path):
