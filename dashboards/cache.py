@@ -242,8 +242,12 @@ class AggregateCache:
         return hits, tables
 
     def save(self, keys: dict[str, str], tables: dict[str, Any]) -> None:
-        """Store this render's tables and keys (a campaign gone from the lake goes with them)."""
+        """Store this render's tables and keys (a campaign gone from the lake goes with them); nothing is
+        rewritten when every campaign was reused."""
         import pyarrow as pa
+
+        if keys == self._old and not self.n_computed:
+            return
 
         self.dir.mkdir(parents=True, exist_ok=True)  # (and the output folder: the tables read well)
         (self.dir / "keys.json").unlink(missing_ok=True)  # a save cut short leaves no key to trust

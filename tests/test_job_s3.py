@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -54,7 +55,7 @@ def moto_buckets(endpoint: str, *buckets: str):
     return opts, s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint})
 
 
-def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
+def test_s3_in_s3_out(spark, s3_endpoint, tmp_path, capsys):  # noqa: F811
     import pyarrow.parquet as pq
 
     opts, fs = moto_buckets(s3_endpoint, "dumps", "lake")
@@ -116,6 +117,15 @@ def test_s3_in_s3_out(spark, s3_endpoint, tmp_path):  # noqa: F811
     assert gone not in names and "campaign-notes.html" in names
     index = fs.cat("lake/emotions/dashboards/index.html").decode()
     assert all(campaign_page_name(c) in index for c in camps.campaign_id)
+    # the next render starts from the uploaded site and its caches: only what changed goes up again
+    n_files = len(fs.find("lake/emotions/dashboards"))
+    capsys.readouterr()
+    render(job_cfg)
+    summary = capsys.readouterr().err
+    uploaded = int(re.search(r"dashboards: (\d+) file\(s\) uploaded, 0 removed", summary).group(1))
+    assert uploaded <= 3 < n_files  # index.html and the pages' fingerprint file: the render time only
+    fs.invalidate_cache()
+    assert len(fs.find("lake/emotions/dashboards")) == n_files
 
     # erasure on an S3 lake: rows and their files go, the tombstone stays
     from jobs.erase import main as erase_main

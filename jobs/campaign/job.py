@@ -212,7 +212,7 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     try:
         return _score(spark, cfg, run_id, out, dry_run, started, t0, lake, guard, df,
                       lease.waited_s if lease is not None else 0.0, resolved=resolved, input_files=input_files,
-                      reader=reader, phases={"listing_s": round(listing_s, 3)})
+                      reader=reader, phases={"setup_s": round(t_list - t0, 3), "listing_s": round(listing_s, 3)})
     finally:
         cached.unpersist()
 
@@ -472,7 +472,9 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
     ways = (f" (campaigns: {campaign_ways['campaigns_added']} added to, {campaign_ways['campaigns_recomputed']}"
             " recomputed)") if campaign_ways.get("campaigns_added") else ""
     print("  phases: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in phases.items()) + ways, file=out, flush=True)
+    t_health = time.monotonic()
     printable["health"] = _record_health(lake, cfg, printable, out)
+    phases["health_s"] = round(time.monotonic() - t_health, 3)  # after the summary: in the returned row only
     return printable
 
 
@@ -592,16 +594,39 @@ def render(cfg: JobConfig) -> str:
     if not is_remote(target):
         return str(render_dashboards(lake.root, target, storage_options=lake.options, image_bytes_loader=loader,
                                      models=models))
+    fs, path = filesystem(target, cfg.output.storage_options)
+    path = path.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="dashboards-") as tmp:
+        site = Path(tmp)
+        if fs.exists(path):  # the last render's site: its caches let this one redo only what changed
+            fs.get(path + "/", tmp.rstrip("/") + "/", recursive=True)
+        before = _site_files(site)
         render_dashboards(lake.root, tmp, storage_options=lake.options, image_bytes_loader=loader, models=models)
-        fs, path = filesystem(target, cfg.output.storage_options)
-        fs.put(tmp.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
-        pages = {p.name for p in Path(tmp).glob("campaign-*.html")}
-        stale = [p for p in fs.glob(path.rstrip("/") + "/campaign-*.html")
-                 if is_campaign_page_name(p.rsplit("/", 1)[-1]) and p.rsplit("/", 1)[-1] not in pages]
-        if stale:  # pages of campaigns gone from the tables, as a local re-render removes them
-            fs.rm(stale)
+        after = _site_files(site)
+        changed = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
+        for name in changed:  # files the render wrote; the rest are on the target already
+            fs.put_file(str(site / name), f"{path}/{name}")
+        # what the render removed (gallery files no longer shown, caches) goes there too; a user's own files stay
+        removed = [f"{path}/{n}" for n in sorted(set(before) - set(after))
+                   if n.startswith(("thumbs/", ".aggregates/")) or is_campaign_page_name(n)]
+        pages = {p.name for p in site.glob("campaign-*.html")}
+        removed += [p for p in fs.glob(path + "/campaign-*.html")
+                    if is_campaign_page_name(p.rsplit("/", 1)[-1]) and p.rsplit("/", 1)[-1] not in pages
+                    and f"{path}/{p.rsplit('/', 1)[-1]}" not in removed]
+        if removed:  # pages of campaigns gone from the tables, as a local re-render removes them
+            fs.rm(removed)
+        print(f"dashboards: {len(changed)} file(s) uploaded, {len(removed)} removed, "
+              f"{len(after) - len(changed)} unchanged", file=sys.stderr, flush=True)
     return target.rstrip("/") + "/index.html"
+
+
+def _site_files(root: Path) -> dict[str, str]:
+    """Relative path -> content hash of every file under ``root``: what a render changed (a file rewritten
+    with the same bytes, such as plotly.js, is not uploaded again)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
 
 
 def _model_file_versions(cfg: JobConfig) -> dict[str, str]:
