@@ -45,22 +45,36 @@ class Lake:
     def table_uri(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"
 
-    def dataset(self, name: str) -> ds.Dataset | None:
-        """The table as a pyarrow dataset, or None when no Delta table exists there."""
-        if name not in self._datasets:
+    def delta(self, name: str) -> Any:
+        """The table's DeltaTable (its log only: no data file listed or opened), or None when no Delta
+        table exists there."""
+        if name not in self._tables:
             from deltalake import DeltaTable  # deferred: importing deltalake forbids fork() later
 
             uri = self.table_uri(name)
             opts = dict(self.storage_options or {})
-            if not DeltaTable.is_deltatable(uri, storage_options=opts or None):
+            try:
+                self._tables[name] = (DeltaTable(uri, storage_options=opts or None)
+                                      if DeltaTable.is_deltatable(uri, storage_options=opts or None) else None)
+            except Exception as exc:  # deltalake raises several unrelated types
+                raise DashboardError(
+                    f"could not open the Delta table {uri!r}: {exc}. Check the path and the "
+                    "storage options (credentials, endpoint) passed to the dashboards."
+                ) from exc
+        return self._tables[name]
+
+    def dataset(self, name: str) -> ds.Dataset | None:
+        """The table as a pyarrow dataset, or None when no Delta table exists there."""
+        if name not in self._datasets:
+            table = self.delta(name)
+            if table is None:
                 self._datasets[name] = None
             else:
                 try:
-                    self._tables[name] = DeltaTable(uri, storage_options=opts or None)
-                    self._datasets[name] = self._tables[name].to_pyarrow_dataset()
+                    self._datasets[name] = table.to_pyarrow_dataset()
                 except Exception as exc:  # deltalake raises several unrelated types
                     raise DashboardError(
-                        f"could not open the Delta table {uri!r}: {exc}. Check the path and the "
+                        f"could not open the Delta table {self.table_uri(name)!r}: {exc}. Check the path and the "
                         "storage options (credentials, endpoint) passed to the dashboards."
                     ) from exc
         return self._datasets[name]
@@ -70,9 +84,9 @@ class Lake:
         data file opened); empty for a missing table, None for one not partitioned by campaign_id (the
         job's are). A run's append adds files, a delete or a compaction rewrites them: the list changes
         whenever the campaign's rows may have."""
-        if self.dataset(name) is None:
+        table = self.delta(name)
+        if table is None:
             return {}
-        table = self._tables[name]
         if "campaign_id" not in table.metadata().partition_columns:
             return None
         actions = pa.table(table.get_add_actions(flatten=True))

@@ -62,6 +62,15 @@ def test_runs_that_add_to_campaign_rows_agree_with_a_recompute(spark, tmp_path) 
     assert had_row and second["campaigns_added"] == len(had_row)
     assert second["campaigns_recomputed"] == len(touched - had_row)
     assert f"campaigns: {len(had_row)} added to" in second["_log"]
+    # the run's health, read from its own files, is what filtering the whole tables by its run_id gives
+    from jobs.campaign.health import run_metrics
+    from jobs.campaign.lake import Lake
+
+    health = second["health"]
+    by_filter = run_metrics(Lake(str(lake)), "d2", health["finished_at"], health["images_per_s"])
+    assert health["n_scored"] == second["n_scored"] > 0 and health["n_faces"] == by_filter["n_faces"] > 0
+    for key, value in by_filter.items():
+        assert health[key] == (pytest.approx(value) if isinstance(value, float) else value), key
     pd.testing.assert_frame_equal(*campaigns_as_recomputed(str(lake)), check_dtype=False)
 
     # an older lake's rows: no mean face probabilities stored, so nothing to add to

@@ -30,12 +30,32 @@ DRIFT_EXIT = 3
 SCALARS = ("error_share", "faces_per_image", "mean_det_score")
 
 
-def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float) -> dict[str, Any]:
-    """The run's metrics, from its committed images and faces rows."""
+def run_metrics(lake, run_id: str, finished_at: dt.datetime, images_per_s: float,
+                files: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The run's metrics, from its committed images and faces rows: ``files`` (the manifest's: table ->
+    the run's add actions) read straight, so the cost follows the run, not the table's file count;
+    without them, the table filtered by run_id."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from jobs.campaign.inputs import filesystem
+
+    def own_files(name: str, columns: list[str] | None):
+        parts = []
+        for f in files.get(name, []):
+            fs, path = filesystem(f"{lake.uri(name)}/{f['path']}", lake.storage_options)
+            with fs.open(path, "rb") as handle:
+                part = pq.read_table(handle, columns=columns)
+            if columns is None or "campaign_id" in columns:  # the partition value lives in the log, not the file
+                part = part.append_column("campaign_id", pa.array([f["campaign_id"]] * part.num_rows, pa.string()))
+            parts.append(part)
+        return pa.concat_tables(parts, promote_options="permissive") if parts else None
 
     def rows(name: str, columns: list[str] | None):
+        if files is not None:
+            return own_files(name, columns)
         table = lake.table(name)
         if table is None:
             return None
@@ -172,14 +192,16 @@ def _write_text(uri: str, text: str, storage_options: dict[str, str] | None) -> 
     os.replace(tmp, path)
 
 
-def record_health(lake, cfg, run_row: dict[str, Any], out: TextIO) -> dict[str, Any]:
+def record_health(lake, cfg, run_row: dict[str, Any], out: TextIO,
+                  files: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Compute, judge and write the run's health (Delta row, JSON, Prometheus textfile); print one line.
-    Idempotent per run id (the health commit carries the run's app transaction)."""
+    Idempotent per run id (the health commit carries the run's app transaction). ``files``: the run's own
+    files (its manifest's), read instead of filtering the tables."""
     import pyarrow as pa
 
     settings = cfg.health
     finished = run_row["finished_at"]
-    metrics = run_metrics(lake, run_row["run_id"], finished, run_row["images_per_s"])
+    metrics = run_metrics(lake, run_row["run_id"], finished, run_row["images_per_s"], files)
     table = lake.table(HEALTH_TABLE)
     trailing: list[dict[str, Any]] = []
     if table is not None:

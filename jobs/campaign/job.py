@@ -473,7 +473,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
             " recomputed)") if campaign_ways.get("campaigns_added") else ""
     print("  phases: " + ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in phases.items()) + ways, file=out, flush=True)
     t_health = time.monotonic()
-    printable["health"] = _record_health(lake, cfg, printable, out)
+    printable["health"] = _record_health(lake, cfg, printable, out, files)
     phases["health_s"] = round(time.monotonic() - t_health, 3)  # after the summary: in the returned row only
     return printable
 
@@ -517,13 +517,14 @@ def _consumed_files(lake, cfg: JobConfig, input_files, df, backlog_left, refused
              "uri_policy": policy if v.path in refused else None} for v in kept]
 
 
-def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
-    """The run's health metrics and drift verdict (jobs/campaign/health.py); None when they could not be
-    written (the run itself is committed either way, so that is a warning, not a failure)."""
+def _record_health(lake, cfg: JobConfig, row: dict[str, Any], out: TextIO,
+                   files: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any] | None:
+    """The run's health metrics and drift verdict (jobs/campaign/health.py), from its own files; None when
+    they could not be written (the run itself is committed either way, so that is a warning, not a failure)."""
     from jobs.campaign.health import record_health
 
     try:
-        return record_health(lake, cfg, row, out)
+        return record_health(lake, cfg, row, out, files)
     except Exception as e:  # noqa: BLE001 - reported, and the committed run stands
         print(f"score_campaign: warning: run health not recorded: {type(e).__name__}: {e}", file=sys.stderr,
               flush=True)
