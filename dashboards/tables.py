@@ -45,38 +45,33 @@ class Lake:
     def table_uri(self, name: str) -> str:
         return f"{self.uri.rstrip('/')}/{name}"
 
+    def _unopenable(self, name: str, exc: Exception) -> DashboardError:
+        return DashboardError(
+            f"could not open the Delta table {self.table_uri(name)!r}: {exc}. Check the path and the "
+            "storage options (credentials, endpoint) passed to the dashboards.")
+
     def delta(self, name: str) -> Any:
         """The table's DeltaTable (its log only: no data file listed or opened), or None when no Delta
         table exists there."""
         if name not in self._tables:
             from deltalake import DeltaTable  # deferred: importing deltalake forbids fork() later
 
-            uri = self.table_uri(name)
-            opts = dict(self.storage_options or {})
+            uri, opts = self.table_uri(name), dict(self.storage_options or {}) or None
             try:
-                self._tables[name] = (DeltaTable(uri, storage_options=opts or None)
-                                      if DeltaTable.is_deltatable(uri, storage_options=opts or None) else None)
+                self._tables[name] = (DeltaTable(uri, storage_options=opts)
+                                      if DeltaTable.is_deltatable(uri, storage_options=opts) else None)
             except Exception as exc:  # deltalake raises several unrelated types
-                raise DashboardError(
-                    f"could not open the Delta table {uri!r}: {exc}. Check the path and the "
-                    "storage options (credentials, endpoint) passed to the dashboards."
-                ) from exc
+                raise self._unopenable(name, exc) from exc
         return self._tables[name]
 
     def dataset(self, name: str) -> ds.Dataset | None:
         """The table as a pyarrow dataset, or None when no Delta table exists there."""
         if name not in self._datasets:
             table = self.delta(name)
-            if table is None:
-                self._datasets[name] = None
-            else:
-                try:
-                    self._datasets[name] = table.to_pyarrow_dataset()
-                except Exception as exc:  # deltalake raises several unrelated types
-                    raise DashboardError(
-                        f"could not open the Delta table {self.table_uri(name)!r}: {exc}. Check the path and the "
-                        "storage options (credentials, endpoint) passed to the dashboards."
-                    ) from exc
+            try:
+                self._datasets[name] = None if table is None else table.to_pyarrow_dataset()
+            except Exception as exc:  # deltalake raises several unrelated types
+                raise self._unopenable(name, exc) from exc
         return self._datasets[name]
 
     def files_by_campaign(self, name: str) -> dict[str, list[str]] | None:

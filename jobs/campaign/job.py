@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -334,8 +335,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
                       .select("image_id", "campaign_id"))
             superseded = failed.join(ids, "image_id").collect()  # the rows commit_run will drop, per campaign
             retried = sorted({r.image_id for r in superseded})
-            for r in superseded:
-                n_superseded[r.campaign_id] = n_superseded.get(r.campaign_id, 0) + 1
+            n_superseded = dict(Counter(r.campaign_id for r in superseded))
             # their files hold under this policy only (the inputs table's uri_policy): another would fetch them
             refused = mine.where((F.col("status") == "fetch_error") & refused_again).select("image_id")
             refused_files = {r.input_file for r in df.join(refused, "image_id", "left_semi")
@@ -451,7 +451,7 @@ def _score(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, start
         # between upgrades, campaigns whose stored rows this run's own rows are added to (fer_core.kpis.add_kpis)
         # instead of a recompute from all their rows; the earlier rows it drops, per campaign
         "addable": sorted(touched - stale - incomplete) if steady else [],
-        "superseded": [[c, n] for c, n in sorted(n_superseded.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
+        "superseded": [[c, n] for c, n in n_superseded.items()],  # pairs: a null campaign is no JSON key
         "images_schema": img_schema.serialize().to_pybytes().hex(), "run": run_row,
         # the input files whose rows are all committed by this manifest (or were before): recorded after images
         "inputs": consumed, "reader": reader,
