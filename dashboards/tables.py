@@ -102,15 +102,18 @@ class Lake:
         return dataset
 
     def read(self, name: str, columns: Iterable[str], filter: pc.Expression | None = None,
-             *, optional_table: bool = False) -> pa.Table:
+             *, optional_table: bool = False, files: Iterable[str] | None = None) -> pa.Table:
         """Read ``columns`` of table ``name`` (filter pushed into the scan).
 
         Columns the table lacks are filled with typed nulls unless they are REQUIRED.
-        With ``optional_table``, a missing table reads as an empty table.
+        With ``optional_table``, a missing table reads as an empty table. ``files``: read only these
+        of its files (add-action paths, as :meth:`files_by_campaign` gives them).
         """
         columns = list(dict.fromkeys(columns))
         types = COLUMN_TYPES.get(name, {})
         dataset = self.dataset(name) if optional_table else self.require(name)
+        if dataset is not None and files is not None:
+            dataset = _only_files(dataset, files)
         if dataset is None:
             return pa.table({c: pa.array([], types.get(c, pa.string())) for c in columns})
         present = set(dataset.schema.names)
@@ -122,7 +125,10 @@ class Lake:
             )
         usable = [c for c in columns if c in present]
         try:
-            table = dataset.to_table(columns=usable, filter=filter)
+            try:
+                table = dataset.to_table(columns=usable, filter=filter)
+            except pa.ArrowNotImplementedError:  # a file delta-rs rewrote (a delete) holds string_view
+                table = _scan_with_views(dataset, usable, filter)
         except pa.ArrowInvalid as exc:
             raise DashboardError(f"reading {name!r} columns {usable}: {exc}") from exc
         out = []
@@ -132,6 +138,56 @@ class Lake:
             else:
                 out.append(pa.nulls(table.num_rows, types.get(c, pa.string())))
         return pa.table(out, names=columns)
+
+
+def _scan_with_views(dataset: ds.Dataset, columns: list[str], filter: pc.Expression | None) -> pa.Table:
+    """``dataset.to_table(columns, filter)`` where some files hold string_view columns. delta-rs writes
+    them when it rewrites a file (a delete: an erasure, a superseded fetch error), and pyarrow has no kernel
+    comparing their statistics (the file's guarantee, its row groups' bounds) with a filter in the table's
+    string type. Files are then pruned by partition only, and those files are read whole, cast to the
+    table's types and filtered in memory; the others are scanned with the filter as before."""
+    parts = []
+    for f in _partition_guarantees_only(dataset).get_fragments(filter=filter if filter is not None else pc.scalar(True)):
+        if any(pa.types.is_string_view(t) or pa.types.is_binary_view(t) for t in f.physical_schema.types):
+            whole = f.to_table(schema=dataset.schema)
+            parts.append(ds.dataset(whole).to_table(columns=columns, filter=filter))
+        else:
+            parts.append(f.to_table(schema=dataset.schema, columns=columns, filter=filter))
+    if not parts:
+        return dataset.schema.empty_table().select(columns)
+    return pa.concat_tables(parts)
+
+
+def _partition_guarantees_only(dataset: ds.Dataset) -> ds.Dataset:
+    """The dataset with each file's guarantee (deltalake: its partition values and column statistics) cut
+    to its partition values."""
+    fragments = []
+    for f in dataset.get_fragments():
+        guarantee = pc.scalar(True)
+        for column, value in ds.get_partition_keys(f.partition_expression).items():
+            field = pc.field(column)
+            guarantee = guarantee & (field.is_null() if value is None else
+                                     field == pa.scalar(value, dataset.schema.field(column).type))
+        fragments.append(dataset.format.make_fragment(f.path, dataset.filesystem, partition_expression=guarantee))
+    return ds.FileSystemDataset(fragments, schema=dataset.schema, format=dataset.format,
+                                filesystem=dataset.filesystem)
+
+
+def _only_files(dataset: ds.Dataset, files: Iterable[str]) -> ds.Dataset:
+    """The part of a Delta table's dataset made of ``files`` (paths relative to the table). deltalake's add
+    paths may be percent-encoded once more than its dataset's file paths, so both spellings match; a file
+    name alone would not do (Spark names one task's files alike in every partition folder)."""
+    from urllib.parse import unquote
+
+    wanted = {p.strip("/") for p in files} | {unquote(p).strip("/") for p in files}
+
+    def listed(path: str) -> bool:
+        parts = path.strip("/").split("/")
+        return any("/".join(parts[i:]) in wanted for i in range(len(parts)))
+
+    fragments = [f for f in dataset.get_fragments() if listed(f.path)]
+    return ds.FileSystemDataset(fragments, schema=dataset.schema, format=dataset.format,
+                                filesystem=dataset.filesystem)
 
 
 def _normalise(col: pa.ChunkedArray, want: pa.DataType | None) -> pa.ChunkedArray:
