@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +23,6 @@ from fer_core.labels import EMOTIONS
 from fer_core.tables import ADJUSTED_COLUMNS, PROB_COLUMNS, SCORED_STATUSES, SENTIMENTS
 
 from dashboards.tables import Lake
-
-if TYPE_CHECKING:
-    from dashboards.cache import AggregateCache
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +64,10 @@ class Aggregates:
     identity_comparison: pa.Table
     gallery_images: pa.Table
     gallery_faces: pa.Table
+    kpi_rows: pa.Table
+    """What the tiles are drawn from and a later render adds a run's rows to (dashboards.increment): the
+    fer_core.kpis rows of every shown image, and the sums only the pages use (:func:`kpi_extras`)."""
+    kpi_extras: pa.Table
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -122,7 +122,9 @@ def _ranked(table: pa.Table, keys: list[str], sort_by: str, *, descending: bool
             ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """``table`` sorted by group then ``sort_by``; each row's rank and its group's size.
 
-    Nulls sort last, so a missing score never outranks a real one. The sort is stable.
+    Nulls sort last, so a missing score never outranks a real one. Ties go by image_id where there is
+    one, so the picks do not depend on the order the rows were read in (nor on whether a render computed
+    them from all rows or added a run's to the last render's picks).
     """
     if table.num_rows == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -130,7 +132,8 @@ def _ranked(table: pa.Table, keys: list[str], sort_by: str, *, descending: bool
     codes = _codes(table, keys)
     keyed = table.append_column("__group", pa.array(codes))
     order = "descending" if descending else "ascending"
-    idx = pc.sort_indices(keyed, sort_keys=[("__group", "ascending"), (sort_by, order)])
+    ties = [("image_id", "ascending")] if "image_id" in table.column_names and sort_by != "image_id" else []
+    idx = pc.sort_indices(keyed, sort_keys=[("__group", "ascending"), (sort_by, order), *ties])
     ordered = table.take(idx)
     change = _group_starts(codes[idx.to_numpy()])
     starts = np.flatnonzero(change)
@@ -200,14 +203,17 @@ def _of_campaigns(campaigns: list[str] | None) -> pc.Expression | None:
     return named | pc.field("campaign_id").is_null() if "" in campaigns else named
 
 
-def _read_all(lake: Lake, campaigns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
-    """Every images and faces row (of ``campaigns`` only, if given), every scoring identity (scoring_id
-    filled: fer_core.kpis.with_identity)."""
-    images = lake.read("images", IMAGE_COLUMNS, filter=_of_campaigns(campaigns))
+def _read_all(lake: Lake, campaigns: list[str] | None = None, files: dict[str, list[str]] | None = None
+              ) -> tuple[pa.Table, pa.Table]:
+    """Every images and faces row (of ``campaigns`` only, if given; of ``files``, {table: Delta add paths},
+    only, if given), every scoring identity (scoring_id filled: fer_core.kpis.with_identity)."""
+    files = files or {}
+    images = lake.read("images", IMAGE_COLUMNS, filter=_of_campaigns(campaigns), files=files.get("images"))
     for column, value in (("campaign_id", ""), ("status", "unknown"), ("n_faces", 0),
                           ("model_version", ""), ("run_id", ""), ("platform", MISSING), ("media_type", "image")):
         images = _fill(images, column, value)  # media_type: rows from before video posts are photos
-    faces = lake.read("faces", FACE_COLUMNS, filter=_of_campaigns(campaigns), optional_table=True)
+    faces = lake.read("faces", FACE_COLUMNS, filter=_of_campaigns(campaigns), optional_table=True,
+                      files=files.get("faces"))
     for column, value in (("campaign_id", ""), ("model_version", ""), ("sentiment", "neutral"),
                           ("emotion", MISSING)):
         faces = _fill(faces, column, value)
@@ -260,10 +266,14 @@ def _keep_shown(images: pa.Table, faces: pa.Table, shown: dict) -> tuple[pa.Tabl
     their campaign, date, platform and baseline flag from their image."""
     images, faces = keep_identities(images, faces, {c: v["shown"] for c, v in shown.items()})
     images = _mark_baseline(images)
+    return images, attach_images(faces, images)
+
+
+def attach_images(faces: pa.Table, images: pa.Table) -> pa.Table:
+    """Faces with their image's campaign, date, platform and baseline flag; faces of unknown images dropped."""
     faces = _lookup(faces.drop_columns(["campaign_id"]), ["image_id", "scoring_id"], images,
                     ["campaign_id", "posted_at", "platform", "in_baseline"])
-    faces = faces.filter(pc.is_valid(faces["campaign_id"]))  # faces of unknown images
-    return images, faces
+    return faces.filter(pc.is_valid(faces["campaign_id"]))
 
 
 def counted(images: pa.Table, faces: pa.Table) -> pa.Table:
@@ -396,26 +406,36 @@ TILE_NAMES: dict[str, str] = {"n_images_with_faces": "n_with_faces", "share_neut
 """fer_core.kpis columns -> the names the pages use (on a page, "neutral" is the sentiment)."""
 
 
-def _kpi_table(images: pa.Table, faces: pa.Table) -> pa.Table:
-    """The campaign KPIs of fer_core.kpis (the one definition; the campaigns table holds the same numbers)
-    under TILE_NAMES, plus what only the pages show: problem images (``n_bad``: not looked at), undated
-    images, the photos / videos split (``n_photos``, ``n_videos``: posts by images.media_type), the share of
-    images with faces and the mean squared valence (for intervals)."""
-    kpi = campaign_kpis(images, faces)  # one identity per campaign here (load_current): one row each
-    kpi = kpi.select(["campaign_id", "n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_positive",
-                      "n_negative", "n_neutral_sentiment", "share_positive",
-                      "share_negative", "share_neutral_sentiment", "net_sentiment", "mean_valence",
-                      "first_posted_at", "last_posted_at"]).rename_columns(TILE_NAMES)
-    undated = pa.table({"campaign_id": images["campaign_id"], "undated": _flag(pc.is_null(images["posted_at"])),
-                        "video": _flag(pc.equal(images["media_type"], "video"))})
-    undated = _rename(undated.group_by("campaign_id").aggregate([("undated", "sum"), ("video", "sum")]),
-                      {"undated_sum": "n_undated", "video_sum": "n_videos"})
-    squares = pa.table({"campaign_id": faces["campaign_id"],
+def kpi_extras(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """Per campaign, the sums the tiles need beyond fer_core.kpis: undated images, video posts, and the sum
+    and count of squared face valence (for intervals). Sums, so a run's add to them (dashboards.increment)."""
+    flags = pa.table({"campaign_id": images["campaign_id"], "undated": _flag(pc.is_null(images["posted_at"])),
+                      "video": _flag(pc.equal(images["media_type"], "video"))})
+    flags = _rename(flags.group_by("campaign_id").aggregate([("undated", "sum"), ("video", "sum")]),
+                    {"undated_sum": "n_undated", "video_sum": "n_videos"})
+    squares = pa.table({"campaign_id": faces["campaign_id"].cast(images.schema.field("campaign_id").type),
                         "valence_sq": pc.multiply(faces["valence"], faces["valence"])})
-    squares = _rename(squares.group_by("campaign_id").aggregate([("valence_sq", "mean")]),
-                      {"valence_sq_mean": "mean_valence_sq"})
-    table = kpi.join(undated, "campaign_id", join_type="left outer").join(squares, "campaign_id",
-                                                                           join_type="left outer")
+    squares = _rename(squares.group_by("campaign_id").aggregate([("valence_sq", "sum"), ("valence_sq", "count")]),
+                      {"valence_sq_sum": "sum_valence_sq", "valence_sq_count": "n_valence_sq"})
+    table = flags.join(squares, "campaign_id", join_type="left outer")
+    return _fill(_fill(table, "sum_valence_sq", 0.0), "n_valence_sq", 0).sort_by("campaign_id")
+
+
+def _tiles(rows: pa.Table, extras: pa.Table) -> pa.Table:
+    """The campaign KPIs of fer_core.kpis ``rows`` (the one definition; the campaigns table holds the same
+    numbers) under TILE_NAMES, plus what only the pages show (``extras``: :func:`kpi_extras`): problem
+    images (``n_bad``: not looked at), undated images, the photos / videos split (``n_photos``,
+    ``n_videos``: posts by images.media_type), the share of images with faces and the mean squared
+    valence (for intervals)."""
+    kpi = rows.select(["campaign_id", "n_images", "n_images_ok", "n_images_with_faces", "n_faces", "n_positive",
+                       "n_negative", "n_neutral_sentiment", "share_positive",
+                       "share_negative", "share_neutral_sentiment", "net_sentiment", "mean_valence",
+                       "first_posted_at", "last_posted_at"]).rename_columns(TILE_NAMES)
+    table = kpi.join(extras, "campaign_id", join_type="left outer")
+    n_sq = pc.cast(table["n_valence_sq"], pa.float64())
+    mean_sq = pc.if_else(pc.greater(n_sq, 0), pc.divide(pc.cast(table["sum_valence_sq"], pa.float64()), n_sq),
+                         pa.scalar(None, pa.float64()))
+    table = table.drop_columns(["sum_valence_sq", "n_valence_sq"]).append_column("mean_valence_sq", mean_sq)
     table = table.append_column("n_bad", pc.subtract(table["n_images"], table["n_images_ok"]))
     table = table.append_column("n_photos", pc.subtract(table["n_images"], table["n_videos"]))
     return table.append_column("share_with_faces", _ratio(table["n_with_faces"], table["n_images"]))
@@ -508,19 +528,35 @@ def interval_columns(table: pa.Table, z: float = 1.959964) -> pa.Table:
     return table
 
 
-def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
+BASELINE_META: tuple[str, ...] = ("baseline_mode", "latest_run", "latest_week", "n_runs")
+
+
+def kpi_parts(images: pa.Table, faces: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table, pa.Table]:
+    """What :func:`kpis_from` draws the tiles from: fer_core.kpis rows and :func:`kpi_extras` of all the
+    shown rows and of the baseline's (``in_baseline``), and each campaign's BASELINE_META."""
+    mask_i, mask_f = images["in_baseline"], faces["in_baseline"]
+    base_images, base_faces = images.filter(mask_i), faces.filter(mask_f)
+    meta = images.group_by("campaign_id", use_threads=False).aggregate([(c, "first") for c in BASELINE_META])
+    meta = _rename(meta, {f"{c}_first": c for c in BASELINE_META})
+    return (campaign_kpis(images, faces), kpi_extras(images, faces), campaign_kpis(base_images, base_faces),
+            kpi_extras(base_images, base_faces), meta)
+
+
+def kpis_from(rows: pa.Table, extras: pa.Table, base_rows: pa.Table, base_extras: pa.Table,
+              meta: pa.Table) -> pa.Table:
     """One row per campaign: the KPI tiles, the same numbers for the baseline (``*_base``), how
     likely the change is noise (``*_change_p``) and 95% intervals (``*_ci_low``, ``*_ci_high``)."""
-    now = _kpi_table(images, faces)
-    mask_i, mask_f = images["in_baseline"], faces["in_baseline"]
+    now = _tiles(rows, extras)
     base_fields = [*KPI_FIELDS, "mean_valence_sq"]
-    base = _kpi_table(images.filter(mask_i), faces.filter(mask_f)).select(["campaign_id", *base_fields])
+    base = _tiles(base_rows, base_extras).select(["campaign_id", *base_fields])
     base = base.rename_columns(["campaign_id", *[f"{c}_base" for c in base_fields]])
-    meta = images.group_by("campaign_id", use_threads=False).aggregate([
-        ("baseline_mode", "first"), ("latest_run", "first"), ("latest_week", "first"), ("n_runs", "first")])
-    meta = _rename(meta, {f"{c}_first": c for c in ("baseline_mode", "latest_run", "latest_week", "n_runs")})
     table = now.join(base, "campaign_id", join_type="left outer").join(meta, "campaign_id", join_type="left outer")
     return interval_columns(change_p_values(table.sort_by("campaign_id")))
+
+
+def kpis(images: pa.Table, faces: pa.Table) -> pa.Table:
+    """:func:`kpis_from` the shown images and their counted faces (with baseline flags)."""
+    return kpis_from(*kpi_parts(images, faces))
 
 
 def _sentiment_counts(faces: pa.Table, keys: list[str]) -> pa.Table:
@@ -565,7 +601,8 @@ def platforms(images: pa.Table, faces: pa.Table) -> pa.Table:
 
 def emotions(faces: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Faces per top emotion, and the mean probability of each emotion, per campaign."""
-    counts = _count(faces, ["campaign_id", "emotion"], "n")
+    counts = _count(faces, ["campaign_id", "emotion"], "n").sort_by([("campaign_id", "ascending"),
+                                                                      ("emotion", "ascending")])
     means = faces.group_by("campaign_id").aggregate([(c, "mean") for c in PROB_COLUMNS])
     return counts, means
 
@@ -602,7 +639,8 @@ def det_scores(faces: pa.Table) -> pa.Table:
 def face_quality(faces: pa.Table) -> pa.Table:
     """Faces per quality flag (fer_core.quality; "unmeasured" for faces scored before the flags), per campaign."""
     flags = pc.fill_null(faces["quality"], "unmeasured")
-    return _count(pa.table({"campaign_id": faces["campaign_id"], "quality": flags}), ["campaign_id", "quality"], "n")
+    return _count(pa.table({"campaign_id": faces["campaign_id"], "quality": flags}), ["campaign_id", "quality"],
+                  "n").sort_by([("campaign_id", "ascending"), ("quality", "ascending")])
 
 
 def statuses(images: pa.Table, examples_per_status: int = 3) -> tuple[pa.Table, pa.Table]:
@@ -614,18 +652,29 @@ def statuses(images: pa.Table, examples_per_status: int = 3) -> tuple[pa.Table, 
     return counts, examples.drop_columns(["rank"])
 
 
+LINEAGE_KEYS: list[str] = ["campaign_id", "run_id", "model_version", "detector_version"]
+
+
+def lineage_counts(images: pa.Table) -> pa.Table:
+    """Per campaign, run, model and detector: images scored, first and last scored_at."""
+    g = images.group_by(LINEAGE_KEYS).aggregate([([], "count_all"), ("scored_at", "min"), ("scored_at", "max")])
+    return _rename(g, {"count_all": "n_images", "scored_at_min": "first_scored", "scored_at_max": "last_scored"})
+
+
 def lineage(images: pa.Table, runs: pa.Table) -> pa.Table:
     """Per campaign, each run that scored its images, with model, detector and run times."""
-    g = images.group_by(["campaign_id", "run_id", "model_version", "detector_version"]).aggregate(
-        [([], "count_all"), ("scored_at", "min"), ("scored_at", "max")])
-    g = _rename(g, {"count_all": "n_images", "scored_at_min": "first_scored", "scored_at_max": "last_scored"})
+    return lineage_with_runs(lineage_counts(images), runs)
+
+
+def lineage_with_runs(counts: pa.Table, runs: pa.Table) -> pa.Table:
+    """:func:`lineage_counts` with each run's times, status and config (the latest runs row of each run)."""
     run_cols = runs.select(["run_id", "started_at", "finished_at", "status", "config_hash", "spark_master"])
     run_cols = run_cols.rename_columns(["run_id", "started_at", "finished_at", "run_status", "config_hash",
                                         "spark_master"])
     if run_cols.num_rows:
         run_cols = top_k_per_group(run_cols.append_column("image_id", run_cols["run_id"]), ["run_id"],
                                    "started_at", 1, descending=True).drop_columns(["rank", "image_id"])
-    return g.join(run_cols, "run_id", join_type="left outer").sort_by(
+    return counts.join(run_cols, "run_id", join_type="left outer").sort_by(
         [("campaign_id", "ascending"), ("last_scored", "descending"), ("run_id", "ascending"),
          ("model_version", "ascending"), ("detector_version", "ascending")])
 
@@ -636,8 +685,22 @@ def gallery(images: pa.Table, k: int) -> pa.Table:
     Ranked by the image's valence. An image is listed once; with fewer than 2k candidates
     the upper half is "positive" and the lower half "negative".
     """
+    return gallery_picks(gallery_candidates(images), k)
+
+
+GALLERY_KEYS: list[str] = ["campaign_id", "image_id", "model_version", "scoring_id", "valence"]
+
+
+def gallery_candidates(images: pa.Table) -> pa.Table:
+    """The images :func:`gallery` ranks: with faces and a valence."""
     cand = images.filter(pc.and_(pc.greater(images["n_faces"], 0), pc.is_valid(images["valence"])))
-    cand = cand.select(["campaign_id", "image_id", "model_version", "scoring_id", "valence"])
+    return cand.select(GALLERY_KEYS)
+
+
+def gallery_picks(cand: pa.Table, k: int) -> pa.Table:
+    """:func:`gallery` of its candidates. The picks of a set of candidates and a later set are those of
+    the first set's picks and the later set (each side is a top k; with fewer than 2k candidates every
+    candidate is picked)."""
     # One sort gives both ends: rank from the top, and (size - 1 - rank) from the bottom.
     # A campaign with fewer than 2k candidates splits them in halves, so its "most positive"
     # side never fills up with its most negative images.
@@ -658,8 +721,17 @@ def video_gallery(images: pa.Table, k: int) -> pa.Table:
     """The ``k`` newest video posts with faces per campaign (side "video"), whatever their valence: the
     positive / negative sides rank every post, and a campaign's videos should be seen even where no video
     is at either end. Same columns as :func:`gallery`; undated videos come last."""
+    return video_picks(video_candidates(images), k)
+
+
+def video_candidates(images: pa.Table) -> pa.Table:
+    """The posts :func:`video_gallery` ranks: videos with faces."""
     cand = images.filter(pc.and_(pc.equal(images["media_type"], "video"), pc.greater(images["n_faces"], 0)))
-    cand = cand.select(["campaign_id", "image_id", "model_version", "scoring_id", "valence", "posted_at"])
+    return cand.select([*GALLERY_KEYS, "posted_at"])
+
+
+def video_picks(cand: pa.Table, k: int) -> pa.Table:
+    """:func:`video_gallery` of its candidates (a top k by posted_at: mergeable like gallery_picks)."""
     picks = top_k_per_group(cand, ["campaign_id"], "posted_at", k, descending=True).drop_columns(["posted_at"])
     return picks.append_column("side", pa.array(["video"] * picks.num_rows, pa.string()))
 
@@ -677,41 +749,58 @@ def _compute(lake: Lake, *, max_gallery: int, campaigns: list[str] | None = None
     status_counts, status_examples = statuses(images)
     picks = pa.concat_tables([gallery(images, max_gallery), video_gallery(images, max_gallery)])
     gallery_images, gallery_faces = gallery_details(lake, picks, campaigns)
+    parts = kpi_parts(images, units)
     return Aggregates(
-        kpis=kpis(images, units), emotions=emo_counts, emotion_means=emo_means,
+        kpis=kpis_from(*parts), emotions=emo_counts, emotion_means=emo_means,
         adjusted_mix=adjusted_mix(lake, images),
         timeline=timeline(images, units), platforms=platforms(images, units),
         faces_per_image=faces_per_image(images), det_scores=det_scores(faces), face_quality=face_quality(units),
         statuses=status_counts, status_examples=status_examples, lineage=lineage(images, runs),
         gallery=picks, scoring=scoring(shown, identities),
         identity_comparison=identity_comparison(every_image, every_face, shown, identities),
-        gallery_images=gallery_images, gallery_faces=gallery_faces)
+        gallery_images=gallery_images, gallery_faces=gallery_faces, kpi_rows=parts[0], kpi_extras=parts[1])
 
 
 AGGREGATE_TABLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Aggregates))
 
 
-def campaign_keys(lake: Lake, max_gallery: int) -> dict[str, str] | None:
-    """campaign_id ('' for null) -> a fingerprint of everything its aggregates are computed from, read
-    off the Delta logs and the small tables only: its images and faces files, its campaigns rows (the
-    job's n_images_gone and adjusted mix), the lake's current identity, the gallery size and the code.
-    None when images or faces are not partitioned by campaign_id (then no campaign's files are its own)."""
-    from dashboards.cache import code_fingerprint, fingerprint
+TableFiles = dict[str, list[str]]
+"""{"images": [...], "faces": [...]}: a campaign's Delta files (add paths) in each table."""
 
+
+def campaign_files(lake: Lake) -> dict[str, TableFiles] | None:
+    """campaign_id ('' for null) -> its images and faces files, off the Delta logs (no data file opened);
+    None when images or faces are not partitioned by campaign_id (then no campaign's files are its own)."""
     images, faces = lake.files_by_campaign("images"), lake.files_by_campaign("faces")
     if images is None or faces is None:
         return None
+    return {c: {"images": files, "faces": faces.get(c, [])} for c, files in images.items()}
+
+
+def shared_key(lake: Lake, max_gallery: int) -> str:
+    """What every campaign's aggregates depend on: the dashboards' code, the lake's current identity and
+    the gallery size."""
+    from dashboards.cache import code_fingerprint, fingerprint
+
+    return fingerprint(code_fingerprint(), current_identity(lake), int(max_gallery))
+
+
+def campaign_keys(lake: Lake, files: dict[str, TableFiles], shared: str) -> dict[str, str]:
+    """campaign_id -> a fingerprint of everything its aggregates are computed from: its images and faces
+    ``files`` (:func:`campaign_files`), its campaigns rows (the job's n_images_gone and adjusted mix) and
+    ``shared`` (:func:`shared_key`)."""
+    from dashboards.cache import fingerprint
+
     rows = lake.read("campaigns", ["campaign_id", "scoring_id", "n_images_gone", "run_id", *ADJUSTED_COLUMNS],
                      optional_table=True).to_pylist()
     by_campaign: dict[str, list] = {}
     for r in rows:
         by_campaign.setdefault(r["campaign_id"] or "", []).append(sorted(r.items()))
-    shared = (code_fingerprint(), current_identity(lake), int(max_gallery))
-    return {c: fingerprint(shared, files, faces.get(c, []), sorted(by_campaign.get(c, []), key=str))
-            for c, files in images.items()}
+    return {c: fingerprint(shared, f["images"], f["faces"], sorted(by_campaign.get(c, []), key=str))
+            for c, f in files.items()}
 
 
-def _by_campaign_order(table: pa.Table) -> pa.Table:
+def by_campaign_order(table: pa.Table) -> pa.Table:
     """Rows in campaign order, each campaign's rows in the order they were computed in (a stable sort):
     the same whether the campaigns came from one computation or from several."""
     if table.num_rows == 0:
@@ -719,48 +808,26 @@ def _by_campaign_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=[("campaign_id", "ascending")]))
 
 
-def compute(lake: Lake, *, max_gallery: int, cache: "AggregateCache | None" = None) -> Aggregates:
-    """Every aggregate the pages need. With ``cache`` (dashboards.cache.AggregateCache: the last render's,
-    in the same folder), campaigns whose key (:func:`campaign_keys`) is unchanged are taken from it and
-    only the others' rows are read; the result is the same as without it."""
-    if cache is None:
-        agg = _compute(lake, max_gallery=max_gallery)
-        return Aggregates(**{n: _by_campaign_order(getattr(agg, n)) for n in AGGREGATE_TABLES})
-    keys = campaign_keys(lake, max_gallery)
-    if keys is None:
-        agg = compute(lake, max_gallery=max_gallery)
-        cache.n_computed = agg.kpis.num_rows
-        return agg
-    hits, stored = cache.load(keys, AGGREGATE_TABLES)
-    misses = sorted(set(keys) - hits)
-    cache.n_reused, cache.n_computed = len(hits), len(misses)
-    if not keys or (misses and not hits):  # an empty (or missing) table, or nothing to reuse
-        agg = compute(lake, max_gallery=max_gallery)
-    else:
-        fresh = _compute(lake, max_gallery=max_gallery, campaigns=misses) if misses else None
-        try:
-            agg = Aggregates(**{n: _by_campaign_order(pa.concat_tables(
-                [stored[n]] + ([getattr(fresh, n)] if fresh is not None else []), promote_options="permissive"))
-                for n in AGGREGATE_TABLES})
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a stored table of another shape
-            log.info("aggregate cache does not fit (%s): every campaign computed", exc)
-            cache.n_reused, cache.n_computed = 0, len(keys)
-            agg = compute(lake, max_gallery=max_gallery)
-    cache.save(keys, {n: getattr(agg, n) for n in AGGREGATE_TABLES})
-    return agg
+def compute(lake: Lake, *, max_gallery: int) -> Aggregates:
+    """Every aggregate the pages need, from all rows (dashboards.increment.compute reuses a last render's)."""
+    agg = _compute(lake, max_gallery=max_gallery)
+    return Aggregates(**{n: by_campaign_order(getattr(agg, n)) for n in AGGREGATE_TABLES})
 
 
-def gallery_details(lake: Lake, picks: pa.Table, campaigns: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
+def gallery_details(lake: Lake, picks: pa.Table, campaigns: list[str] | None = None,
+                    files: TableFiles | None = None) -> tuple[pa.Table, pa.Table]:
     """Caption, source and face rows of the picked gallery images only (a filtered scan, of ``campaigns``'
-    files only if given); a video's faces rows are one per face per sampled frame (frame_ms, track_id), of
-    the identity its page shows."""
+    files only if given, or of ``files`` only); a video's faces rows are one per face per sampled frame
+    (frame_ms, track_id), of the identity its page shows."""
+    files = files or {}
     ids = pc.unique(picks["image_id"])
     keys = picks.select(["image_id", "scoring_id"])
     scope = _of_campaigns(campaigns)
     only = pc.field("image_id").isin(ids) if scope is None else (pc.field("image_id").isin(ids) & scope)
-    imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=only)
+    imgs = lake.read("images", GALLERY_IMAGE_COLUMNS, filter=only, files=files.get("images"))
     imgs = _semi_join(with_identity(_fill(_fill(_fill(imgs, "model_version", ""), "media_type", "image"),
                                           "campaign_id", "")), keys)
-    fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=only, optional_table=True)
+    fcs = lake.read("faces", GALLERY_FACE_COLUMNS, filter=only, optional_table=True, files=files.get("faces"))
     fcs = _semi_join(with_identity(_fill(_fill(fcs, "model_version", ""), "campaign_id", "")), keys)
-    return imgs, fcs.sort_by([("image_id", "ascending"), ("face_index", "ascending")])
+    return imgs.sort_by([("image_id", "ascending"), ("scoring_id", "ascending")]), fcs.sort_by(
+        [("image_id", "ascending"), ("face_index", "ascending")])

@@ -208,42 +208,56 @@ AGGREGATES_DIR = ".aggregates"
 
 class AggregateCache:
     """The last render's aggregates (dashboards.aggregate.Aggregates), one Arrow file per table under
-    ``.aggregates/``, with the key each campaign's rows were computed from (``keys.json``): a campaign
-    whose key is unchanged is not read from the lake again (issue 29: a run that touched a few campaigns
-    costs those campaigns' rows, and one that touched none reads no images or faces row at all).
-    Anything unreadable or unexpected counts as a miss."""
+    ``.aggregates/``, with the key each campaign's rows were computed from and its files (``keys.json``):
+    a campaign whose key is unchanged is not read from the lake again, and one whose files only grew is
+    read only in its new files (dashboards.increment; issue 29: a run costs the rows it added). Anything
+    unreadable or unexpected counts as a miss."""
 
     def __init__(self, out: Path, *, reuse: bool = True) -> None:
         self.dir = out / AGGREGATES_DIR
         raw = _load_json(self.dir / "keys.json") if reuse else {}
-        keys = raw.get("keys") if raw.get("version") == CACHE_VERSION else None
+        fresh = raw.get("version") == CACHE_VERSION
+        keys = raw.get("keys") if fresh else None
         self._old = {k: v for k, v in (keys or {}).items() if isinstance(k, str) and isinstance(v, str)}
+        files = raw.get("files") if fresh and isinstance(raw.get("files"), dict) else {}
+        self._files = {c: f for c, f in files.items() if isinstance(c, str) and _table_files(f)}
+        self.shared = raw.get("shared") if fresh and isinstance(raw.get("shared"), str) else None
         self.n_reused = 0
+        self.n_added = 0
         self.n_computed = 0
 
-    def load(self, keys: dict[str, str], names: Iterable[str]) -> tuple[set[str], dict[str, Any]]:
-        """(campaigns whose stored rows were made from ``keys``' key, {table name: those rows}); no hit
-        unless every table reads back."""
+    def key(self, campaign: str) -> str | None:
+        return self._old.get(campaign)
+
+    def files(self, campaign: str) -> dict[str, list[str]] | None:
+        """The campaign's images and faces files when its stored rows were computed."""
+        return self._files.get(campaign)
+
+    def load(self, keys: dict[str, str], names: Iterable[str], also: Iterable[str] = ()) -> tuple[set[str], dict[str, Any]]:
+        """(campaigns whose stored rows were made from ``keys``' key, {table name: the stored rows of those
+        and of ``also``}); nothing unless every table reads back."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         hits = {c for c, k in keys.items() if self._old.get(c) == k}
-        if not hits:
+        wanted = hits | {c for c in also if c in self._old}
+        if not wanted:
             return set(), {}
         tables: dict[str, Any] = {}
         try:
             for name in names:
                 with pa.memory_map(str(self.dir / f"{name}.arrow")) as source:
                     table = pa.ipc.open_file(source).read_all()
-                tables[name] = table.filter(pc.is_in(table["campaign_id"], pa.array(sorted(hits), pa.string())))
+                tables[name] = table.filter(pc.is_in(table["campaign_id"], pa.array(sorted(wanted), pa.string())))
         except (OSError, pa.ArrowException, KeyError) as exc:
             log.info("aggregate cache unreadable (%s): every campaign computed", type(exc).__name__)
             return set(), {}
         return hits, tables
 
-    def save(self, keys: dict[str, str], tables: dict[str, Any]) -> None:
-        """Store this render's tables and keys (a campaign gone from the lake goes with them); nothing is
-        rewritten when every campaign was reused."""
+    def save(self, keys: dict[str, str], tables: dict[str, Any], files: dict[str, dict[str, list[str]]],
+             shared: str) -> None:
+        """Store this render's tables, keys and files (a campaign gone from the lake goes with them);
+        nothing is rewritten when every campaign was reused."""
         import pyarrow as pa
 
         if keys == self._old and not self.n_computed:
@@ -256,5 +270,12 @@ class AggregateCache:
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             tmp.replace(self.dir / f"{name}.arrow")
-        (self.dir / "keys.json").write_text(json.dumps({"version": CACHE_VERSION, "keys": dict(sorted(keys.items()))}),
-                                            encoding="utf-8")
+        (self.dir / "keys.json").write_text(json.dumps({
+            "version": CACHE_VERSION, "shared": shared, "keys": dict(sorted(keys.items())),
+            "files": {c: files[c] for c in sorted(keys) if c in files}}), encoding="utf-8")
+
+
+def _table_files(value: Any) -> bool:
+    """Whether ``value`` is {"images": [str...], "faces": [str...]}."""
+    return (isinstance(value, dict) and set(value) == {"images", "faces"}
+            and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values()))

@@ -30,7 +30,7 @@ from markupsafe import Markup
 from fer_core.labels import EMOTIONS
 from fer_core.tables import SCORED_STATUSES
 
-from dashboards import aggregate, figures
+from dashboards import aggregate, figures, increment
 from dashboards.aggregate import CHANGE_TESTED, NOISE_P, SENTIMENTS, split_by_campaign
 from dashboards.cache import (AggregateCache, GalleryCache, GalleryEntry, PageFingerprints, code_fingerprint,
                               fingerprint)
@@ -73,7 +73,7 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     lake = Lake(tables_uri, storage_options)
     out = Path(out_dir)
     aggregates = AggregateCache(out, reuse=incremental)  # the folder is made only once the tables read well
-    agg = aggregate.compute(lake, max_gallery=max(0, int(max_gallery)), cache=aggregates)
+    agg = increment.compute(lake, max_gallery=max(0, int(max_gallery)), cache=aggregates)
     out.mkdir(parents=True, exist_ok=True)
     _write_static(out)
     thumbs = _prepare_thumbs(out, reset=not incremental)
@@ -118,8 +118,9 @@ def render_dashboards(tables_uri: str, out_dir: str, *, storage_options: dict | 
     _remove_stale_pages(out, keep=written)
     pages.save()
     log.info("campaign pages: %d written, %d unchanged; gallery: %d made, %d reused; aggregates: %d campaigns "
-             "computed, %d reused", pages.n_written, pages.n_skipped, gallery_cache.n_made, gallery_cache.n_reused,
-             aggregates.n_computed, aggregates.n_reused)
+             "computed, %d reused (%d computed from a run's rows added to the last render's)", pages.n_written,
+             pages.n_skipped, gallery_cache.n_made, gallery_cache.n_reused, aggregates.n_computed, aggregates.n_reused,
+             aggregates.n_added)
     adjusted = {r["campaign_id"]: r for r in agg.adjusted_mix.to_pylist()}
     _write(out, CSV_NAME, campaigns_csv(kpi_rows, adjusted))
     index = env.get_template("index.html.j2").render(**common, **_index_context(kpi_rows), csv_name=CSV_NAME)

@@ -51,13 +51,14 @@ def render(sample: fx.SampleLake, out: Path, **kw) -> CountingLoader:
     return loader
 
 
-def append_run(sample: fx.SampleLake, tmp: Path, campaign_id: str, run_id: str = "run-20261129-touch") -> None:
-    """One more job run that scored 6 new images (with faces, files on disk) of ``campaign_id`` only."""
+def append_run(sample: fx.SampleLake, tmp: Path, campaign_id: str, run_id: str = "run-20261129-touch",
+               later: dt.datetime = dt.datetime(2026, 11, 29, 3, 0, tzinfo=fx.UTC)) -> None:
+    """One more job run, at ``later``, that scored 6 new images (with faces, files on disk) of
+    ``campaign_id`` only."""
     spec = fx.CampaignSpec(campaign_id, 6, fx._mood(happy=3.0), no_face=1, days=2)
     images, faces, _, _ = fx.build_tables((spec,), tmp / "new-images", seed=11, n_runs=1)
-    images["image_id"] = [f"new-{i}" for i in images["image_id"]]
-    faces["image_id"] = [f"new-{i}" for i in faces["image_id"]]
-    later = dt.datetime(2026, 11, 29, 3, 0, tzinfo=fx.UTC)
+    images["image_id"] = [f"new-{run_id}-{i}" for i in images["image_id"]]
+    faces["image_id"] = [f"new-{run_id}-{i}" for i in faces["image_id"]]
     images["run_id"] = [run_id] * len(images["image_id"])
     images["scored_at"] = [later + dt.timedelta(seconds=k) for k in range(len(images["image_id"]))]
     faces["run_id"] = [run_id] * len(faces["image_id"])
@@ -331,3 +332,103 @@ def test_grad_cam_overlays_are_reused_and_a_failed_one_is_tried_again(sample, tm
     third, again = site()
     assert third.calls == [] and len(calls) == n_drawn  # neither the image nor Grad-CAM again
     assert again == cams and {c: (out / c).stat().st_mtime_ns for c in cams} == made
+
+
+def added_count(caplog) -> int:
+    """Campaigns of the last render computed by adding a run's rows to the last render's aggregates."""
+    found = re.findall(r"\((\d+) computed from a run's rows added to the last render's\)", caplog.text)
+    return int(found[-1])
+
+
+FLOAT = re.compile(r"-?\d+\.\d{6,}(?:e-?\d+)?")
+
+
+def same_figures(html: dict[str, str]) -> dict[str, str]:
+    """Pages with long float literals (sort keys, chart data) to 10 significant digits: sums of the same
+    numbers in another order differ in the last bits, and nothing shown differs."""
+    return {name: FLOAT.sub(lambda m: f"{float(m.group()):.10g}", text) for name, text in html.items()}
+
+
+def assert_same_aggregates(a, b) -> None:
+    """Every aggregate table equal, row for row, floats to 1e-9 (sums in another order round differently)."""
+    import math
+
+    from dashboards.aggregate import AGGREGATE_TABLES
+
+    for name in AGGREGATE_TABLES:
+        left, right = getattr(a, name), getattr(b, name)
+        assert left.column_names == right.column_names, name
+        assert left.num_rows == right.num_rows, name
+        for i, (x, y) in enumerate(zip(left.to_pylist(), right.to_pylist())):
+            for column in x:
+                u, v = x[column], y[column]
+                if isinstance(u, float) and isinstance(v, float):
+                    assert math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(u) and math.isnan(v)), \
+                        (name, i, column, u, v)
+                else:
+                    assert u == v, (name, i, column, u, v)
+
+
+def test_a_run_adding_to_one_campaign_reads_only_its_new_rows_and_equals_a_from_scratch_computation(tmp_path, caplog):
+    """Issue 29: after a run that added rows to a campaign (its files only grew), its aggregates are the
+    last render's plus those of the new rows; after two such runs in a row, every aggregate table equals
+    one computed from all the rows, and the pages a from-scratch render's."""
+    import logging
+
+    from dashboards import aggregate
+    from dashboards.tables import Lake
+
+    caplog.set_level(logging.INFO, logger="dashboards")
+    sample = fx.make_sample_lake(tmp_path / "dash")
+    partition_by_campaign(sample)
+    out = tmp_path / "site"
+    render(sample, out)
+    for k, run_id in enumerate(("run-20261129-touch", "run-20261130-touch")):
+        append_run(sample, tmp_path / f"run{k}", TOUCHED, run_id=run_id,
+                   later=dt.datetime(2026, 11, 29 + k, 3, 0, tzinfo=fx.UTC))
+        render(sample, out)
+        assert added_count(caplog) == 1 and aggregate_counts(caplog)[0] == 1
+        lake = Lake(str(sample.root))
+        assert_same_aggregates(aggregate.compute(lake, max_gallery=8), _last_aggregates(out))
+    scratch = tmp_path / "scratch"
+    render(sample, scratch, incremental=False)
+    assert same_figures(pages(out)) == same_figures(pages(scratch))
+    assert (out / "campaigns.csv").read_bytes() == (scratch / "campaigns.csv").read_bytes()
+    assert "run-20261130-touch" in (out / campaign_page_name(TOUCHED)).read_text(encoding="utf-8")
+
+
+def test_a_run_that_rewrote_a_campaigns_files_computes_it_from_all_its_rows(tmp_path, caplog):
+    """A delete (an erasure, a superseded fetch error) rewrites files: the campaign's rows are no longer
+    the last render's plus new ones, so it is computed whole, and still equals a from-scratch render."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dashboards")
+    sample = fx.make_sample_lake(tmp_path / "dash")
+    partition_by_campaign(sample)
+    out = tmp_path / "site"
+    render(sample, out)
+    append_run(sample, tmp_path / "run", TOUCHED)
+    images = DeltaTable(str(sample.root / "images"))
+    victim = next(r["image_id"] for r in images.to_pyarrow_table(columns=["image_id", "campaign_id"]).to_pylist()
+                  if r["campaign_id"] == TOUCHED and not r["image_id"].startswith("new-"))
+    images.delete(f"image_id = '{victim}'")
+    DeltaTable(str(sample.root / "faces")).delete(f"image_id = '{victim}'")
+    render(sample, out)
+    assert added_count(caplog) == 0 and aggregate_counts(caplog)[0] == 1
+    scratch = tmp_path / "scratch"
+    render(sample, scratch, incremental=False)
+    assert pages(out) == pages(scratch)
+    assert victim not in (out / campaign_page_name(TOUCHED)).read_text(encoding="utf-8")
+
+
+def _last_aggregates(out: Path):
+    """The aggregates the last render stored (dashboards.cache.AggregateCache), as Aggregates."""
+    import pyarrow.ipc as ipc
+
+    from dashboards.aggregate import AGGREGATE_TABLES, Aggregates
+
+    tables = {}
+    for name in AGGREGATE_TABLES:
+        with pa.memory_map(str(out / ".aggregates" / f"{name}.arrow")) as source:
+            tables[name] = ipc.open_file(source).read_all()
+    return Aggregates(**tables)
