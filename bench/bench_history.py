@@ -21,6 +21,7 @@ goal: under 2x from 1k to 1M rows), and the 100-new run's.
 from __future__ import annotations
 
 import argparse
+import logging
 import datetime as dt
 import os
 import resource
@@ -64,25 +65,49 @@ def job_config(dump: Path, lake: Path, detector: str) -> dict:
     }
 
 
-def run(spark, dump: Path, lake: Path, detector: str, label: str) -> dict:
+class RenderSummary(logging.Handler):
+    """The dashboards' summary line of a render (pages written, aggregates computed / reused / added)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.line = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("campaign pages:"):
+            self.line = record.getMessage()
+
+
+def run(spark, dump: Path, lake: Path, detector: str, label: str, profile: str = "") -> dict:
     import io
 
     from jobs.campaign.config import job_config_from_dict
     from jobs.campaign.job import render, run_job
 
     cfg = job_config_from_dict(job_config(dump, lake, detector))
+    summary = RenderSummary()
+    logger = logging.getLogger("dashboards.render")
+    logger.addHandler(summary)
+    logger.setLevel(logging.INFO)
     with RssSampler() as rss:
         t = time.perf_counter()
         row = run_job(spark, cfg, out=io.StringIO())
         t_render = time.perf_counter()
-        render(cfg)  # as jobs/score_campaign.py does after the run
+        if profile:  # where a render's time goes (pstats file)
+            import cProfile
+
+            cProfile.runctx("render(cfg)", globals(), {"render": render, "cfg": cfg}, profile)
+        else:
+            render(cfg)  # as jobs/score_campaign.py does after the run
         t_end = time.perf_counter()
+    logger.removeHandler(summary)
     wall = t_end - t
     phases = {k.removesuffix("_s"): v for k, v in (row.get("phases") or {}).items()}
     phases["dashboards"] = t_end - t_render
     text = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
     print(f"  {label}: {wall:.1f}s, {row.get('n_scored', 0)} scored; {text}; peak RSS driver "
           f"{rss.driver / 2**20:.0f} MiB, driver+JVM+workers {rss.peak / 2**20:.0f} MiB", flush=True)
+    if summary.line:
+        print(f"    dashboards: {summary.line}", flush=True)
     return {"wall": wall, "phases": phases, "driver": rss.driver, "total": rss.peak, "row": row}
 
 
@@ -130,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new", type=int, default=100, help="new photos in the second measured run")
     ap.add_argument("--detector", default="haar", help="haar keeps the scoring phase short; retinaface is the default")
     ap.add_argument("--size", default="640x480")
+    ap.add_argument("--profile-render", default="", help="cProfile the last size's new-images render into this file")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="bench_history_"))
@@ -158,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         new_part = dump / "date=2030-01-01" / "part-00000.parquet"
         new_part.parent.mkdir(parents=True)
         pq.write_table(dump_table([f"new-{i}" for i in range(args.new)], photos[:args.new], 10**6), new_part)
-        hundred = run(spark, dump, lake, args.detector, f"run with {args.new} new images")
+        last = n == max(int(v) for v in args.sizes.split(",") if v.strip())
+        hundred = run(spark, dump, lake, args.detector, f"run with {args.new} new images",
+                      profile=args.profile_render if last else "")
         results[n] = {"zero": zero, "new": hundred}
     spark.stop()
     sizes = sorted(results)
