@@ -94,7 +94,7 @@ train: setup
 # A long run in slices across machines (issue 25): train-resume continues from the run's output_dir, or, on a
 # fresh clone where that is empty, from the committed portable_checkpoint file; train-export (safe while it
 # trains) refreshes that file from the latest epoch, to be committed at the end of a slice.
-LONG_RUN ?= conf/experiments/train_fer_vgg_v6.yaml
+LONG_RUN ?= conf/experiments/train_fer_vgg_v7.yaml
 FER2013 ?= ../shared/data/fer2013/fer2013.csv.gz
 train-resume: setup
 	$(BIN)/python -m fer_core.train --config $(LONG_RUN) --data $(FER2013)

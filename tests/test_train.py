@@ -176,6 +176,54 @@ def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):
         build_from_config(missing)
 
 
+def test_init_from_a_whole_face_model_starts_a_crop_trained_run_with_its_weights(trained, tmp_path):
+    """A vgg trained on whole 48x48 faces starts a run on smaller crops of them (model.frame_size; issue 25's
+    v7): the same weights at the new input size; a net whose weights do not fit is refused."""
+    from fer_core.lab.loop import build_from_config
+
+    cfg, _, csv_path = trained
+    source = str(Path(cfg.output_dir) / "model.keras")
+    size = cfg.model.input_size
+    crops = tiny_config(tmp_path, csv_path, model={"init_from": source, "input_size": size - 4, "frame_size": size})
+    import keras
+
+    start, original = build_from_config(crops), keras.models.load_model(source, compile=False)
+    assert tuple(start.input_shape[1:]) == (size - 4, size - 4, cfg.model.channels)
+    assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), original.get_weights()))
+    other = tiny_config(tmp_path, csv_path, model={"init_from": source, "input_size": size - 4, "frame_size": size,
+                                                   "options": {**TINY_MODEL.get("options", {}), "dense": 7}})
+    with pytest.raises(ConfigError, match="weights do not fit the configured"):
+        build_from_config(other)
+
+
+def test_compare_pairs_a_candidate_checkpoint_with_the_served_model(trained, tmp_path):
+    """fer_core.lab.compare scores a committed portable checkpoint against the default on the same faces:
+    McNemar's counts are the two models' disagreements, and the ensemble weight is chosen on validation
+    and only applied to the test split."""
+    import keras
+
+    from fer_core.lab import checkpoint
+    from fer_core.lab.compare import WEIGHTS, compare
+    from fer_core.lab.loop import run_identity
+
+    cfg, _, _ = trained
+    weights = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False).get_weights()
+    source = checkpoint.write(tmp_path / "candidate.npz", weights, weights, {"epoch": 4}, "", run_identity(cfg))
+    result = compare(cfg, source, "default", candidate_tta="flip", ensemble=True)
+    for split in ("validation", "PublicTest"):
+        block = result[split]
+        for mode in ("served_single", "served_flip", "candidate_single", "candidate_flip"):
+            assert 0.0 <= block[mode]["accuracy"] <= 1.0 and block[mode]["n"] == block["served_single"]["n"]
+        paired, n = block["mcnemar"]["single_vs_single"], block["served_single"]["n"]
+        gap = round((block["served_single"]["accuracy"] - block["candidate_single"]["accuracy"]) * n)
+        assert abs(paired["only_served_right"] - paired["only_candidate_right"] - gap) <= 1  # accuracies are rounded
+        assert 0.0 <= paired["p_value"] <= 1.0
+        assert block["ensemble"]["served_weight"] in WEIGHTS
+    assert "ensemble_curve" in result["validation"] and "ensemble_curve" not in result["PublicTest"]
+    best = max(result["validation"]["ensemble_curve"].values())
+    assert result["validation"]["ensemble_curve"][str(result["PublicTest"]["ensemble"]["served_weight"])] == best
+
+
 def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
     from fer_core.lab.train import cross_validate
 

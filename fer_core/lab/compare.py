@@ -49,7 +49,7 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
 def _paired(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict:
     test = mcnemar_exact(a.argmax(1) == labels, b.argmax(1) == labels)
     return {"only_served_right": test["only_a"], "only_candidate_right": test["only_b"],
-            "p_value": round(float(test["p_value"]), 6)}
+            "p_value": float(f"{float(test['p_value']):.3g}")}
 
 
 def compare(cfg: TrainConfig, source: Path, served: str, *, candidate_tta: str, ensemble: bool) -> dict:
@@ -67,8 +67,8 @@ def compare(cfg: TrainConfig, source: Path, served: str, *, candidate_tta: str, 
     sets = {"validation": val, **({cfg.data.test_split: test} if test is not None else {})}
     chosen_w = None
     for name, data in sets.items():
-        probs = {"served_single": predict_probs(base.model, data.images, base.spec),
-                 "served_flip": predict_probs(base.model, data.images, base.spec, tta=True),
+        probs = {"served_single": predict_probs(base.keras_model, data.images, base.spec),
+                 "served_flip": predict_probs(base.keras_model, data.images, base.spec, tta=True),
                  "candidate_single": predict_probs(model, data.images, spec),
                  "candidate_flip": predict_probs(model, data.images, spec, tta=True)}
         if candidate_tta not in ("flip", "single"):

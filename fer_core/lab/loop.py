@@ -32,8 +32,6 @@ def build_from_config(cfg: TrainConfig):
     """Random-init (or init_from) keras model for the configured architecture."""
     import keras
 
-    from fer_core.lab.architectures import build_model
-
     if cfg.model.init_from:
         if not Path(cfg.model.init_from).is_file():
             raise ConfigError(f"model.init_from: {cfg.model.init_from} is not a file; train that model first (a config's "
@@ -47,15 +45,44 @@ def build_from_config(cfg: TrainConfig):
                   end="", flush=True)
             model = resize_vgg(model, cfg.model.resize_widths, seed=cfg.seed)
             print(f", {before:,} -> {model.count_params():,} parameters", flush=True)
+        want = (cfg.model.input_size, cfg.model.input_size, cfg.model.channels)
+        if tuple(model.input_shape[1:]) != want:
+            model = _at_input_size(model, _random_init(cfg), cfg.model.init_from)
         return model
     if cfg.model.resize_widths:
         raise ConfigError("model.resize_widths needs model.init_from (the trained vgg net to prune or widen)")
+    return _random_init(cfg)
+
+
+def _random_init(cfg: TrainConfig):
+    from fer_core.lab.architectures import build_model
+
     kwargs = dict(cfg.model.options)
     kwargs.setdefault("dropout", cfg.model.dropout)
     if cfg.model.architecture == "transfer":
         kwargs["backbone_path"] = cfg.model.backbone_path
     shape = (cfg.model.input_size, cfg.model.input_size, cfg.model.channels)
     return build_model(cfg.model.architecture, shape, len(EMOTIONS), **kwargs)
+
+
+def _at_input_size(trained, fresh, source: str):
+    """``trained``'s weights in ``fresh``, the same net built for another input size: a net with a global
+    pooling head (vgg, resnet) has the same weights at any size, so a 48x48 model can start a run on
+    40x40 crops of 48x48 faces (model.frame_size)."""
+    theirs, ours = trained.get_weights(), fresh.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        raise ConfigError(f"model.init_from: {source} takes {_input_shape(trained)} inputs and its weights do not "
+                          f"fit the configured {_input_shape(fresh)} net; use the same architecture and options as the "
+                          "model it was trained with, or drop init_from")
+    fresh.set_weights(theirs)
+    print(f"init_from {source}: its weights, at input {_input_shape(fresh)} instead of {_input_shape(trained)}",
+          flush=True)
+    return fresh
+
+
+def _input_shape(model) -> tuple:
+    """(height, width, channels) a keras model takes."""
+    return tuple(model.input_shape[1:])
 
 
 def backbone_of(model):
