@@ -133,6 +133,9 @@ def test_progress_line_and_summary():
     row.update(scoring_id="m/haar@min20/0a0b0c0d", n_new=1, n_backfilled=2, n_backlog_left=5)
     assert ("  scoring m/haar@min20/0a0b0c0d: 1 new images, 2 rescored from older scorings, 5 of the input still "
             "to rescore (later runs)\n") in format_summary(row)
+    row.update(n_videos=1, n_tracks=2)  # a video's faces count per sampled frame here, per track on the dashboards
+    assert "faces: 3; video posts: 1, their tracks: 2 (here, and in the mix below, a video's faces count in every " \
+           "sampled frame; the dashboards count each track once)\n  emotions:" in format_summary(row)
 
 
 def test_partition_dir_is_safe():

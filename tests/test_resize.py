@@ -139,7 +139,7 @@ def test_train_config_prunes_its_init_from_model(tmp_path):
     _kill_channels(wide, [5, 7, 9])
     wide.save(source)
     raw = {"data": {"path": "unused.csv"}, "output_dir": str(tmp_path / "run"),
-           "model": {"init_from": str(source), "resize_widths": [5, 7, 9]}}
+           "model": {"init_from": str(source), "resize_widths": [5, 7, 9], "input_size": 24}}
     model = build_from_config(load_dataclass(TrainConfig, raw))
     assert vgg_widths(model) == [5, 7, 9]
     x = np.random.default_rng(2).uniform(-1, 1, (8, 24, 24, 1)).astype(np.float32)

@@ -150,7 +150,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
     cfg, _, _ = trained
     more = replace(cfg, optim=replace(cfg.optim, epochs=cfg.optim.epochs + 1))
     train(more, command="pytest resume")
-    assert f"resuming from" in capsys.readouterr().out
+    assert "resuming from" in capsys.readouterr().out
     rows = list(csv.DictReader(open(Path(cfg.output_dir) / "checkpoints" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, more.optim.epochs + 1))
 
@@ -190,9 +190,13 @@ def test_init_from_a_whole_face_model_starts_a_crop_trained_run_with_its_weights
     start, original = build_from_config(crops), keras.models.load_model(source, compile=False)
     assert tuple(start.input_shape[1:]) == (size - 4, size - 4, cfg.model.channels)
     assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), original.get_weights()))
-    other = tiny_config(tmp_path, csv_path, model={"init_from": source, "input_size": size - 4, "frame_size": size,
-                                                   "options": {**TINY_MODEL.get("options", {}), "dense": 7}})
-    with pytest.raises(ConfigError, match="weights do not fit the configured"):
+    flat = keras.Sequential([keras.Input((size, size, cfg.model.channels)), keras.layers.Conv2D(4, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(7)])  # a head sized by its input
+    flat.save(tmp_path / "flat.keras")
+    other = tiny_config(tmp_path, csv_path, model={"init_from": str(tmp_path / "flat.keras"), "input_size": size - 4,
+                                                   "frame_size": size})
+    with pytest.raises(ConfigError, match=r"weights do not fit the same net at the configured input .*set "
+                                          "model.input_size to the model's own"):
         build_from_config(other)
 
 

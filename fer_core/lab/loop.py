@@ -47,7 +47,7 @@ def build_from_config(cfg: TrainConfig):
             print(f", {before:,} -> {model.count_params():,} parameters", flush=True)
         want = (cfg.model.input_size, cfg.model.input_size, cfg.model.channels)
         if tuple(model.input_shape[1:]) != want:
-            model = _at_input_size(model, _random_init(cfg), cfg.model.init_from)
+            model = _at_input_size(model, want, cfg.model.init_from)
         return model
     if cfg.model.resize_widths:
         raise ConfigError("model.resize_widths needs model.init_from (the trained vgg net to prune or widen)")
@@ -65,18 +65,27 @@ def _random_init(cfg: TrainConfig):
     return build_model(cfg.model.architecture, shape, len(EMOTIONS), **kwargs)
 
 
-def _at_input_size(trained, fresh, source: str):
-    """``trained``'s weights in ``fresh``, the same net built for another input size: a net with a global
-    pooling head (vgg, resnet) has the same weights at any size, so a 48x48 model can start a run on
-    40x40 crops of 48x48 faces (model.frame_size)."""
-    theirs, ours = trained.get_weights(), fresh.get_weights()
-    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+def _at_input_size(trained, shape: tuple, source: str):
+    """``trained``'s weights in the same net rebuilt for inputs of ``shape``: a net with a global pooling head
+    (vgg, resnet) has the same weights at any size, so a 48x48 model can start a run on 40x40 crops of 48x48
+    faces (model.frame_size). The net is rebuilt from the model's own config, so a resized (pruned or
+    widened) model keeps its widths."""
+    config = trained.get_config()
+    for layer in config.get("layers", []):
+        if layer.get("class_name") == "InputLayer":
+            layer["config"]["batch_shape"] = [None, *shape]
+    try:
+        fresh = type(trained).from_config(config)
+        theirs, ours = trained.get_weights(), fresh.get_weights()
+        fits = len(theirs) == len(ours) and all(a.shape == b.shape for a, b in zip(theirs, ours))
+    except ValueError:
+        fits = False
+    if not fits:
         raise ConfigError(f"model.init_from: {source} takes {_input_shape(trained)} inputs and its weights do not "
-                          f"fit the configured {_input_shape(fresh)} net; use the same architecture and options as the "
-                          "model it was trained with, or drop init_from")
+                          f"fit the same net at the configured input {shape} (a head without global pooling is "
+                          "sized by its input); set model.input_size to the model's own, or drop init_from")
     fresh.set_weights(theirs)
-    print(f"init_from {source}: its weights, at input {_input_shape(fresh)} instead of {_input_shape(trained)}",
-          flush=True)
+    print(f"init_from {source}: its weights, at input {shape} instead of {_input_shape(trained)}", flush=True)
     return fresh
 
 

@@ -227,8 +227,9 @@ def format_summary(row: dict[str, Any]) -> str:
         f"  input rows {row['n_input']}, duplicates dropped {row['n_duplicates']}, "
         f"already scored (skipped) {row['n_skipped'] - row['n_duplicates']}",
         f"  statuses: {statuses}",
-        f"  faces: {row['n_faces']}" + (f"; video posts: {row['n_videos']}, their tracks: {row.get('n_tracks', 0)}"
-                                        if row.get("n_videos") else ""),
+        f"  faces: {row['n_faces']}" + (f"; video posts: {row['n_videos']}, their tracks: {row.get('n_tracks', 0)} "
+                                        "(here, and in the mix below, a video's faces count in every sampled frame; "
+                                        "the dashboards count each track once)" if row.get("n_videos") else ""),
         *_mix_lines(row),
         f"  model {row['model_version']}, detector {row['detector_version']}, config {row['config_hash']}",
         f"  scoring {row.get('scoring_id') or '?'}: {row.get('n_new') or 0} new images"
