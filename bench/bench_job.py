@@ -12,7 +12,12 @@ Prints:
 4. peak RSS of driver + JVM + Python workers (psutil, polled every 0.25 s) for dumps of each --rss size
    (rows cycle the same photos under distinct image_ids): it must stay flat as the input grows.
 With --engines, step 1 runs once per RetinaFace engine on the same dump (each after its own warm-up run)
-and prints each engine's rate over the first one's.
+and prints each engine's rate over the first one's. With --models, the same for emotion models and their
+test-time augmentation, NAME_OR_PATH:TTA pairs (issue 25: what ten-crop costs a whole run, not only the
+classifier), e.g.
+
+    nice -n 10 python bench/bench_job.py --rss "" --skip-raw --skip-fer \
+        --models default:flip artifacts/train/fer-vgg-v7/best.keras:ten_crop
 """
 from __future__ import annotations
 
@@ -105,11 +110,15 @@ class RssSampler:
         self._t.join()
 
 
-def job_config(dump: Path, lake: Path, detector: str, batch: int, engine: str | None = None) -> dict:
+def job_config(dump: Path, lake: Path, detector: str, batch: int, engine: str | None = None,
+               model: tuple[str, str] | None = None) -> dict:
+    """model: (name or path, tta mode); None is the default model without TTA, in both paths, as before
+    TTA became the default."""
+    name, tta = model or ("default", False)
     return {
         "input": {"path": str(dump)}, "output": {"path": str(lake), "dashboards": False},
         "detector": {"name": detector, "engine": engine},
-        "model": {"batch_size": batch, "tta": False},  # no TTA in both paths, as before TTA became the default
+        "model": {"name": name, "batch_size": batch, "tta": tta},
         "runtime": {"intra_threads": 1, "inter_threads": 1},
         "spark": {"master": "local[2]", "arrow_batch_size": 32, "images_per_task": 250,
                   "conf": {"spark.driver.memory": "2g"}},
@@ -154,11 +163,11 @@ def bench_fer(photos: list[bytes]) -> float | None:
 
 
 def bench_job(spark, dump: Path, lake: Path, detector: str, batch: int,
-              engine: str | None = None) -> tuple[dict, float, int]:
+              engine: str | None = None, model: tuple[str, str] | None = None) -> tuple[dict, float, int]:
     from jobs.campaign.config import job_config_from_dict
     from jobs.campaign.job import run_job
 
-    cfg = job_config_from_dict(job_config(dump, lake, detector, batch, engine))
+    cfg = job_config_from_dict(job_config(dump, lake, detector, batch, engine, model))
     with RssSampler() as rss:
         t = time.perf_counter()
         row = run_job(spark, cfg)
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-fer", action="store_true")
     ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs (e.g. with small --size)")
     ap.add_argument("--engines", default="", help="RetinaFace engines to compare in the job, e.g. tf,tflite")
+    ap.add_argument("--models", nargs="*", default=[], metavar="NAME_OR_PATH:TTA",
+                    help="emotion models to compare in the job, e.g. default:flip path/best.keras:c,c_flip,tl,br")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="bench_job_"))
@@ -199,23 +210,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def variants(args: argparse.Namespace) -> list[tuple[str | None, tuple[str, str] | None]]:
+    """(engine, (model, tta)) per job run to compare: --engines, else --models, else the one default run."""
+    engines = [e for e in args.engines.split(",") if e]
+    models = [tuple(m.rsplit(":", 1)) if "/" not in m.rsplit(":", 1)[-1] else (m, "flip") for m in args.models]
+    if engines and models:
+        raise SystemExit("--engines and --models: compare one thing at a time")
+    return [(e, None) for e in engines] or [(None, m) for m in models] or [(None, None)]
+
+
 def compare(spark, photos: list[bytes], work: Path, args: argparse.Namespace) -> None:
     """Job vs raw fer_core loop vs fer's FER() on the same photos."""
     write_dump(photos, len(photos), work / "dump_n")
     # warm run on a few images so Python workers have loaded TF + models (as in a long scheduled run)
     write_dump(photos[:8], 8, work / "dump_warm")
     first = None
-    for engine in [e for e in args.engines.split(",") if e] or [None]:
-        tag = f"_{engine}" if engine else ""
-        bench_job(spark, work / "dump_warm", work / f"lake_warm{tag}", args.detector, args.batch, engine)
-        row, wall, peak = bench_job(spark, work / "dump_n", work / f"lake_n{tag}", args.detector, args.batch, engine)
+    for i, (engine, model) in enumerate(variants(args)):
+        label = engine or (f"{model[0]} tta {model[1]}" if model else "")
+        tag = f"_{i}" if label else ""
+        bench_job(spark, work / "dump_warm", work / f"lake_warm{tag}", args.detector, args.batch, engine, model)
+        row, wall, peak = bench_job(spark, work / "dump_n", work / f"lake_n{tag}", args.detector, args.batch,
+                                    engine, model)
         job_rate = row["n_scored"] / wall
-        print(f"job (local[2]{', engine ' + engine if engine else ''}): {row['n_scored']} images, {row['n_faces']} "
+        print(f"job (local[2]{', ' + label if label else ''}): {row['n_scored']} images, {row['n_faces']} "
               f"faces; scoring stage {row['images_per_s']:.2f} images/s; whole run {wall:.1f}s = {job_rate:.2f} "
               f"images/s; peak RSS {peak / 2**20:.0f} MiB")
-        first = first or (engine, job_rate, row["images_per_s"])
-        if engine and engine != first[0]:
-            print(f"ratio {engine}/{first[0]}: whole run x{job_rate / first[1]:.2f}, "
+        first = first or (label, job_rate, row["images_per_s"])
+        if i:
+            print(f"ratio {label} / {first[0]}: whole run x{job_rate / first[1]:.2f}, "
                   f"scoring stage x{row['images_per_s'] / first[2]:.2f}")
 
     raw = None if args.skip_raw else bench_raw(photos, args.detector, args.batch)

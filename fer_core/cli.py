@@ -60,6 +60,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME_OR_PATH", help="emotion model name, .keras/.h5 path or s3:// URI")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with horizontally flipped crops (model.tta, on by default); overrides the config")
+    p.add_argument("--tta-mode", metavar="MODE",
+                   help="another test-time augmentation (model.tta): ten_crop, or a comma list of views such as "
+                        "c,c_flip,tl,br; corner views need a crop-trained model")
     p.add_argument("--config", metavar="YAML", type=Path,
                    help="pipeline config (conf/inference.yaml: the pipeline sections of a job config, same keys and defaults)")
 
@@ -121,19 +124,21 @@ def _cmd_models(fetch: bool = False) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
-    """The InferenceConfig of ``--config`` (or the defaults) with ``--detector/--model/--[no-]tta`` applied."""
+    """The InferenceConfig of ``--config`` (or the defaults) with ``--detector/--model/--[no-]tta/--tta-mode`` applied."""
     from fer_core.config import load_yaml
     from fer_core.pipeline import InferenceConfig
 
     cfg = load_yaml(args.config, InferenceConfig) if args.config else InferenceConfig()
     if args.detector:
         cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, name=args.detector))
-    if args.model or args.tta is not None:
+    if args.model or args.tta is not None or args.tta_mode:
         model = cfg.model
         if args.model:
             model = dataclasses.replace(model, name=args.model)
         if args.tta is not None:
             model = dataclasses.replace(model, tta=args.tta)
+        if args.tta_mode:
+            model = dataclasses.replace(model, tta=args.tta_mode)
         cfg = dataclasses.replace(cfg, model=model)
     return cfg
 

@@ -7,8 +7,8 @@ limits. It is readable first and exact second::
 
     fer-vgg@5+tta/retinaface@0.9,<96px:0.5,1024px,min20/fa674399
 
-the model (``+tta`` when on), the detector and its policy, then the first 8 hex digits of a sha256
-over all of the above (``scoring_hash``), so that two identities that read alike but differ in, say,
+the model (``+tta`` with flip TTA, ``+tta:ten_crop`` or ``+tta:<views>`` with another mode), the
+detector and its policy, then the first 8 hex digits of a sha256 over all of the above (``scoring_hash``), so that two identities that read alike but differ in, say,
 the sentiment weights never compare equal. Left out on purpose: the runtime (device, threads) and the
 classifier's batch size, which change nothing but float32 rounding, and the RetinaFace engine, whose
 engines return the same rows (tests/test_detectors.py).
@@ -58,7 +58,8 @@ def scoring_id(cfg: Any, model_version: str, detector_version: str) -> str:
     threshold = _num(det.score_threshold) + (f",<{small}px:{_num(det.small_face_threshold)}" if small else "")
     policy = (f"{threshold},{_num(det.max_side)}px,min{_num(det.min_face_size)}"
               if det.name == "retinaface" else f"min{_num(det.min_face_size)}")
-    model = model_version + ("+tta" if cfg.model.tta else "")
+    tta = cfg.model.tta  # canonical (ModelOptions): False, True (flip), or a mode's name / view list
+    model = model_version + ("+tta" if tta is True else f"+tta:{tta}" if tta else "")
     return f"{model}/{det.name}@{policy}/{scoring_hash(cfg, model_version, detector_version)}"
 
 

@@ -80,6 +80,9 @@ class ModelOptions:
     time (RetinaFace takes ~93%), so a run takes ~4% longer, for +1.5 points on PublicTest (v5:
     66.95% -> 68.49%; README "Models and weights"). The job has scored with it since conf/default.yaml
     turned it on, so on is the one default: a config that says nothing scores like the product.
+    tta may also name a mode of ``fer_core.models.emotion.TTA_MODES`` ("flip" is true, "none" false,
+    "ten_crop" the centre and corner crops and their mirrors) or a comma list of views ("c,c_flip,tl,br"):
+    corner views need a crop-trained model (spec.frame_size), which the pipeline checks when it loads it.
     batch_size (default 64): the most crops per ``predict_on_batch`` call; smaller calls are padded
     only to the next power of two. It bounds peak memory per process (each Spark worker holds a
     batch), and a chunk of the job's images rarely has more faces. The classifier alone ran 821 faces/s
@@ -88,10 +91,14 @@ class ModelOptions:
     """
 
     name: str = "default"
-    tta: bool = True
+    tta: bool | str = True
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        from fer_core.models.emotion import canonical_tta
+
+        # one spelling per mode, so that "flip" and true score (and are identified) alike
+        object.__setattr__(self, "tta", canonical_tta(self.tta))
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
 

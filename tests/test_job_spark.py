@@ -278,6 +278,19 @@ def test_wrong_column_type_fails_up_front(spark, tmp_path):  # noqa: F811
         read_input(spark, cfg.input)
 
 
+def test_a_tta_mode_the_model_cannot_serve_fails_before_anything_is_scored(spark, dump, tmp_path):  # noqa: F811
+    """model.tta ten_crop with the whole-face default model: the driver refuses it with the reason, instead
+    of every task failing its images; nothing is written."""
+    from deltalake import DeltaTable
+
+    from fer_core.errors import ConfigError
+
+    lake = tmp_path / "lake"
+    with pytest.raises(ConfigError, match=r"tta 'ten_crop': view 'tl' needs a crop-trained model.*use tta 'flip'"):
+        run_job_in_process(spark, fast_config(dump["dump"], lake, model={"tta": "ten_crop"}))
+    assert not DeltaTable.is_deltatable(str(lake / "images"))
+
+
 def test_fetch_errors_are_retried_and_keep_one_row(spark, tmp_path):  # noqa: F811
     """A URI that failed to fetch is fetched again by the next run; the image always has exactly
     one row (the newest) and the campaign counts do not double."""

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from fer_core.config import load_dataclass, load_yaml
+from fer_core.errors import ConfigError
 from fer_core.pipeline_config import DetectorOptions, InferenceConfig, ModelOptions
 from fer_core.runtime import RuntimeConfig
 from jobs.campaign.config import JobConfig, config_hash, job_config_from_dict, load_job_config
@@ -167,6 +168,30 @@ def test_tta_is_on_unless_a_config_or_flag_turns_it_off(tmp_path):
     assert cli_config("serve", None, "--no-tta").model.tta is False
     assert job_config_from_dict({}).model.tta is True
     assert config_hash(job_config_from_dict({"model": {"tta": False}})) != config_hash(job_config_from_dict({}))
+
+
+def test_a_tta_mode_is_read_from_configs_and_flags_in_one_spelling(tmp_path):
+    """model.tta also names a mode (issue 25's ten-crop): "flip" is true and "none" false, so they score and
+    are identified alike; a view list is kept in one spelling; a misspelt view is refused at load, naming
+    the key."""
+    from fer_core.identity import scoring_id
+
+    ten = tmp_path / "ten.yaml"
+    ten.write_text("model: {tta: ten_crop}\n")
+    assert cli_config("predict", ten).model.tta == "ten_crop"
+    assert cli_config("predict", None, "--tta-mode", "c, c_flip,tl").model.tta == "c,c_flip,tl"
+    assert cli_config("predict", ten, "--tta-mode", "flip").model.tta is True
+    assert job_config_from_dict({"model": {"tta": "none"}}).model.tta is False
+    flip = job_config_from_dict({"model": {"tta": "flip"}})
+    assert flip.model.tta is True and config_hash(flip) == config_hash(job_config_from_dict({}))
+    assert scoring_id(flip, "m@1", "d") == scoring_id(job_config_from_dict({}), "m@1", "d")
+    crops = job_config_from_dict({"model": {"tta": "tl,c,c_flip"}})
+    assert scoring_id(crops, "m@1", "d").startswith("m@1+tta:tl,c,c_flip/")
+    assert config_hash(crops) != config_hash(flip)
+    with pytest.raises(ConfigError, match=r"model\.tta: unknown view 'middle' in 'c,middle'"):
+        job_config_from_dict({"model": {"tta": "c,middle"}})
+    with pytest.raises(ConfigError, match=r"model\.tta: expected bool \| str, got 2"):
+        job_config_from_dict({"model": {"tta": 2}})
 
 
 def test_stating_a_detector_default_hashes_like_leaving_it_out():

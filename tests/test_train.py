@@ -666,6 +666,17 @@ def test_crop_trained_model_centre_crops_and_reports_ten_crop(tmp_path):
     model.tta = False
     assert float((model.predict(val.images).argmax(1) == val.labels).mean()) == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     assert "random crops of faces resized to 48x48" in (out / "model_card.md").read_text()
+    # the product's path: a pipeline config names the file and the mode; a whole-face model refuses corners
+    from fer_core.config import load_dataclass
+    from fer_core.pipeline import FacePipeline, InferenceConfig
+
+    ten = load_dataclass(InferenceConfig, {"detector": {"name": "haar"},
+                                           "model": {"name": str(out / "model.keras"), "tta": "ten_crop"}})
+    pipe = FacePipeline.from_config(ten)
+    assert pipe.model.views == 10 and "+tta:ten_crop/haar@" in pipe.scoring_id
+    with pytest.raises(ConfigError, match="view 'tl' needs a crop-trained model"):
+        FacePipeline.from_config(load_dataclass(InferenceConfig, {"detector": {"name": "haar"},
+                                                                  "model": {"tta": "ten_crop"}}))
 
 
 def _write_yaml(path: Path, cfg) -> Path:

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from fer_core.errors import WeightsError
+from fer_core.errors import ConfigError, WeightsError
 from fer_core.labels import EMOTIONS
 from fer_core.models.fold import fold_batch_norm
 from fer_core.models.spec import ModelSpec
 from fer_core.preprocess import preprocess_frame
 
-__all__ = ["EmotionModel", "TTA_MODES", "load_keras_model", "tta_views", "version_of"]
+__all__ = ["EmotionModel", "TTA_MODES", "canonical_tta", "load_keras_model", "tta_view_names", "tta_views", "version_of"]
 
 # Named test-time augmentations: lists of views, each a crop position and an optional "_flip" (mirrored).
 # "c" is the centre crop (the whole face for a net that is not crop-trained); tl/tr/bl/br the corners.
@@ -40,6 +40,32 @@ def tta_mode_name(tta: "bool | str | None") -> str:
     return str(tta)
 
 
+def tta_view_names(tta: "bool | str | None") -> tuple[str, ...]:
+    """The view names a TTA mode averages over, checked for spelling only (whether a model can serve
+    them is tta_views' question): for configs, which are read before any model is loaded."""
+    mode = tta_mode_name(tta)
+    names = TTA_MODES.get(mode) or tuple(v.strip() for v in mode.split(",") if v.strip())
+    if not names:
+        raise ConfigError(f"tta: {mode!r} names no views; use one of {sorted(TTA_MODES)}")
+    for name in names:
+        position, _, flip = name.partition("_")
+        if position not in _POSITIONS or flip not in ("", "flip"):
+            raise ConfigError(f"tta: unknown view {name!r} in {mode!r}; use one of {sorted(TTA_MODES)} or a comma list "
+                             f"of {list(_POSITIONS)}, each optionally with '_flip'")
+    return names
+
+
+def canonical_tta(tta: "bool | str | None") -> "bool | str":
+    """One spelling per mode, so that equal modes give equal scoring identities: False for a single pass,
+    True for flip (the job's switch since TTA existed), else the mode's name or its comma list of views."""
+    names = tta_view_names(tta)
+    for flag, mode in ((False, "none"), (True, "flip")):
+        if names == TTA_MODES[mode]:
+            return flag
+    named = next((mode for mode, views in TTA_MODES.items() if views == names), None)
+    return named or ",".join(names)
+
+
 def tta_views(tta: "bool | str | None", spec: ModelSpec) -> list[tuple[int, int, bool]]:
     """(top, left, flipped) windows of the spec's frame that a TTA mode averages over.
 
@@ -48,22 +74,17 @@ def tta_views(tta: "bool | str | None", spec: ModelSpec) -> list[tuple[int, int,
     (frame_size > input_size): a net that saw whole faces has no corners to look at.
     """
     mode = tta_mode_name(tta)
-    names = TTA_MODES.get(mode) or tuple(v.strip() for v in mode.split(",") if v.strip())
+    names = tta_view_names(tta)
     frame, size = spec.frame, spec.input_size
     offsets = {"c": ((frame - size) // 2, (frame - size) // 2), "tl": (0, 0), "tr": (0, frame - size),
                "bl": (frame - size, 0), "br": (frame - size, frame - size)}
     views = []
     for name in names:
         position, _, flip = name.partition("_")
-        if position not in _POSITIONS or flip not in ("", "flip"):
-            raise ValueError(f"tta: unknown view {name!r} in {mode!r}; use one of {sorted(TTA_MODES)} or a comma list "
-                             f"of {list(_POSITIONS)}, each optionally with '_flip'")
         if position != "c" and frame == size:
-            raise ValueError(f"tta {mode!r}: view {name!r} needs a crop-trained model, but {spec.name}@{spec.version} "
+            raise ConfigError(f"tta {mode!r}: view {name!r} needs a crop-trained model, but {spec.name}@{spec.version} "
                              f"sees the whole {size}x{size} face (spec.frame_size 0); use tta 'flip'")
         views.append((*offsets[position], flip == "flip"))
-    if not views:
-        raise ValueError(f"tta: {mode!r} names no views; use one of {sorted(TTA_MODES)}")
     return views
 
 

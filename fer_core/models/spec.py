@@ -44,14 +44,14 @@ class ModelSpec:
         if self.frame_size and self.frame_size < self.input_size:
             raise ValueError(f"ModelSpec {self.name}: frame_size {self.frame_size} is smaller than input_size "
                              f"{self.input_size}; crops are taken from the frame, so use 0 (no crops) or >= input_size")
-        for key in ("single", "tta"):
-            if key in self.mix_calibration:
-                rows = self.mix_calibration[key]
-                k = len(EMOTIONS)
-                if not (isinstance(rows, list) and len(rows) == k and all(isinstance(r, list) and len(r) == k for r in rows)
-                        and all(abs(sum(r) - 1) < 1e-3 and min(r) >= 0 for r in rows)):
-                    raise ValueError(f"ModelSpec {self.name}: mix_calibration.{key} must be {k} rows of {k} "
-                                     "probabilities summing to 1 (fer_core.quantify.mix_calibration writes it)")
+        for key, rows in self.mix_calibration.items():  # "single", "tta" (flip), or another TTA mode's name
+            if key in ("faces", "source"):
+                continue
+            k = len(EMOTIONS)
+            if not (isinstance(rows, list) and len(rows) == k and all(isinstance(r, list) and len(r) == k for r in rows)
+                    and all(abs(sum(r) - 1) < 1e-3 and min(r) >= 0 for r in rows)):
+                raise ValueError(f"ModelSpec {self.name}: mix_calibration.{key} must be {k} rows of {k} "
+                                 "probabilities summing to 1 (fer_core.quantify.mix_calibration writes it)")
 
     @property
     def frame(self) -> int:
@@ -62,12 +62,13 @@ class ModelSpec:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, self.channels)
 
-    def mix_matrix(self, tta: bool) -> "np.ndarray | None":
+    def mix_matrix(self, tta: "bool | str") -> "np.ndarray | None":
         """The confusion profile ``fer_core.quantify.adjusted_mix`` needs, for plain or flip-TTA
-        predictions; None when this model was never calibrated."""
+        predictions (or another TTA mode calibrated under its own name); None when this model was never
+        calibrated for that mode."""
         import numpy as np
 
-        rows = self.mix_calibration.get("tta" if tta else "single")
+        rows = self.mix_calibration.get("single" if tta is False else "tta" if tta is True else str(tta))
         return None if rows is None else np.asarray(rows, np.float64)
 
     @property

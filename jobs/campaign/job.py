@@ -183,6 +183,7 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     """run_job's body, under the lease (``lease`` None: a dry run): recover, then read the input once,
     leaving out unopened the files the inputs table records as consumed by this scoring identity."""
     from fer_core.identity import scoring_id
+    from fer_core.models.emotion import tta_views
     from jobs.campaign.inputs import empty_input, read_new_input, reader_key
     from jobs.campaign.lake import Lake
 
@@ -195,6 +196,7 @@ def _run(spark, cfg: JobConfig, run_id: str, out: TextIO, dry_run: bool, lease, 
     from pyspark import StorageLevel
 
     model_version, model_bytes, model_spec = resolve_model(cfg.model.name)
+    tta_views(cfg.model.tta, model_spec)  # a TTA mode this model cannot serve fails here, not in every task
     detector_version, detector_bytes = resolve_detector(cfg)
     sid = scoring_id(cfg, model_version, detector_version)
     resolved = (model_version, model_bytes, model_spec, detector_version, detector_bytes, sid)
