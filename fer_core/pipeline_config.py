@@ -76,8 +76,9 @@ class ModelOptions:
     """``model:`` section: a registered model name, "default", or a path/URI to a .keras/.h5 file.
 
     tta (default on): also classify each face's mirror image and average the two. It doubles the
-    classifier's work (v5: 581 -> 289 faces/s in one run), but classifying is ~4% of a scored image's
-    time (RetinaFace takes ~93%), so a run takes ~4% longer, for +1.5 points on PublicTest (v5:
+    classifier's work (v5: 581 -> 289 faces/s in one run), but classifying is a small share of a scored
+    image's time (RetinaFace takes most), so a whole job run took 8-15% longer in two bench_job runs
+    (README, issue 25), for +1.5 points on PublicTest (v5:
     66.95% -> 68.49%; README "Models and weights"). The job has scored with it since conf/default.yaml
     turned it on, so on is the one default: a config that says nothing scores like the product.
     tta may also name a mode of ``fer_core.models.emotion.TTA_MODES`` ("flip" is true, "none" false,
