@@ -120,6 +120,7 @@ def test_progress_line_and_summary():
     Acc.value = 210  # a task that ran twice counts twice: never a negative ETA
     assert "ETA 0s" in p.line()
     assert fmt_duration(3725) == "1h02m05s"
+    assert fmt_duration(47 * 3600 + 59) == "47h00m59s" and fmt_duration(21905 * 3600 + 1627) == "912d17h"
     row = {"run_id": "r", "status": "succeeded", "n_scored": 3, "duration_s": 2.0, "images_per_s": 1.5,
            "n_input": 4, "n_duplicates": 1, "n_skipped": 1, "n_ok": 2, "n_empty": 1, "n_faces": 3,
            "model_version": "m", "detector_version": "d", "config_hash": "h", "input": "in", "output": "out"}

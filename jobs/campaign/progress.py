@@ -117,9 +117,14 @@ class ProgressReporter:
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """Durations as "1h02m05s"; from two days on, days and hours ("912d16h"), which is what a
+    lag such as the health line's newest post before the run needs to be read at a glance."""
     if seconds is None or seconds != seconds or seconds == float("inf"):
         return "?"
     seconds = int(round(seconds))
+    if seconds >= 2 * 86400:
+        d, rem = divmod(seconds, 86400)
+        return f"{d}d{rem // 3600:02d}h"
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
