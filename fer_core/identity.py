@@ -8,8 +8,9 @@ limits. It is readable first and exact second::
     fer-vgg@5+tta/retinaface@0.9,<96px:0.5,1024px,min20/fa674399
 
 the model (``+tta`` with flip TTA, ``+tta:ten_crop`` or ``+tta:<views>`` with another mode), the
-detector and its policy, then the first 8 hex digits of a sha256 over all of the above (``scoring_hash``), so that two identities that read alike but differ in, say,
-the sentiment weights never compare equal. Left out on purpose: the runtime (device, threads) and the
+detector and its policy, then the first 8 hex digits of a sha256 over all of the above
+(``scoring_hash``), so that two identities that read alike but differ in, say, the sentiment weights
+never compare equal. Left out on purpose: the runtime (device, threads) and the
 classifier's batch size, which change nothing but float32 rounding, and the RetinaFace engine, whose
 engines return the same rows (tests/test_detectors.py).
 

@@ -59,11 +59,8 @@ def canonical_tta(tta: "bool | str | None") -> "bool | str":
     """One spelling per mode, so that equal modes give equal scoring identities: False for a single pass,
     True for flip (the job's switch since TTA existed), else the mode's name or its comma list of views."""
     names = tta_view_names(tta)
-    for flag, mode in ((False, "none"), (True, "flip")):
-        if names == TTA_MODES[mode]:
-            return flag
     named = next((mode for mode, views in TTA_MODES.items() if views == names), None)
-    return named or ",".join(names)
+    return {"none": False, "flip": True}.get(named, named or ",".join(names))
 
 
 def tta_views(tta: "bool | str | None", spec: ModelSpec) -> list[tuple[int, int, bool]]:
