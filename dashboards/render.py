@@ -132,13 +132,20 @@ HEALTH_COLUMNS = ("run_id", "finished_at", "n_scored", "images_per_s", "error_sh
 """The job's health table (jobs/campaign/health.py): one row per run, its metrics and drift verdict."""
 
 
+def _fmt_lag(seconds: float | None) -> str:
+    """Hours for a scheduled feed's usual lag, days from two days on (an old dump read "21906.2 h")."""
+    if seconds is None:
+        return "–"
+    return f"{seconds / 86400:.1f} d" if seconds >= 2 * 86400 else f"{seconds / 3600:.1f} h"
+
+
 def _health_row(h: dict) -> dict:
     """One run's health, formatted for the index's run-health table."""
     lag = h.get("lag_s")
     return {"run_id": h["run_id"], "finished_at": _fmt_time(h["finished_at"]), "n_scored": _fmt_int(h["n_scored"]),
             "images_per_s": _fmt_num(h["images_per_s"]), "error_share": _fmt_pct(h["error_share"]),
             "faces_per_image": _fmt_num(h["faces_per_image"]), "mean_det_score": _fmt_num(h["mean_det_score"], 3),
-            "lag": "–" if lag is None else f"{lag / 3600:.1f} h", "drift": bool(h["drift"]),
+            "lag": _fmt_lag(lag), "drift": bool(h["drift"]),
             "verdict": (h["drift_reasons"] if h["drift"] else
                         f"no drift vs {h['n_trailing']} runs" if h["drift_checked"] else h["drift_reasons"] or "–")}
 

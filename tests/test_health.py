@@ -247,3 +247,10 @@ def test_a_person_in_a_video_counts_once_in_the_health_figures(tmp_path):
     assert m["n_faces"] == 2 and m["faces_per_image"] == pytest.approx(1.0)
     assert m["share_happy"] == pytest.approx(0.5) and m["share_sad"] == pytest.approx(0.5)
     assert m["mean_det_score"] == pytest.approx((1.0 + 3 * 0.8) / 4)
+
+
+def test_the_index_reads_a_lag_in_hours_and_an_old_one_in_days():
+    from dashboards.render import _fmt_lag
+
+    assert _fmt_lag(None) == "–" and _fmt_lag(5400) == "1.5 h" and _fmt_lag(47 * 3600) == "47.0 h"
+    assert _fmt_lag(21906.2 * 3600) == "912.8 d"
