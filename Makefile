@@ -94,9 +94,8 @@ train: setup
 # A long run in slices across machines (issue 25): train-resume continues from the run's output_dir, or, on a
 # fresh clone where that is empty, from the committed portable_checkpoint file; train-export (safe while it
 # trains) refreshes that file from the latest epoch, to be committed at the end of a slice.
-# v6 and v7 both ended by their rules (README "Long runs across machines"); resuming v7 would train past its
-# stop at epoch 20, so the next long run is a new config with its own rule, named here.
-LONG_RUN ?= conf/experiments/train_fer_vgg_v7.yaml
+# v6 and v7 ended by their rules (README "Long runs across machines"); the run under way is v8, in bfloat16.
+LONG_RUN ?= conf/experiments/train_fer_vgg_v8.yaml
 FER2013 ?= ../shared/data/fer2013/fer2013.csv.gz
 train-resume: setup
 	$(BIN)/python -m fer_core.train --config $(LONG_RUN) --data $(FER2013)

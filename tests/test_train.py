@@ -764,3 +764,47 @@ def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
     with pytest.raises(ConfigError, match="other seed settings"):
         main(["--config", str(other)])
     assert saved["identity"] == run_identity(cfg)
+
+
+def _layer_policies(model) -> set[str]:
+    return {layer.dtype_policy.name for layer in model.layers if hasattr(layer, "dtype_policy")}
+
+
+def test_a_bfloat16_run_trains_in_bfloat16_and_serves_float32(tmp_path):
+    """optim.mixed_precision bfloat16 (2x faster on AVX512_BF16 CPUs, bench/bench_train_precision.py): the
+    checkpoints compute in bfloat16, the model written for serving is the same weights in float32 layers, and
+    a resumed run trains on in the precision its config now names."""
+    import keras
+
+    from fer_core.lab.loop import with_policy
+    from fer_core.lab.train import main
+
+    csv_path = write_fer_csv(tmp_path / "fer.csv", n_per_class=24)
+    cfg = tiny_config(tmp_path, csv_path, optim={"epochs": 3, "mixed_precision": "bfloat16"})
+    config = _write_yaml(tmp_path / "run.yaml", cfg)
+    assert main(["--config", str(config)]) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # the process after fit infers in float32
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    trained_in = keras.models.load_model(ckpt / "best.keras", compile=False)
+    assert "mixed_bfloat16" in _layer_policies(trained_in)
+    assert trained_in.get_layer("probabilities").dtype_policy.name == "float32"
+    served = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False)
+    assert _layer_policies(served) == {"float32"}
+    images, _ = synthetic_faces(16, seed=5)
+    x = preprocess(images, model_spec(cfg.model))
+    bf16, f32 = trained_in.predict_on_batch(x), served.predict_on_batch(x)
+    assert bf16.dtype == f32.dtype == np.float32
+    np.testing.assert_allclose(f32, with_policy(trained_in).predict_on_batch(x), atol=1e-6)
+    assert np.abs(bf16 - f32).max() < 0.05 and (bf16.argmax(1) == f32.argmax(1)).mean() >= 0.9
+    metrics = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
+    from fer_core.lab.measure import accuracy
+    from fer_core.lab.train import split_data
+
+    _, val, _, _ = split_data(cfg)
+    assert metrics["val_accuracy"] == round(accuracy(served, val, model_spec(cfg.model)), 4)  # measured in float32
+
+    # the next slice in float32: it resumes epoch 3's weights in float32 layers
+    f32_cfg = _write_yaml(tmp_path / "run32.yaml", replace(cfg, optim=replace(cfg.optim, epochs=4, mixed_precision="off")))
+    assert main(["--config", str(f32_cfg)]) == 0
+    assert _layer_policies(keras.models.load_model(ckpt / "last.keras", compile=False)) == {"float32"}
+    assert [int(r["epoch"]) for r in csv.DictReader(open(ckpt / "history.csv"))] == [1, 2, 3, 4]

@@ -24,14 +24,15 @@ def augment_fn(cfg: AugmentConfig, spec: ModelSpec, seed: int):
 
     low = -1.0 if spec.scaling == "minus1_1" else 0.0  # the range preprocess() produces
     geometric = []
+    f32 = {"dtype": "float32"}  # under any training policy: faces are augmented at full precision
     if cfg.flip:
-        geometric.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        geometric.append(keras.layers.RandomFlip("horizontal", seed=seed, **f32))
     if cfg.rotation_deg:
-        geometric.append(keras.layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="reflect", seed=seed + 1))
+        geometric.append(keras.layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="reflect", seed=seed + 1, **f32))
     if cfg.shift:
-        geometric.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="reflect", seed=seed + 2))
+        geometric.append(keras.layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="reflect", seed=seed + 2, **f32))
     if cfg.zoom:
-        geometric.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 3))
+        geometric.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 3, **f32))
 
     def apply(x, y):
         for layer in geometric:

@@ -77,7 +77,10 @@ class OptimConfig:
     early_stopping_patience: int = 0  # 0: off
     freeze_backbone_epochs: int = 0  # fine-tuning: train only the head this many epochs first
     fine_tune_lr_factor: float = 0.1
-    mixed_precision: Literal["auto", "off"] = "auto"  # auto: mixed_float16 when a GPU is present
+    # auto: mixed_float16 on a GPU, float32 on a CPU. bfloat16: mixed_bfloat16 on either; on a CPU with
+    # AVX512_BF16 or AMX it trains about 2x faster than float32 (bench/bench_train_precision.py). The served
+    # model is always written in float32 (fer_core.lab.loop.with_policy). off: float32.
+    mixed_precision: Literal["auto", "off", "bfloat16"] = "auto"
     threads: int = 0  # 0: TensorFlow's default
     # >0: stochastic weight averaging (Izmailov et al. 2018): the mean of the weights after each epoch from
     # this one on, BatchNormalization statistics re-estimated on the training faces; the averaged model

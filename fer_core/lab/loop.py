@@ -111,7 +111,8 @@ def set_backbone_trainable(model, trainable: bool) -> bool:
 
 
 def configure_runtime(cfg: OptimConfig, seed: int) -> bool:
-    """Seeds, threads and mixed precision; returns True when a GPU is used."""
+    """Seeds, threads and the dtype policy (set every time, so one run's policy never leaks into the next);
+    returns True when a GPU is used."""
     import keras
     import tensorflow as tf
 
@@ -123,9 +124,55 @@ def configure_runtime(cfg: OptimConfig, seed: int) -> bool:
         except RuntimeError:
             pass  # already initialised in this process
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu and cfg.mixed_precision == "auto":
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(training_policy(cfg.mixed_precision, gpu))
+    if cfg.mixed_precision == "bfloat16" and not gpu and not cpu_has_bf16():
+        print("optim.mixed_precision bfloat16: this CPU has neither AVX512_BF16 nor AMX, so bfloat16 is emulated "
+              "and slower than float32; set mixed_precision: off", flush=True)
     return gpu
+
+
+def training_policy(mixed_precision: str, gpu: bool) -> str:
+    """The keras dtype policy an OptimConfig.mixed_precision setting trains under."""
+    if mixed_precision == "bfloat16":
+        return "mixed_bfloat16"
+    return "mixed_float16" if gpu and mixed_precision == "auto" else "float32"
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX-BF16; Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def with_policy(model, policy: str = "float32"):
+    """``model`` rebuilt with layers of the dtype ``policy`` and the same weights (its variables are float32
+    under any policy; only the layers' compute dtype changes). A run trained in mixed precision serves and
+    reports on its float32 twin, so the shipped model computes as inference expects on any machine; a run
+    resumed under another ``optim.mixed_precision`` continues in the new one."""
+    config = model.get_config()
+    retyped = _retyped(config, policy)
+    if retyped == config:
+        return model
+    twin = type(model).from_config(retyped)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _retyped(node, policy: str):
+    """A layer config tree with every DTypePolicy replaced by ``policy``, but for the "probabilities" softmax,
+    which stays float32 under any policy (architectures._head), as mixed precision needs."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy":
+            return {**node, "config": {**node["config"], "name": policy}}
+        if isinstance(node.get("config"), dict) and node["config"].get("name") == "probabilities":
+            return node
+        return {k: _retyped(v, policy) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_retyped(v, policy) for v in node]
+    return node
 
 
 @dataclass
@@ -200,7 +247,8 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
         saved_state = json.loads(state_file.read_text())
         start_epoch = saved_state["epoch"]
         print(f"resuming from {ckpt_dir / 'last.keras'} after epoch {start_epoch}", flush=True)
-        model = keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True)
+        model = with_policy(keras.models.load_model(ckpt_dir / "last.keras", compile=False, safe_mode=True),
+                            keras.mixed_precision.global_policy().name)
     else:
         model = build_from_config(cfg)
     teacher_fn = online_teacher(cfg.distill, spec) if cfg.distill.teacher and cfg.distill.online else None
@@ -240,11 +288,12 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
     state = json.loads(state_file.read_text())
     history = list(csv.DictReader(open(ckpt_dir / "history.csv")))
     best_epoch = max(history, key=lambda r: float(r.get("val_accuracy", -1)))["epoch"] if history else 0
-    best = keras.models.load_model(ckpt_dir / "best.keras", compile=False, safe_mode=True)
+    keras.mixed_precision.set_global_policy("float32")  # what follows (and the process after fit) is inference
+    best = with_policy(keras.models.load_model(ckpt_dir / "best.keras", compile=False, safe_mode=True))
     result = FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0,
                        selected=f"epoch {best_epoch}")
     if average is not None and average.count:
-        swa = model  # the last epoch is saved in last.keras; its in-memory copy now takes the average
+        swa = with_policy(model)  # the last epoch is saved in last.keras; its in-memory copy takes the average
         swa.set_weights(average.weights())
         recalibrate_batch_norm(swa, train.images, spec)
         swa.save(ckpt_dir / "swa.keras")
