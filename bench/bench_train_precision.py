@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16"}
+SETTINGS = ("off", "bfloat16")  # optim.mixed_precision values; fer_core.lab.loop.training_policy names their policies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.config import load_yaml
     from fer_core.lab.batches import make_dataset
     from fer_core.lab.config import TrainConfig, model_spec
-    from fer_core.lab.loop import build_from_config, configure_runtime, cpu_has_bf16
+    from fer_core.lab.loop import build_from_config, configure_runtime, cpu_has_bf16, training_policy
     from fer_core.lab.optim import class_weights, make_loss, make_optimizer
 
     cfg = load_yaml(a.config, TrainConfig)
@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     images = rng.integers(0, 256, (batch * 16, side, side), dtype=np.uint8)
     labels = rng.integers(0, 7, len(images))
     models = {}
-    for setting, policy in POLICIES.items():
+    for setting in SETTINGS:
         optim = replace(cfg.optim, mixed_precision=setting)
-        configure_runtime(optim, cfg.seed)
+        gpu = configure_runtime(optim, cfg.seed)
         model = build_from_config(cfg)
-        model.compile(optimizer=make_optimizer(optim, a.steps), loss=make_loss(optim, class_weights(labels, optim.class_weighting)))
-        models[policy] = model
+        loss = make_loss(optim, class_weights(labels, optim.class_weighting))
+        model.compile(optimizer=make_optimizer(optim, a.steps), loss=loss)
+        models[training_policy(setting, gpu)] = model
     data = make_dataset(images, labels, spec, batch, training=True, augment=cfg.augment, seed=cfg.seed).repeat()
     for model in models.values():
         model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compile and warm up
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.config}: {cfg.model.architecture} {cfg.model.options.get('widths', '')} at {spec.input_size}px, "
           f"batch {batch}, {models['float32'].count_params():,} parameters; TensorFlow {tf.__version__}, "
           f"keras {keras.__version__}, CPU bfloat16 {'native' if cpu_has_bf16() else 'emulated'}, "
-          f"GPU {bool(tf.config.list_physical_devices('GPU'))}")
+          f"GPU {gpu}")
     for policy, r in rates.items():
         print(f"  {policy:15s} images/s per round: {' '.join(f'{v:.0f}' for v in r)}  median {median[policy]:.0f}")
     ratio = median["mixed_bfloat16"] / median["float32"]
