@@ -228,6 +228,82 @@ def test_compare_pairs_a_candidate_checkpoint_with_the_served_model(trained, tmp
     assert result["validation"]["ensemble_curve"][str(result["PublicTest"]["ensemble"]["served_weight"])] == best
 
 
+def _candidate_checkpoint(cfg, tmp_path: Path) -> Path:
+    """The trained tiny net as a committed portable checkpoint (what compare and ensemble read)."""
+    import keras
+
+    from fer_core.lab import checkpoint
+    from fer_core.lab.loop import run_identity
+
+    weights = keras.models.load_model(Path(cfg.output_dir) / "model.keras", compile=False).get_weights()
+    return checkpoint.write(tmp_path / "candidate.npz", weights, weights, {"epoch": 4}, "", run_identity(cfg))
+
+
+def test_an_ensemble_is_served_as_one_model_whose_flip_is_the_members_weighted_mean(trained, tmp_path, capsys):
+    """fer_core.lab.ensemble merges the default and a candidate into one .keras file with a sidecar: loaded
+    by path like any model (BatchNormalization folded), its flip TTA is w x default's flip + (1 - w) x the
+    candidate's, it carries its own mix calibration, and the job's single-image CLI scores a photo with it."""
+    from fer_core.lab.compare import candidate_model
+    from fer_core.lab.ensemble import main
+    from fer_core.models.registry import create_emotion_model
+
+    cfg, _, _ = trained
+    cfg = replace(cfg, model=replace(cfg.model, crop_margin=0.0))  # v5's framing: members share one face
+    source = _candidate_checkpoint(cfg, tmp_path)
+    out = tmp_path / "ensemble"
+    config = _write_yaml(tmp_path / "candidate.yaml", cfg)
+    assert main(["--config", str(config), "--checkpoint", str(source), "--served-weight", "0.7",
+                 "--name", "fer-vgg-ensemble", "--version", "t1", "--out", str(out)]) == 0
+    served = create_emotion_model(str(out / "model.keras"), tta=True)
+    assert served.version == "fer-vgg-ensemble@t1"
+    assert served.inference_model is not served.keras_model  # the merged graph folds like any net
+    assert set(served.spec.mix_calibration) >= {"single", "tta"}
+    assert [m["weight"] for m in served.spec.extra["members"]] == [0.7, 0.3]
+    faces = synthetic_faces(6, seed=5)[0]
+    v5 = create_emotion_model("default", tta=True)
+    tiny, _ = candidate_model(cfg, source)
+    expected = 0.7 * v5.predict(faces) + 0.3 * _predict(tiny, faces, model_spec(cfg.model), tta=True)
+    np.testing.assert_allclose(served.predict(faces), expected, atol=1e-4)
+    assert not np.allclose(expected, v5.predict(faces), atol=1e-3)  # the candidate's share shows
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_accuracy_tta"] <= 1.0 and metrics["max_abs_diff_vs_members_flip"] <= 1e-4
+    assert "PublicTest" not in (out / "model_card.md").read_text().split("test split")[0]
+
+    from _images import astronaut
+    from PIL import Image
+
+    from fer_core.cli import main as cli
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+    capsys.readouterr()  # the build's own report
+    assert cli(["predict", str(photo), "--model", str(out / "model.keras"), "--json", "--explain",
+                str(tmp_path / "cams")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[0]["status"] == "ok" and len(result[0]["faces"]) == 1
+    assert abs(sum(result[0]["faces"][0]["probabilities"].values()) - 1.0) < 1e-3
+    assert list((tmp_path / "cams").glob("*_gradcam.png"))  # Grad-CAM reads the merged graph's last convolution
+
+
+def _predict(model, faces, spec, tta):
+    from fer_core.lab.measure import predict_probs
+
+    return predict_probs(model, faces, spec, tta=tta)
+
+
+def test_an_ensemble_refuses_members_that_see_faces_differently(trained, tmp_path):
+    """Members share one preprocessed face: a candidate framed with another crop margin than the default
+    is refused before anything is written, naming the field."""
+    from fer_core.lab.ensemble import build_ensemble, merge_members
+
+    cfg, _, _ = trained  # crop_margin 0.1; the default's is 0.0
+    with pytest.raises(ConfigError, match="crop_margin"):
+        build_ensemble(cfg, _candidate_checkpoint(cfg, tmp_path), "default", 0.5, tmp_path / "e", "e", "1")
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(ConfigError, match="sum to 1"):
+        merge_members([object(), object()], [0.5, 0.6])
+
+
 def test_kfold_cross_validation_reports_mean_and_std(tmp_path):
     from fer_core.lab.train import cross_validate
 

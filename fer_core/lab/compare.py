@@ -95,16 +95,15 @@ def compare(cfg: TrainConfig, source: Path, served: str, *, candidate_tta: str, 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_core.lab.compare", description=__doc__.split("\n\n")[0])
+def add_candidate_arguments(p: argparse.ArgumentParser) -> None:
+    """--config, --checkpoint and --data: how the lab's commands name a candidate (here and fer_core.lab.ensemble)."""
     p.add_argument("--config", required=True, help="the candidate's training config (its net, split and checkpoint)")
     p.add_argument("--checkpoint", help="portable checkpoint (default: the config's portable_checkpoint)")
-    p.add_argument("--served", default="default", help="registered model to compare against (default: the default)")
     p.add_argument("--data", help="override data.path")
-    p.add_argument("--tta", default="ten_crop", help="the candidate's chosen mode: single, flip, ten_crop or views")
-    p.add_argument("--ensemble", action="store_true", help="also measure the served + candidate ensemble (module doc)")
-    p.add_argument("--out", required=True, help="JSON file for the figures")
-    args = p.parse_args(argv)
+
+
+def load_candidate(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """The parsed candidate arguments -> (config, checkpoint file); exits 2 naming the file when it is missing."""
     cfg = load_yaml(args.config, TrainConfig)
     if args.data:
         cfg = replace(cfg, data=replace(cfg.data, path=args.data))
@@ -112,7 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     if not source.is_file():
         print(f"no portable checkpoint at {source!s}: pass --checkpoint or set portable_checkpoint in the config",
               file=sys.stderr)
-        return 2
+        raise SystemExit(2)
+    return cfg, source
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fer_core.lab.compare", description=__doc__.split("\n\n")[0])
+    add_candidate_arguments(p)
+    p.add_argument("--served", default="default", help="registered model to compare against (default: the default)")
+    p.add_argument("--tta", default="ten_crop", help="the candidate's chosen mode: single, flip, ten_crop or views")
+    p.add_argument("--ensemble", action="store_true", help="also measure the served + candidate ensemble (module doc)")
+    p.add_argument("--out", required=True, help="JSON file for the figures")
+    args = p.parse_args(argv)
+    cfg, source = load_candidate(args)
     result = compare(cfg, source, args.served, candidate_tta=args.tta, ensemble=args.ensemble)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
