@@ -153,6 +153,12 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
     assert "resuming from" in capsys.readouterr().out
     rows = list(csv.DictReader(open(Path(cfg.output_dir) / "checkpoints" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, more.optim.epochs + 1))
+    # each process that trained the run is a slice, kept in the resume state and told by the model card
+    slices = json.loads((Path(cfg.output_dir) / "checkpoints" / "state.json").read_text())["slices"]
+    assert [(s["first_epoch"], s["last_epoch"]) for s in slices] == [(1, cfg.optim.epochs), (more.optim.epochs,) * 2]
+    assert all(s["started"] and s["cpu"] for s in slices)
+    assert f"Slices: 2, each resumed from the last checkpoint; epochs 1-{cfg.optim.epochs} (" in \
+        (Path(cfg.output_dir) / "model_card.md").read_text()
 
 
 def test_init_from_fine_tunes_a_trained_model(trained, tmp_path):

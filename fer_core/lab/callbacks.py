@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,29 @@ def write_text_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows: where a slice of a run trained."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def slices_of(state: dict, start_epoch: int) -> list[dict]:
+    """The run's slices so far (one per process that trained it: a long run is resumed from its checkpoint
+    slice by slice, across machines) plus the one starting now. Epochs of a run resumed from a state written
+    before slices were recorded become one entry with ``started`` None: unrecorded, not invented."""
+    done = [dict(s) for s in state.get("slices", [])]
+    if not done and start_epoch:
+        done = [{"first_epoch": 1, "last_epoch": start_epoch, "started": None, "cpu": None}]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return done + [{"first_epoch": start_epoch + 1, "last_epoch": start_epoch, "started": now, "cpu": cpu_name(),
+                    "cores": os.cpu_count()}]
+
+
 class EpochLog:
     """Keras callback: one progress line per epoch with ETA, appended to history.csv, plus resume state
     (state.json, and the portable checkpoint file next to it); applies the plateau schedule when given."""
@@ -50,8 +75,9 @@ class EpochLog:
                 self.best = -1.0
                 self.best_weights: list[np.ndarray] | None = None  # None: on disk (best.keras) only
                 state = out / "state.json"
-                if state.exists():
-                    self.best = json.loads(state.read_text()).get("best_val_accuracy", -1.0)
+                saved = json.loads(state.read_text()) if state.exists() else {}
+                self.best = saved.get("best_val_accuracy", -1.0)
+                self.slices = slices_of(saved if start_epoch else {}, start_epoch)
 
             def on_train_begin(self, logs=None):
                 if self.plateau is not None:  # a resumed run continues at the LR its plateau schedule reached
@@ -96,7 +122,8 @@ class EpochLog:
                 save_atomically(self.model, self.out / "last.keras")
                 if self.average is not None and done >= self.average_from:
                     self.average.add(weights, done)
-                state = {"epoch": done, "best_val_accuracy": self.best}
+                self.slices[-1]["last_epoch"] = done
+                state = {"epoch": done, "best_val_accuracy": self.best, "slices": self.slices}
                 if self.plateau is not None:
                     self.model.optimizer.learning_rate.assign(self.plateau.step(val))
                     state["plateau"] = self.plateau.state()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +184,7 @@ class FitResult:
     seconds: float
     selected: str = ""  # "epoch N" or "swa over epochs A-B"
     swa_val_accuracy: float | None = None
+    slices: list[dict] = field(default_factory=list)  # one per process that trained the run (callbacks.slices_of)
 
 
 def run_identity(cfg: TrainConfig) -> dict:
@@ -291,7 +292,7 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
     keras.mixed_precision.set_global_policy("float32")  # what follows (and the process after fit) is inference
     best = with_policy(keras.models.load_model(ckpt_dir / "best.keras", compile=False, safe_mode=True))
     result = FitResult(best, history, float(state["best_val_accuracy"]), int(best_epoch), time.time() - t0,
-                       selected=f"epoch {best_epoch}")
+                       selected=f"epoch {best_epoch}", slices=state.get("slices", []))
     if average is not None and average.count:
         swa = with_policy(model)  # the last epoch is saved in last.keras; its in-memory copy takes the average
         swa.set_weights(average.weights())

@@ -49,6 +49,19 @@ def splits_text(cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+def slices_text(slices: list[dict]) -> str:
+    """The card's line on how the run was split: each slice is one process, resumed from the last checkpoint."""
+    if len(slices) <= 1:
+        return "- Slices: one, trained without a resume."
+
+    def one(s: dict) -> str:
+        where = f"{s['started']}, {s['cpu']}, {s.get('cores')} cores" if s.get("started") else "not recorded"
+        return f"{s['first_epoch']}-{s['last_epoch']} ({where})"
+
+    return (f"- Slices: {len(slices)}, each resumed from the last checkpoint; epochs " +
+            "; ".join(one(s) for s in slices) + ".")
+
+
 def model_card(cfg: TrainConfig, result: FitResult, metrics: dict, command: str, digest: str) -> str:
     import tensorflow as tf
 
@@ -84,6 +97,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
   weight decay {cfg.optim.weight_decay}, label smoothing {cfg.optim.label_smoothing}, loss {cfg.optim.loss}, class weighting {cfg.optim.class_weighting}.
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
 - Epochs: {len(result.history)} run, best epoch {result.best_epoch}, served: {result.selected}{swa_line}; wall time {result.seconds / 60:.1f} min (this invocation).
+{slices_text(result.slices)}
 - Hardware: {platform.processor() or platform.machine()}, {__import__("os").cpu_count()} CPU cores, GPU: {bool(tf.config.list_physical_devices("GPU"))}; TensorFlow {tf.__version__}.
 - sha256 of model.keras: `{digest}`
 
