@@ -19,20 +19,26 @@ $(BIN)/python:
 
 # Exact versions from requirements.lock keep pip's resolver fast and installs reproducible.
 $(VENV)/.installed: $(BIN)/python setup.py requirements.lock
-	$(BIN)/pip install -q -c requirements.lock -e ".[test,pack]"
-	$(BIN)/pip install -q --no-deps "fer==25.10.3"  # peer baseline for bench/ (its own pins clash; needs setuptools<81)
+	$(BIN)/pip install -qq -c requirements.lock -e ".[test,pack]"
+	$(BIN)/pip install -qq --no-deps "fer==25.10.3"  # peer baseline for bench/ (its own pins clash; needs setuptools<81)
 	touch $@
 
 setup: $(VENV)/.installed
 
 # Java for Spark (demo and tests); Chromium for the dashboard browser tests. Installed with apt when
 # missing (needs root); otherwise install them yourself and these are no-ops.
+# apt's and dpkg's hundreds of progress lines go to build/apt.log; its last lines are shown if it fails.
+APT_LOG := build/apt.log
+apt_install = mkdir -p $(dir $(APT_LOG)) && echo "installing $(2) with apt (log: $(APT_LOG))" && \
+	{ { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); } > $(APT_LOG) 2>&1 || \
+	  { tail -n 20 $(APT_LOG); echo "apt-get install $(1) failed (it needs root and Debian's archive): install $(1) yourself, then rerun"; exit 1; }; }
+
 java:
-	@command -v java >/dev/null || { echo "installing Java 17 for Spark"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+	@command -v java >/dev/null || { $(call apt_install,openjdk-17-jre-headless,Java 17 for Spark); }
 	@java -version 2>&1 | head -1
 
 chromium:
-	@command -v chromium >/dev/null || { echo "installing Chromium for the browser tests"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || { $(call apt_install,chromium,Chromium for the browser tests); }
 
 system-deps: java chromium
 

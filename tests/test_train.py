@@ -232,6 +232,13 @@ def test_compare_pairs_a_candidate_checkpoint_with_the_served_model(trained, tmp
     assert "ensemble_curve" in result["validation"] and "ensemble_curve" not in result["PublicTest"]
     best = max(result["validation"]["ensemble_curve"].values())
     assert result["validation"]["ensemble_curve"][str(result["PublicTest"]["ensemble"]["served_weight"])] == best
+    # the command's default mode is the one the net can serve: flip for a whole-face net (ten-crop needs crops)
+    from fer_core.lab.compare import main
+
+    out = tmp_path / "compare.json"
+    assert main(["--config", str(_write_yaml(tmp_path / "c.yaml", cfg)), "--checkpoint", str(source),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["candidate_tta"] == "flip"
 
 
 def _candidate_checkpoint(cfg, tmp_path: Path) -> Path:
