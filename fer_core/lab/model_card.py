@@ -4,10 +4,10 @@ and the model card, which says how the model was made and what it must not be us
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 from fer_core.config import dataclass_to_dict
+from fer_core.lab.callbacks import cpu_name
 from fer_core.lab.config import TrainConfig, model_spec
 from fer_core.lab.loop import FitResult
 from fer_core.labels import EMOTIONS
@@ -98,7 +98,7 @@ Facial-expression classifier over the 7 FER2013 classes ({", ".join(EMOTIONS)}),
 - Augmentation: {dataclass_to_dict(cfg.augment)}.
 - Epochs: {len(result.history)} run, best epoch {result.best_epoch}, served: {result.selected}{swa_line}; wall time {result.seconds / 60:.1f} min (this invocation).
 {slices_text(result.slices)}
-- Hardware: {platform.processor() or platform.machine()}, {__import__("os").cpu_count()} CPU cores, GPU: {bool(tf.config.list_physical_devices("GPU"))}; TensorFlow {tf.__version__}.
+- Hardware (this invocation): {cpu_name()}, {__import__("os").cpu_count()} CPU cores, GPU: {bool(tf.config.list_physical_devices("GPU"))}; TensorFlow {tf.__version__}.
 - sha256 of model.keras: `{digest}`
 
 ## Metrics
