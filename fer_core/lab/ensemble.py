@@ -25,6 +25,7 @@ import numpy as np
 from fer_core.errors import ConfigError
 from fer_core.lab.compare import add_candidate_arguments, candidate_model, load_candidate
 from fer_core.lab.config import TrainConfig, model_spec
+from fer_core.models.emotion import version_of
 from fer_core.models.spec import ModelSpec
 
 __all__ = ["INPUT_FIELDS", "merge_members", "shared_input", "build_ensemble", "main"]
@@ -42,8 +43,8 @@ def shared_input(specs: Sequence[ModelSpec]) -> dict[str, Any]:
         for name in INPUT_FIELDS:
             if getattr(spec, name) != getattr(first, name):
                 raise ConfigError(
-                    f"ensemble members see faces differently: {first.name}@{first.version} has {name}="
-                    f"{getattr(first, name)!r}, {spec.name}@{spec.version} has {getattr(spec, name)!r}; members "
+                    f"ensemble members see faces differently: {version_of(first)} has {name}="
+                    f"{getattr(first, name)!r}, {version_of(spec)} has {getattr(spec, name)!r}; members "
                     "share one preprocessed face, so pick members trained with the same input fields")
     return {name: getattr(first, name) for name in INPUT_FIELDS}
 
@@ -92,7 +93,7 @@ def build_ensemble(cfg: TrainConfig, source: Path, served: str, served_weight: f
     weights = (served_weight, round(1.0 - served_weight, 6))
     merged = merge_members([base.keras_model, candidate], weights, name=f"{name}-{version}".replace("@", "-"))
     members = [{"model": base.version, "weight": weights[0]},
-               {"model": f"{candidate_spec.name}@{candidate_spec.version}", "checkpoint": str(source),
+               {"model": version_of(candidate_spec), "checkpoint": str(source),
                 "epoch": state.get("epoch"), "weight": weights[1]}]
     spec = ModelSpec(name=name, version=version, weights=None, description=(
         "prediction ensemble of " + " and ".join(f"{m['model']} (weight {m['weight']})" for m in members)),
@@ -125,7 +126,7 @@ def build_ensemble(cfg: TrainConfig, source: Path, served: str, served_weight: f
 
 def _card(spec: ModelSpec, metrics: dict, cfg: TrainConfig, digest: str) -> str:
     rows = "\n".join(f"| {m['model']} | {m['weight']} | {m.get('epoch', '(shipped)')} |" for m in metrics["members"])
-    return f"""# {spec.name}@{spec.version}: a prediction ensemble served as one model
+    return f"""# {version_of(spec)}: a prediction ensemble served as one model
 
 {spec.description}. Built by `python -m fer_core.lab.ensemble` (fer_core.lab.ensemble): the members'
 layers in one graph on a shared input; the output is the weighted mean of their probabilities.
