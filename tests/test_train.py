@@ -150,7 +150,9 @@ def test_resume_continues_from_the_last_checkpoint(trained, capsys):
     cfg, _, _ = trained
     more = replace(cfg, optim=replace(cfg.optim, epochs=cfg.optim.epochs + 1))
     train(more, command="pytest resume")
-    assert "resuming from" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed
+    assert "optimizer state (moments, step " in printed and "restored from" in printed
     rows = list(csv.DictReader(open(Path(cfg.output_dir) / "checkpoints" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, more.optim.epochs + 1))
     # each process that trained the run is a slice, kept in the resume state and told by the model card
@@ -778,6 +780,76 @@ def _write_yaml(path: Path, cfg) -> Path:
     return path
 
 
+def _compile_adamw(model, offset: int, steps_per_epoch: int = 5) -> None:
+    """The compile_at(offset) of fer_core.lab.loop.resume_optimizer: the lab's AdamW on a cosine schedule."""
+    from fer_core.lab.config import OptimConfig
+    from fer_core.lab.optim import make_optimizer
+
+    optim = OptimConfig(epochs=4, warmup_epochs=0, learning_rate=0.01, weight_decay=1e-4)
+    model.compile(optimizer=make_optimizer(optim, steps_per_epoch, start_step=offset), loss="categorical_crossentropy")
+
+
+def test_a_resumed_run_continues_its_optimizer_where_the_last_slice_left_it(tmp_path):
+    """The resumed slice takes the very step the uninterrupted run takes (AdamW's moments and step count come
+    back from last.keras). From a weights-only file, a fresh optimizer's first step stays within the LR
+    (Adam's bias correction), where zero moments at the moved step made it about 3x the LR (v8's dips)."""
+    import keras
+
+    from fer_core.lab.callbacks import save_atomically
+    from fer_core.lab.loop import resume_optimizer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 3, 16), 3)
+    inputs = keras.Input((6,))
+    run = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(5)(inputs)))
+    _compile_adamw(run, 0)
+    for _ in range(7):
+        run.train_on_batch(x, y)
+    save_atomically(run, tmp_path / "last.keras")
+
+    resumed = keras.models.load_model(tmp_path / "last.keras", compile=False)
+    said = resume_optimizer(resumed, tmp_path / "last.keras", 7, lambda k: _compile_adamw(resumed, k))
+    assert said.startswith("optimizer state (moments, step 7) restored")
+    for a, b in zip(run.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    run.train_on_batch(x, y)
+    resumed.train_on_batch(x, y)
+    for a, b in zip(run.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    # a last.keras rebuilt from a portable checkpoint (weights only, no optimizer), resumed deep in a long
+    # schedule (step 5000 of 8000) where Adam's bias correction is spent, as at v8's resumes
+    bare = keras.models.clone_model(run)
+    bare.set_weights(run.get_weights())
+    save_atomically(bare, tmp_path / "bare.keras")
+    fresh = keras.models.load_model(tmp_path / "bare.keras", compile=False)
+    said = resume_optimizer(fresh, tmp_path / "bare.keras", 5000, lambda k: _compile_adamw(fresh, k, 2000))
+    assert "holds no optimizer state for step 5000" in said
+    assert int(fresh.optimizer.iterations) == 0
+    lr = float(np.asarray(fresh.optimizer.learning_rate))
+    _compile_adamw(bare, 0, 2000)
+    bare.optimizer.iterations.assign(5000)
+    assert lr == pytest.approx(float(np.asarray(bare.optimizer.learning_rate)), rel=1e-6)  # the schedule at 5000
+
+    def first_step(model) -> float:
+        before = model.get_weights()
+        model.train_on_batch(x, y)
+        return max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), before))
+
+    assert 0.5 * lr < first_step(fresh) <= 1.05 * lr
+    assert first_step(bare) > 2.5 * lr  # zero moments at the moved step: what resuming did before
+    # the slice after it finds the fresh optimizer's own count (1) and its offset (5000) in last.keras
+    save_atomically(fresh, tmp_path / "bare.keras")
+    after = keras.models.load_model(tmp_path / "bare.keras", compile=False)
+    said = resume_optimizer(after, tmp_path / "bare.keras", 5001, lambda k: _compile_adamw(after, k, 2000))
+    assert said.startswith("optimizer state (moments, step 5001) restored")
+    assert float(np.asarray(after.optimizer.learning_rate)) == pytest.approx(
+        float(np.asarray(fresh.optimizer.learning_rate)), rel=1e-6)
+    for a, b in zip(fresh.optimizer.variables, after.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_a_moved_config_with_the_same_content_resumes_its_run(tmp_path, capsys):
     """Resuming compares the run's state, not the config file's path: the same config moved (conf/train_*.yaml
     to conf/experiments/, issue 22) continues the run in its output_dir after its last epoch."""
@@ -826,6 +898,7 @@ def test_portable_checkpoint_carries_a_run_across_machines(tmp_path, capsys):
     assert main(["--config", str(config), "--epochs", "3"]) == 0
     printed = capsys.readouterr().out
     assert f"restored {ckpt} from the portable checkpoint {committed} (epoch 2)" in printed
+    assert "holds no optimizer state for step" in printed  # weights only: a fresh optimizer rebuilds its moments
     assert "resuming from" in printed and "after epoch 2" in printed
     rows = list(csv.DictReader(open(ckpt / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]

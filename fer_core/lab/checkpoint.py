@@ -5,7 +5,9 @@ history.csv) live in an ignored directory that a replaced machine loses. This fi
 resuming needs, small enough to commit once per slice: the last and the best epoch's weights in
 float16 (float32 where float16 would overflow), state.json (epoch, best validation accuracy, the
 plateau schedule), history.csv, and the weight shapes and config it was written for. Optimiser
-moments are not kept: SGD's momentum rebuilds within a few hundred steps of a resume.
+moments are not kept (they would double the file): last.keras holds them for a resume on the same
+machine, and a resume from this file starts an optimizer whose bias correction rebuilds them
+(fer_core.lab.loop.resume_optimizer).
 
 numpy only: exporting needs no TensorFlow, so it can run next to a training process.
 """

@@ -187,6 +187,42 @@ class FitResult:
     slices: list[dict] = field(default_factory=list)  # one per process that trained the run (callbacks.slices_of)
 
 
+def resume_optimizer(model, source: Path, step: int, compile_at) -> str:
+    """Compile ``model`` (``compile_at(offset)``: with an optimizer whose LR schedule is read ``offset`` steps
+    on) so that training continues at phase step ``step`` with the optimizer state ``source`` (last.keras)
+    holds; returns what it did, for the log.
+
+    Adam's moments are what matter: a fresh AdamW moved to the resumed step skips its bias correction, so
+    its zero moments make each update about 3x the LR for the next thousand steps (v8's resumes cost
+    2.5-8.5 points of training accuracy that way, won back over 2-3 epochs). last.keras holds the moments
+    and the optimizer's own step count, and loading them continues the run exactly. A file without them
+    (rebuilt from a portable checkpoint, which keeps weights only) gets an optimizer that counts its own
+    steps from 0, so that its bias correction rebuilds the moments in its first steps, on the schedule
+    offset to ``step``; the slices after it find that count and that offset in their last.keras.
+    """
+    compile_at(0)
+    saved = _load_optimizer_variables(model, source)
+    if 0 < saved < step:  # written by an optimizer that counts from a portable restore: same offset again
+        compile_at(step - saved)
+        saved = _load_optimizer_variables(model, source)
+    if 0 < saved <= step:
+        return f"optimizer state (moments, step {step}) restored from {source}"
+    compile_at(step)
+    return (f"{source} holds no optimizer state for step {step} (a portable checkpoint keeps weights only): "
+            f"a fresh optimizer rebuilds its moments and continues the LR schedule at step {step}")
+
+
+def _load_optimizer_variables(model, source: Path) -> int:
+    """Load the compiled ``model``'s optimizer variables from a .keras file; the step count they hold (0: none)."""
+    import warnings
+
+    model.optimizer.build(model.trainable_variables)
+    with warnings.catch_warnings():  # Keras warns when the file has no (or other) optimizer variables
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(source)  # the same model weights again, plus the optimizer's if it has them
+    return int(model.optimizer.iterations)
+
+
 def run_identity(cfg: TrainConfig) -> dict:
     """What a portable checkpoint must agree with to be resumed: the net, the seed and the data split."""
     return {"model": dataclass_to_dict(cfg.model), "seed": cfg.seed,
@@ -279,10 +315,16 @@ def fit(cfg: TrainConfig, train: FaceDataset, val: FaceDataset, ckpt_dir: Path,
         if last <= start_epoch:
             continue
         set_backbone_trainable(model, trainable)
-        optimizer = make_optimizer(o, steps, lr_scale)
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        if start_epoch > first:  # resumed mid-phase: move the LR schedule to where it was
-            optimizer.iterations.assign((start_epoch - first) * steps)
+
+        def compile_at(offset: int, lr_scale: float = lr_scale) -> None:
+            model.compile(optimizer=make_optimizer(o, steps, lr_scale, start_step=offset), loss=loss,
+                          metrics=["accuracy"])
+
+        if start_epoch > first:  # resumed mid-phase: the optimizer continues where the last slice left it
+            print(resume_optimizer(model, ckpt_dir / "last.keras", (start_epoch - first) * steps, compile_at),
+                  flush=True)
+        else:
+            compile_at(0)
         model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=max(first, start_epoch),
                   callbacks=callbacks, verbose=0)
         start_epoch = last

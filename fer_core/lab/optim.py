@@ -45,7 +45,9 @@ def make_loss(cfg: OptimConfig, weights: np.ndarray):
     return loss
 
 
-def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, lr_scale: float = 1.0):
+def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, lr_scale: float = 1.0, start_step: int = 0):
+    """The run's optimizer. ``start_step``: where a resumed phase's LR schedule continues, for an optimizer
+    that counts its own steps from 0 (fer_core.lab.loop.resume_optimizer says when)."""
     import keras
 
     total = max(1, cfg.epochs * steps_per_epoch)
@@ -56,11 +58,27 @@ def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, lr_scale: float = 1.0
             initial_learning_rate=peak * 0.1 if warmup else peak, decay_steps=total - warmup, alpha=0.01,
             warmup_target=peak if warmup else None, warmup_steps=warmup,
         )
+        if start_step:
+            lr = offset_schedule(lr, start_step)
     else:
         lr = peak
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+
+
+def offset_schedule(schedule, offset: int):
+    """``schedule`` read ``offset`` steps on: the LR of step ``offset + k`` at the optimizer's own step k."""
+    import keras
+
+    class OffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return schedule(step + offset)
+
+        def get_config(self):
+            return {"schedule": keras.saving.serialize_keras_object(schedule), "offset": offset}
+
+    return OffsetSchedule()
 
 
 @dataclass
