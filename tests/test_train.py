@@ -254,6 +254,31 @@ def _candidate_checkpoint(cfg, tmp_path: Path) -> Path:
     return checkpoint.write(tmp_path / "candidate.npz", weights, weights, {"epoch": 4}, "", run_identity(cfg))
 
 
+def test_compare_reads_the_ensemble_the_merged_model_serves_in_both_modes(trained, tmp_path):
+    """compare's ensemble figures (flip, and single pass at the same weight) are what the model merged by
+    fer_core.lab.ensemble at compare's chosen weight scores on the same validation faces, by another code path."""
+    from fer_core.lab.compare import compare
+    from fer_core.lab.ensemble import main
+
+    cfg, _, _ = trained
+    cfg = replace(cfg, model=replace(cfg.model, crop_margin=0.0))  # v5's framing: members share one face
+    source = _candidate_checkpoint(cfg, tmp_path)
+    result = compare(cfg, source, "default", candidate_tta="flip", ensemble=True)
+    block, n = result["validation"], result["validation"]["served_flip"]["n"]
+    w = block["ensemble"]["served_weight"]
+    assert block["ensemble_single"]["served_weight"] == w
+    paired = block["ensemble_single"]["mcnemar_vs_served_flip"]
+    gap = round((block["served_flip"]["accuracy"] - block["ensemble_single"]["accuracy"]) * n)
+    assert abs(paired["only_served_right"] - paired["only_candidate_right"] - gap) <= 1
+    assert "ensemble_single" in result["PublicTest"]
+    out = tmp_path / "ensemble"
+    assert main(["--config", str(_write_yaml(tmp_path / "candidate.yaml", cfg)), "--checkpoint", str(source),
+                 "--served-weight", str(w), "--out", str(out)]) == 0
+    merged = json.loads((out / "metrics.json").read_text())
+    assert abs(merged["val_accuracy"] - block["ensemble_single"]["accuracy"]) <= 1.5 / n
+    assert abs(merged["val_accuracy_tta"] - block["ensemble"]["accuracy"]) <= 1.5 / n
+
+
 def test_an_ensemble_is_served_as_one_model_whose_flip_is_the_members_weighted_mean(trained, tmp_path, capsys):
     """fer_core.lab.ensemble merges the default and a candidate into one .keras file with a sidecar: loaded
     by path like any model (BatchNormalization folded), its flip TTA is w x default's flip + (1 - w) x the

@@ -9,7 +9,9 @@ With ``--ensemble`` it also measures the probability average of the two (the iss
 of diverse nets"): the served model's flip TTA and the candidate's chosen mode, weighted ``w`` and
 ``1 - w``. The rule is fixed here, before any look: ``w`` is chosen on validation accuracy alone over
 0.0, 0.1, ..., 1.0 (ties to the larger ``w``, the served model's share); PublicTest is then scored once, at
-that ``w``, with McNemar's test against the served model's flip TTA.
+that ``w``, with McNemar's test against the served model's flip TTA. The same members at that ``w`` in
+single pass (``ensemble_single``: one pass of each net per face, what `python -m fer_core.lab.ensemble`'s
+model serves without TTA) are reported too, with nothing chosen on them.
 """
 from __future__ import annotations
 
@@ -89,9 +91,14 @@ def compare(cfg: TrainConfig, source: Path, served: str, *, candidate_tta: str, 
             mixed = chosen_w * probs["served_flip"] + (1 - chosen_w) * chosen
             block["ensemble"] = {"served_weight": chosen_w, **_accuracy(mixed, labels),
                                  "mcnemar_vs_served_flip": _paired(probs["served_flip"], mixed, labels)}
+            # the same members and weight, one pass each (half the flip ensemble's cost), reported, not chosen on
+            single = chosen_w * probs["served_single"] + (1 - chosen_w) * probs["candidate_single"]
+            block["ensemble_single"] = {"served_weight": chosen_w, **_accuracy(single, labels),
+                                        "mcnemar_vs_served_flip": _paired(probs["served_flip"], single, labels)}
         out[name] = block
         print(f"{name}: " + ", ".join(f"{m} {block[m]['accuracy']:.4f}" for m in probs)
-              + (f", ensemble (w={chosen_w}) {block['ensemble']['accuracy']:.4f}" if ensemble else ""), flush=True)
+              + (f", ensemble (w={chosen_w}) {block['ensemble']['accuracy']:.4f}, single pass "
+                 f"{block['ensemble_single']['accuracy']:.4f}" if ensemble else ""), flush=True)
     return out
 
 
