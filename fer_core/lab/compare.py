@@ -88,13 +88,14 @@ def compare(cfg: TrainConfig, source: Path, served: str, *, candidate_tta: str, 
                 best = max(curve.values())
                 chosen_w = max(w for w, acc in curve.items() if acc == best)
                 block["ensemble_curve"] = {str(w): round(a, 4) for w, a in curve.items()}
-            mixed = chosen_w * probs["served_flip"] + (1 - chosen_w) * chosen
-            block["ensemble"] = {"served_weight": chosen_w, **_accuracy(mixed, labels),
-                                 "mcnemar_vs_served_flip": _paired(probs["served_flip"], mixed, labels)}
+            def mix(served_probs: np.ndarray, candidate_probs: np.ndarray) -> dict:
+                mixed = chosen_w * served_probs + (1 - chosen_w) * candidate_probs
+                return {"served_weight": chosen_w, **_accuracy(mixed, labels),
+                        "mcnemar_vs_served_flip": _paired(probs["served_flip"], mixed, labels)}
+
+            block["ensemble"] = mix(probs["served_flip"], chosen)
             # the same members and weight, one pass each (half the flip ensemble's cost), reported, not chosen on
-            single = chosen_w * probs["served_single"] + (1 - chosen_w) * probs["candidate_single"]
-            block["ensemble_single"] = {"served_weight": chosen_w, **_accuracy(single, labels),
-                                        "mcnemar_vs_served_flip": _paired(probs["served_flip"], single, labels)}
+            block["ensemble_single"] = mix(probs["served_single"], probs["candidate_single"])
         out[name] = block
         print(f"{name}: " + ", ".join(f"{m} {block[m]['accuracy']:.4f}" for m in probs)
               + (f", ensemble (w={chosen_w}) {block['ensemble']['accuracy']:.4f}, single pass "
